@@ -1,0 +1,122 @@
+"""The `iclbench` command line: `run`, `list`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from iclbench import tasks as task_registry
+from iclbench.cache import eval_set
+from iclbench.plugins import PluginError, load_model
+from iclbench.results import ResultsError, slug
+from iclbench.runner import RunConfig, resolve_device, run
+from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def summary_table(doc: dict[str, Any]) -> str:
+    """One row per task: nominal-length error in dB with its 90% interval, and the time taken."""
+    rows = []
+    for name, entry in doc["tasks"].items():
+        nominal = entry["spec"]["nominal"]
+        m = entry.get("lengths", {}).get(str(nominal)) if entry["status"] == "ok" else None
+        err = m["rel_err"] if m else None
+        rate = m.get("error_rate") if m else None
+        rows.append(
+            [
+                name,
+                entry["status"] if entry["status"] != "failed" else "FAILED",
+                nominal,
+                f"{err['db']:.1f}" if err else "",
+                f"[{err['ci90_db'][0]:.1f}, {err['ci90_db'][1]:.1f}]" if err else "",
+                f"{100 * rate['value']:.1f}%" if rate else "",
+                f"{entry['seconds']:.2f}" if "seconds" in entry else "",
+            ]
+        )
+    headers = ["task", "status", "n", "error (dB)", "90% CI (dB)", "error rate", "time (s)"]
+    return tabulate(rows, headers, disable_numparse=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        selected = task_registry.select(args.tasks)
+        resolve_device(args.device)
+        loaded = load_model(args.model)
+    except (PluginError, UnknownTaskError, ValueError) as exc:
+        print(f"iclbench run: {exc}", file=sys.stderr)
+        return 2
+    cfg = RunConfig(args.device, args.dtype, args.batch_size, args.prompts)
+    out = args.out / f"{slug(loaded.model.name)}.json"
+    try:
+        doc = run(loaded, selected, cfg, out, resume=args.resume, progress=not args.quiet)
+    except ResultsError as exc:
+        print(f"iclbench run: cannot resume: {exc}", file=sys.stderr)
+        return 2
+    limited = f", first {args.prompts} prompts per task" if args.prompts else ""
+    print(f"{loaded.model.name} on suite {SUITE_VERSION} ({doc['run']['device']}, {args.dtype}{limited})")
+    print(summary_table(doc))
+    failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
+    for message in failed:
+        print(f"error: {message}", file=sys.stderr)
+    print(f"results written to {out}")
+    return 1 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for task in task_registry.TASKS.values():
+        s = task.spec
+        fingerprint = FINGERPRINTS.get(s.name, "")
+        if args.verify:
+            actual = eval_set(task)[1]
+            fingerprint = f"{fingerprint[:16]} {'ok' if actual == fingerprint else 'MISMATCH ' + actual[:16]}"
+        lengths = ", ".join(f"{n}*" if n == s.nominal else str(n) for n in s.lengths)
+        params = ", ".join(f"{k}={v}" for k, v in s.params.items())
+        rows.append([s.name, s.d, lengths, s.n_prompts, s.n_queries, s.noise, params, fingerprint if args.verify else fingerprint[:16]])
+    headers = ["task", "d", "prompt lengths (nominal*)", "prompts", "queries", "noise", "parameters", "fingerprint"]
+    print(f"suite {SUITE_VERSION}")
+    print(tabulate(rows, headers, disable_numparse=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iclbench", description="Benchmark of in-context learning as learned optimization.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="score a model on the suite")
+    p.add_argument("--model", required=True, help="path.py[:Class], a baseline name, or module[:Class]")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="task names, families or glob patterns (default: all)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
+    p.add_argument("--prompts", type=_positive, help="score only the first N prompts per task (marked as limited)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="folder of the results file")
+    p.add_argument("--resume", action="store_true", help="keep finished tasks of an existing results file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="list the tasks with their fingerprints")
+    p.add_argument("--verify", action="store_true", help="generate every evaluation set and check its fingerprint")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Scores of one task at one prompt length, with bootstrap intervals over prompts."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclbench.tasks import EvalSet, TaskSpec
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CI_LEVEL = 0.90
+DB_FLOOR = 1e-30
+"""Values below this are reported at its level (-300 dB): exact solvers reach round-off."""
+
+RECOVERY_FAMILIES = ("linear", "lasso")
+"""Families whose hidden `w` is the parameter in y = x^T w, scored against a returned `w`."""
+
+
+def db(value: float) -> float:
+    """10 log10(value), floored at `DB_FLOOR`."""
+    return 10.0 * math.log10(max(value, DB_FLOOR))
+
+
+@lru_cache(maxsize=8)
+def _counts(n_prompts: int) -> np.ndarray:
+    """(resamples, prompts) multiplicities of a fixed-seed bootstrap over prompts."""
+    rng = np.random.Generator(np.random.PCG64(BOOTSTRAP_SEED))
+    idx = rng.integers(0, n_prompts, size=(BOOTSTRAP_RESAMPLES, n_prompts))
+    flat = idx + n_prompts * np.arange(BOOTSTRAP_RESAMPLES)[:, None]
+    return np.bincount(flat.ravel(), minlength=BOOTSTRAP_RESAMPLES * n_prompts).reshape(BOOTSTRAP_RESAMPLES, -1).astype(np.float64)
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    tail = (1 - CI_LEVEL) / 2
+    lo, hi = np.quantile(samples, [tail, 1 - tail])
+    return [float(lo), float(hi)]
+
+
+def ratio(num: torch.Tensor, den: torch.Tensor) -> dict[str, Any]:
+    """sum(num) / sum(den) over prompts, in dB too, with its bootstrap interval."""
+    num_np, den_np = num.double().cpu().numpy(), den.double().cpu().numpy()
+    counts = _counts(len(num_np))
+    value = float(num_np.sum() / den_np.sum())
+    lo, hi = _interval((counts @ num_np) / (counts @ den_np))
+    return {"value": value, "db": db(value), "ci90": [lo, hi], "ci90_db": [db(lo), db(hi)]}
+
+
+def mean(values: torch.Tensor) -> dict[str, Any]:
+    """Mean over prompts with its bootstrap interval."""
+    v = values.double().cpu().numpy()
+    return {"value": float(v.mean()), "ci90": _interval(_counts(len(v)) @ v / len(v))}
+
+
+def relative_error(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """E[(pred - target)^2] / E[target^2] over prompts and queries (the zero predictor scores 1)."""
+    return ratio(((pred - target) ** 2).sum(-1), (target**2).sum(-1))
+
+
+def score(
+    spec: TaskSpec,
+    data: EvalSet,
+    n: int,
+    y: torch.Tensor,
+    steps: torch.Tensor | None = None,
+    w: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Every metric of a model's predictions at prompt length `n`.
+
+    `rel_err` compares `y` (P, q) with the noiseless target (for logistic tasks, the
+    regularised optimum's logit); logistic tasks add `error_rate` against the true
+    label (a zero prediction counts as half an error); a returned `w` adds
+    `recovery` (NMSE against the hidden parameter); returned `steps` add
+    `steps_rel_err_db`, the relative error in dB after each step.
+    """
+    target = data.targets[n].double()
+    out: dict[str, Any] = {"rel_err": relative_error(y.double(), target)}
+    if spec.family == "logistic":
+        label = data.hidden["y_query"].double()
+        wrong = torch.where(y == 0, 0.5, (torch.sign(y.double()) != label).double())
+        out["error_rate"] = mean(wrong.mean(-1))
+    if w is not None and spec.family in RECOVERY_FAMILIES:
+        true_w = data.hidden["w"].double()
+        out["recovery"] = ratio(((w.double() - true_w) ** 2).sum(-1), (true_w**2).sum(-1))
+    if steps is not None:
+        err = ((steps.double() - target.unsqueeze(1)) ** 2).sum((0, 2)) / (target**2).sum()
+        out["steps_rel_err_db"] = [db(float(e)) for e in err]
+    return out

@@ -1,0 +1,27 @@
+"""Linear regression: y = x^T w / sqrt(d) + noise, x ~ N(0, Sigma), w ~ N(0, I)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from iclbench.tasks.family import Draw, Family, covariance, gaussian
+from iclbench.tasks.spec import TaskSpec, f32
+
+
+class Linear(Family):
+    """Sigma has condition number `kappa` (identity for kappa = 1); hidden `w` is w / sqrt(d)."""
+
+    def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
+        d = spec.d
+        sigma, root = covariance(rng, batch, d, spec.params["kappa"])
+        w = f32(gaussian(rng, batch, d) / math.sqrt(d))
+        x = f32(gaussian(rng, batch, n, d) @ root)
+        x_query = f32(gaussian(rng, batch, q, d) @ root)
+        f = torch.einsum("bnd,bd->bn", x, w)
+        f_query = f32(torch.einsum("bqd,bd->bq", x_query, w))
+        y = f32(f + spec.noise * gaussian(rng, batch, n))
+        y_query = f32(f_query + spec.noise * gaussian(rng, batch, q))
+        return Draw(x, y, x_query, y_query, {"f_query": f_query, "w": w, "sigma": f32(sigma)})
