@@ -59,6 +59,14 @@ class Model(ABC):
         """Whether this model can be scored on `task`; unsupported tasks are skipped."""
         return True
 
+    def supports_length(self, task: TaskSpec, n: int) -> bool:
+        """Whether this model applies to prompts of length `n` of a supported task.
+
+        A model whose weights are tied to one prompt length (LISTA, say) returns
+        False for the others; those lengths are reported unsupported, not scored.
+        """
+        return True
+
     @abstractmethod
     def predict(self, batch: Batch) -> torch.Tensor | Prediction:
         """Predict the (B, q) query labels of `batch`, on its device and in its dtype."""

@@ -137,11 +137,13 @@ def run_task(loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool = T
         data = data.head(cfg.prompts)
     entry["n_prompts"] = data.n_prompts
     on_device = EvalSet(data.x.to(device, dtype), data.y.to(device, dtype), data.x_query.to(device, dtype), {}, {}, {})
-    chunks = -(-data.n_prompts // cfg.batch_size) * len(spec.lengths)
+    scored = [n for n in spec.lengths if loaded.model.supports_length(spec, n)]
+    entry["unsupported_lengths"] = [n for n in spec.lengths if n not in scored]
+    chunks = -(-data.n_prompts // cfg.batch_size) * len(scored)
     lengths: dict[str, Any] = {}
     try:
         with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
-            for n in spec.lengths:
+            for n in scored:
                 pred = predict_all(loaded, spec, on_device, n, cfg, bar)
                 lengths[str(n)] = metrics.score(spec, data, n, pred.y, pred.steps, pred.w)
     except TaskFailure as exc:
