@@ -45,9 +45,18 @@ class RunConfig:
 
 def resolve_device(name: str) -> torch.device:
     """The device `--device` names, checked to exist."""
-    device = RunConfig(device=name).torch_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        device = RunConfig(device=name).torch_device()
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: {exc}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        if (device.index or 0) >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     return device
 
 

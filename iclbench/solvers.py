@@ -24,7 +24,7 @@ def logistic_optimum(
     b, n, d = x.shape
     w = x.new_zeros(b, d)
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    steps = 0.5 ** torch.arange(40, dtype=x.dtype, device=x.device)
+    steps = 0.5 ** torch.arange(16, dtype=x.dtype, device=x.device)
     for _ in range(max_iter):
         p = torch.sigmoid(-y * torch.einsum("bnd,bd->bn", x, w))
         grad = -torch.einsum("bnd,bn->bd", x, y * p) / n + mu * w

@@ -1,0 +1,166 @@
+"""Bad input gives one clear message naming the task and what is wrong; nothing computed is lost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from iclbench import results
+from iclbench.cli import main
+
+HEADER = """
+import torch
+from iclbench import Model, Prediction
+"""
+
+GOOD = HEADER + """
+class Good(Model):
+    name = "good"
+    def predict(self, batch):
+        return batch.x_query.new_zeros(batch.x_query.shape[:2])
+"""
+
+
+def plugin(tmp_path: Path, body: str, name: str = "model.py") -> Path:
+    path = tmp_path / name
+    path.write_text(HEADER + textwrap.dedent(body))
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(["run", "--quiet", "--prompts", "64", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def broken_on(task_family: str, bad_return: str) -> str:
+    """A model that is fine except on one task family, where it returns `bad_return`."""
+    return f"""
+    class Broken(Model):
+        name = "broken"
+        def predict(self, batch):
+            good = batch.x_query.new_zeros(batch.x_query.shape[:2])
+            if batch.task.family == "{task_family}":
+                return {bad_return}
+            return good
+    """
+
+
+CASES = {
+    "wrong shape": ("good[:, :1]", "prediction has shape (64, 1), expected (64, 8)"),
+    "wrong dtype": ("good.double()", "prediction has dtype torch.float64, expected torch.float32"),
+    "wrong device": ("good.to('meta')", "prediction is on meta, expected cpu"),
+    "not a tensor": ("good.tolist()", "prediction is a list, expected a torch.Tensor"),
+    "nan": ("good + float('nan')", "prediction contains NaN or Inf (n=4, first at prompt 0)"),
+    "inf": ("torch.where(torch.arange(64)[:, None] == 5, float('inf'), good)", "first at prompt 5"),
+    "bad steps": ("Prediction(good, steps=good)", "Prediction.steps must be a (B, K, q) tensor"),
+    "bad w": ("Prediction(good, w=good)", "Prediction.w has shape (64, 8), expected (64, 5)"),
+    "exception": ("1 / 0", "predict raised ZeroDivisionError: division by zero (n=4, prompts 0-63)"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_bad_prediction_fails_its_task_only(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad_return, message = CASES[case]
+    path = plugin(tmp_path, broken_on("kernel", bad_return))
+    code, out, err = run_cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path))
+    assert code == 1
+    assert "error: kernel/exp: " in err and message in err, err
+    doc = results.read(tmp_path / "broken.json")  # valid, with the good task kept
+    assert doc["tasks"]["linear/kappa1"]["status"] == "ok"
+    assert doc["tasks"]["kernel/exp"]["status"] == "failed" and message in doc["tasks"]["kernel/exp"]["error"]
+    assert "FAILED" in out
+
+
+def test_an_exception_in_setup_fails_every_task_and_writes_results(tmp_path: Path, capsys) -> None:
+    path = plugin(tmp_path, """
+    class NoWeights(Model):
+        name = "no-weights"
+        def setup(self, device):
+            raise FileNotFoundError("weights.safetensors")
+        def predict(self, batch):
+            return batch.x_query.new_zeros(batch.x_query.shape[:2])
+    """)
+    code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "lasso/fixed", "--out", str(tmp_path))
+    assert code == 1 and "lasso/fixed: setup raised FileNotFoundError: weights.safetensors" in err
+    assert results.read(tmp_path / "no-weights.json")["tasks"]["lasso/fixed"]["status"] == "failed"
+
+
+LOAD_CASES = {
+    "missing file": (None, "model file not found: {path}"),
+    "import error": ("import not_a_module_anywhere\n", "importing {path} failed: ModuleNotFoundError"),
+    "syntax error": ("def broken(:\n", "importing {path} failed: SyntaxError"),
+    "no model class": ("class Thing:\n    pass\n", "{path} defines no iclbench.Model subclass"),
+    "two model classes": (GOOD + "\nclass Other(Good):\n    pass\n", "defines several models (Good, Other)"),
+}
+
+
+@pytest.mark.parametrize("case", LOAD_CASES)
+def test_a_plugin_that_cannot_load_gives_one_message(case: str, tmp_path: Path, capsys) -> None:
+    source, message = LOAD_CASES[case]
+    path = tmp_path / "model.py"
+    if source is not None:
+        path.write_text(source)
+    previous = tmp_path / "out" / "good.json"
+    previous.parent.mkdir()
+    previous.write_text("{}")
+    code, out, err = run_cli(capsys, "--model", str(path), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert err.startswith("iclbench run: ") and message.format(path=path) in err, err
+    assert len(err.strip().splitlines()) == 1 and out == ""
+    assert previous.read_text() == "{}"  # nothing written or touched
+
+
+def test_class_selection_and_unknown_names(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "model.py"
+    path.write_text(GOOD + "\nclass Other(Good):\n    name = 'other'\n")
+    assert run_cli(capsys, "--model", f"{path}:Other", "--tasks", "kernel/exp", "--out", str(tmp_path))[0] == 0
+    assert (tmp_path / "other.json").exists()
+    code, _, err = run_cli(capsys, "--model", f"{path}:Missing")
+    assert code == 2 and "has no iclbench.Model subclass called 'Missing'" in err
+    code, _, err = run_cli(capsys, "--model", "no_such_baseline")
+    assert code == 2 and "no model called 'no_such_baseline'" in err and "ridge" in err
+    code, _, err = run_cli(capsys, "--model", "zero", "--tasks", "linear/kappa3")
+    assert code == 2 and "no task matches 'linear/kappa3'" in err
+    code, _, err = run_cli(capsys, "--model", "zero", "--device", "cuda:99")
+    assert code == 2 and "--device cuda:99: " in err
+
+
+def test_list_prints_every_task_with_its_fingerprint(capsys) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    from iclbench.tasks import FINGERPRINTS
+
+    for name, fingerprint in FINGERPRINTS.items():
+        assert name in out and fingerprint[:16] in out
+
+
+def test_a_crash_mid_run_keeps_finished_tasks(tmp_path: Path) -> None:
+    """A process killed during a task leaves a valid file with the tasks done before it."""
+    path = plugin(tmp_path, """
+    import os
+    class Dies(Model):
+        name = "dies"
+        def predict(self, batch):
+            if batch.task.family == "kernel":
+                os._exit(9)
+            return batch.x_query.new_zeros(batch.x_query.shape[:2])
+    """)
+    cmd = [sys.executable, "-m", "iclbench.cli", "run", "--model", str(path), "--quiet", "--prompts", "32",
+           "--tasks", "linear/kappa1", "lasso/fixed", "kernel/exp", "--out", str(tmp_path)]
+    assert subprocess.run(cmd, capture_output=True).returncode == 9
+    doc = json.loads((tmp_path / "dies.json").read_text())
+    results.check(doc)
+    assert list(doc["tasks"]) == ["linear/kappa1", "lasso/fixed"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_results_with_non_finite_numbers_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(results.ResultsError, match=r"non-finite number at tasks.t.x"):
+        results.write(tmp_path / "r.json", {"tasks": {"t": {"x": float("nan")}}})
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,182 @@
+"""Each task family's samples match its definition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from iclbench import tasks
+from iclbench.cache import eval_set
+from iclbench.kernels import gram
+from iclbench.solvers import logistic_optimum
+
+
+def sampled(name: str, batch: int, n: int, seed: int = 0):
+    task = tasks.get(name)
+    return task.sample(batch, n, task.train_generator(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name, kappa", [("linear/kappa1", 1), ("linear/kappa10", 10), ("linear/kappa100", 100)])
+def test_linear_covariance_has_the_stated_condition_number(name: str, kappa: float) -> None:
+    s = sampled(name, 4, 40000)
+    x = s.batch.x
+    cov = x.mT @ x / x.shape[1]
+    eig = torch.linalg.eigvalsh(cov)
+    measured = eig[:, -1] / eig[:, 0]
+    assert torch.allclose(measured, torch.full_like(measured, float(kappa)), rtol=0.1)
+    assert torch.allclose(torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1), torch.full((4,), 20.0, dtype=cov.dtype), rtol=0.03)
+    # the hidden Sigma is the population covariance the samples were drawn from
+    assert torch.allclose(cov, s.hidden["sigma"], atol=0.05 * math.sqrt(kappa))
+
+
+def test_linear_covariance_eigenvectors_differ_per_prompt() -> None:
+    sigma = sampled("linear/kappa100", 3, 5).hidden["sigma"]
+    top = torch.linalg.eigh(sigma).eigenvectors[..., -1]
+    assert (top[0] @ top[1]).abs() < 0.9 and (top[0] @ top[2]).abs() < 0.9
+
+
+def test_linear_labels_follow_the_model() -> None:
+    s = sampled("linear/kappa1", 512, 40)
+    w = s.hidden["w"]
+    scaled = (w * math.sqrt(20)).flatten()
+    assert abs(scaled.mean()) < 0.03 and abs(scaled.std() - 1) < 0.03
+    y = torch.einsum("bnd,bd->bn", s.batch.x, w)
+    assert torch.allclose(s.batch.y, y, atol=1e-5)  # noiseless up to float32 rounding
+    assert torch.allclose(s.target, torch.einsum("bqd,bd->bq", s.batch.x_query, w), atol=1e-5)
+
+
+def test_noisy_linear_noise_has_the_stated_scale() -> None:
+    s = sampled("linear/noisy", 512, 80)
+    residual = s.batch.y - torch.einsum("bnd,bd->bn", s.batch.x, s.hidden["w"])
+    assert abs(residual.std() - 0.5) < 0.01 and abs(residual.mean()) < 0.01
+    assert abs((s.y_query - s.target).std() - 0.5) < 0.03
+
+
+@pytest.mark.parametrize("name", ["logistic/kappa1", "logistic/kappa10"])
+def test_logistic_labels_and_targets(name: str) -> None:
+    data, _ = eval_set(tasks.get(name))
+    assert set(data.y.unique().tolist()) == {-1.0, 1.0}
+    w = data.hidden["w"].double()
+    assert torch.equal(data.y.double(), torch.sign(torch.einsum("bnd,bd->bn", data.x.double(), w)))
+    assert torch.equal(data.hidden["y_query"].double(), torch.sign(torch.einsum("bqd,bd->bq", data.x_query.double(), w)))
+    # the target at length n is the logit of the optimum fitted on that prefix alone
+    for n in (5, 40):
+        x, y = data.x[:64, :n].double(), data.y[:64, :n].double()
+        w_mu = logistic_optimum(x, y, 0.01)
+        logits = torch.einsum("bqd,bd->bq", data.x_query[:64].double(), w_mu)
+        assert torch.allclose(data.targets[n][:64].double(), logits, rtol=1e-6, atol=1e-6)
+
+
+def test_logistic_optimum_zeroes_the_gradient() -> None:
+    s = sampled("logistic/kappa10", 64, 20)
+    x, y = s.batch.x.numpy(), s.batch.y.numpy()
+    w = logistic_optimum(s.batch.x, s.batch.y, 0.01).numpy()
+    for xi, yi, wi in zip(x, y, w):  # plain loop: an independent check of the batched solver
+        m = yi * (xi @ wi)
+        grad = -(xi.T @ (yi / (1 + np.exp(m)))) / len(yi) + 0.01 * wi
+        assert np.abs(grad).max() < 1e-10
+
+
+def test_lasso_codes_are_exactly_sparse_and_gaussian() -> None:
+    data, _ = eval_set(tasks.get("lasso/fixed"))
+    beta = data.hidden["w"]
+    assert ((beta != 0).sum(-1) == 3).all()
+    nonzero = beta[beta != 0].double()
+    assert abs(nonzero.mean()) < 0.05 and abs(nonzero.std() - 1) < 0.05
+    support_counts = (beta != 0).sum(0).double()
+    assert support_counts.min() > 0.6 * support_counts.mean()  # supports spread over all coordinates
+
+
+def test_lasso_fixed_uses_the_published_matrix() -> None:
+    task = tasks.get("lasso/fixed")
+    data, _ = eval_set(task)
+    x0 = task.public["X0"].float()
+    assert torch.equal(data.public["X0"], x0)
+    assert torch.equal(data.x, x0.expand_as(data.x))
+    assert abs(x0.mean()) < 0.15 and abs(x0.std() - 1) < 0.15
+    noise = data.y.double() - torch.einsum("bnd,bd->bn", data.x.double(), data.hidden["w"].double())
+    assert abs(noise.std() - 0.05) < 0.002
+
+
+@pytest.mark.parametrize("name, s", [("lasso/shift0.1", 0.1), ("lasso/shift0.5", 0.5)])
+def test_lasso_shifted_matrices_are_at_the_stated_distance(name: str, s: float) -> None:
+    task = tasks.get(name)
+    data, _ = eval_set(task)
+    x0 = task.public["X0"].double()
+    x = data.x.double()
+    g = (x * math.sqrt(1 + s * s) - x0) / s  # the fresh Gaussian part of each prompt's matrix
+    assert abs(g.mean()) < 0.01 and abs(g.std() - 1) < 0.01
+    assert abs(float((g * x0).mean())) < 0.01  # independent of X0
+    c = 1 / math.sqrt(1 + s * s)
+    expected = (1 - c) ** 2 * float((x0**2).mean()) + (s * c) ** 2
+    assert float(((x - x0) ** 2).mean()) == pytest.approx(expected, rel=0.02)
+    assert abs(x.std() - 1) < 0.15  # rows stay N(0, I)
+
+
+def test_lasso_random_matrices_are_fresh_gaussians() -> None:
+    task = tasks.get("lasso/random")
+    data, _ = eval_set(task)
+    x = data.x.double()
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+    assert abs(float((x * task.public["X0"].double()).mean())) < 0.01
+
+
+@pytest.mark.parametrize("kernel", ["linear", "exp", "relu"])
+def test_kernel_labels_have_the_gp_covariance(kernel: str) -> None:
+    data, _ = eval_set(tasks.get(f"kernel/{kernel}"))
+    x = torch.cat([data.x, data.x_query], 1).double()
+    y = torch.cat([data.y, data.hidden["y_query"]], 1).double()
+    assert torch.allclose(x.norm(dim=-1), torch.ones(x.shape[:2], dtype=x.dtype), atol=1e-6)
+    flat = x.reshape(-1, 5)
+    assert flat.mean(0).abs().max() < 0.02
+    assert torch.allclose(flat.T @ flat / len(flat), torch.eye(5, dtype=x.dtype) / 5, atol=0.01)
+    k = gram(x, x, kernel)
+    products = y.unsqueeze(-1) * y.unsqueeze(-2)  # E[y_i y_j | x] = K(x_i, x_j)
+    off = ~torch.eye(x.shape[1], dtype=torch.bool)
+    slope = float((products[:, off] * k[:, off]).sum() / (k[:, off] ** 2).sum())
+    assert slope == pytest.approx(1.0, abs=0.05)
+    diag = torch.diagonal(products, dim1=-2, dim2=-1).mean()
+    assert float(diag) == pytest.approx(float(torch.diagonal(k, dim1=-2, dim2=-1).mean()), rel=0.03)
+
+
+def test_relu_kernel_is_twice_the_expected_relu_product() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, dtype=torch.float64, generator=gen)
+    g = torch.randn(400000, 3, dtype=torch.float64, generator=gen)
+    mc = 2 * (torch.relu(g @ a) * torch.relu(g @ b)).mean()
+    assert float(gram(a[None], b[None], "relu")) == pytest.approx(float(mc), rel=0.02)
+
+
+def test_prompts_are_nested_prefixes_and_sampler_streams_are_disjoint() -> None:
+    task = tasks.get("linear/kappa10")
+    data, _ = eval_set(task)
+    for n in task.spec.lengths[1:]:
+        assert torch.equal(data.targets[n], data.targets[task.spec.lengths[0]])  # the same queries at every length
+    a = task.sample(8, 80, task.train_generator(0))
+    b = task.sample(8, 80, task.train_generator(0))
+    c = task.sample(8, 80, task.train_generator(1))
+    assert torch.equal(a.batch.x, b.batch.x) and not torch.equal(a.batch.x, c.batch.x)
+    eval_rows = data.x.reshape(-1, 1, 20)
+    assert not (eval_rows == a.batch.x.reshape(1, -1, 20)).all(-1).any()  # no training point is an evaluation point
+
+
+def test_sampled_targets_match_the_evaluation_construction() -> None:
+    task = tasks.get("logistic/kappa1")
+    s = task.sample(16, 20, task.train_generator(3), dtype=torch.float64)
+    w_mu = logistic_optimum(s.batch.x, s.batch.y, 0.01)
+    assert torch.allclose(s.target, torch.einsum("bqd,bd->bq", s.batch.x_query, w_mu), atol=1e-6)
+
+
+def test_unknown_task_names_are_reported() -> None:
+    with pytest.raises(tasks.UnknownTaskError, match="unknown task 'linear/kappa2'"):
+        tasks.get("linear/kappa2")
+    with pytest.raises(tasks.UnknownTaskError, match="no task matches 'nope'"):
+        tasks.select(["nope"])
+    assert [t.spec.name for t in tasks.select(["lasso/shift*", "kernel/exp"])] == [
+        "lasso/shift0.1",
+        "lasso/shift0.5",
+        "kernel/exp",
+    ]
