@@ -14,11 +14,15 @@ import torch
 from tqdm import tqdm
 
 import iclbench
-from iclbench import metrics, results
+from iclbench import alignment, metrics, results
 from iclbench.api import Batch, Prediction
 from iclbench.cache import eval_set
 from iclbench.plugins import LoadedModel, sha256_file
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, EvalSet, Task, TaskSpec
+
+
+References = dict[str, LoadedModel]
+"""Reference algorithms for `iclbench run --align`, by name, already set up on the run's device."""
 
 
 class TaskFailure(Exception):
@@ -131,14 +135,36 @@ def predict_all(loaded: LoadedModel, spec: TaskSpec, data: EvalSet, n: int, cfg:
     return Prediction(ys.cpu(), None if steps is None else steps.cpu(), None if ws is None else ws.cpu())
 
 
-def run_task(loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Score the model on one task; a failure is recorded in the returned entry, never raised."""
+def run_task(
+    loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool = True, references: References | None = None
+) -> dict[str, Any]:
+    """Score the model on one task; a failure is recorded in the returned entry, never raised.
+
+    With `references` (set-up baselines by name), the entry's `alignment` compares the model's
+    per-layer predictions at the nominal length with each reference's steps (`iclbench.alignment`).
+    """
     spec = task.spec
     entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict()}
-    if not loaded.model.supports(spec):
-        return {**entry, "status": "unsupported"}
-    device, dtype = cfg.torch_device(), cfg.torch_dtype()
     start = time.perf_counter()
+    try:
+        _score_task(loaded, task, cfg, progress, entry, references or {})
+    except TaskFailure as exc:
+        entry.update(status="failed", error=f"{spec.name}: {exc}")
+    except Exception as exc:  # a model's supports(), a solver, the device: still only this task fails
+        entry.update(status="failed", error=f"{spec.name}: {type(exc).__name__}: {exc}")
+    if entry["status"] != "unsupported":
+        entry["seconds"] = round(time.perf_counter() - start, 4)
+    return entry
+
+
+def _score_task(
+    loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool, entry: dict[str, Any], references: References
+) -> None:
+    spec = task.spec
+    if not loaded.model.supports(spec):
+        entry["status"] = "unsupported"
+        return
+    device, dtype = cfg.torch_device(), cfg.torch_dtype()
     data, fingerprint = eval_set(task)
     entry["fingerprint"] = fingerprint
     entry["fingerprint_ok"] = fingerprint == FINGERPRINTS.get(spec.name)
@@ -149,19 +175,15 @@ def run_task(loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool = T
     scored = [n for n in spec.lengths if loaded.model.supports_length(spec, n)]
     entry["unsupported_lengths"] = [n for n in spec.lengths if n not in scored]
     chunks = -(-data.n_prompts // cfg.batch_size) * len(scored)
-    lengths: dict[str, Any] = {}
-    try:
-        with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
-            for n in scored:
-                pred = predict_all(loaded, spec, on_device, n, cfg, bar)
-                lengths[str(n)] = metrics.score(spec, data, n, pred.y, pred.steps, pred.w)
-    except TaskFailure as exc:
-        entry.update(status="failed", error=f"{spec.name}: {exc}")
+    entry["lengths"] = lengths = {}
+    with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
+        for n in scored:
+            pred = predict_all(loaded, spec, on_device, n, cfg, bar)
+            lengths[str(n)] = metrics.score(spec, data, n, pred.y, pred.steps, pred.w)
+            if references and n == spec.nominal and pred.steps is not None:
+                entry["alignment"] = alignment.with_references(references, spec, data, on_device, n, pred.steps, cfg)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    entry["seconds"] = round(time.perf_counter() - start, 4)
-    entry["lengths"] = lengths
-    return entry
 
 
 def model_info(loaded: LoadedModel) -> dict[str, Any]:
@@ -225,12 +247,13 @@ def run(
     out: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    references: References | None = None,
 ) -> dict[str, Any]:
     """Score `loaded` on `tasks`, writing the results file at `out` after every task.
 
     A failure in `setup` or in one task is recorded and the other tasks still run.
     With `resume`, finished tasks of an existing file at `out` for the same model and
-    settings are kept rather than re-run.
+    settings are kept rather than re-run. `references`: set-up baselines to align with (see `run_task`).
     """
     setup_error = None
     try:
@@ -248,7 +271,7 @@ def run(
         elif setup_error is not None:
             doc["tasks"][name] = {"status": "failed", "spec": task.spec.to_dict(), "error": f"{name}: {setup_error}"}
         else:
-            doc["tasks"][name] = run_task(loaded, task, cfg, progress)
+            doc["tasks"][name] = run_task(loaded, task, cfg, progress, references)
         if out is not None:
             results.write(out, doc)
     doc["run"]["finished"] = _now()

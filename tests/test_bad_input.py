@@ -91,6 +91,21 @@ def test_an_exception_in_setup_fails_every_task_and_writes_results(tmp_path: Pat
     assert results.read(tmp_path / "no-weights.json")["tasks"]["lasso/fixed"]["status"] == "failed"
 
 
+def test_an_exception_in_supports_fails_that_task_only(tmp_path: Path, capsys) -> None:
+    path = plugin(tmp_path, """
+    class Picky(Model):
+        name = "picky"
+        def supports(self, task):
+            return {"linear": True}[task.family]
+        def predict(self, batch):
+            return batch.x_query.new_zeros(batch.x_query.shape[:2])
+    """)
+    code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path))
+    assert code == 1 and "error: kernel/exp: KeyError: 'kernel'" in err
+    doc = results.read(tmp_path / "picky.json")
+    assert doc["tasks"]["linear/kappa1"]["status"] == "ok" and doc["tasks"]["kernel/exp"]["status"] == "failed"
+
+
 LOAD_CASES = {
     "missing file": (None, "model file not found: {path}"),
     "import error": ("import not_a_module_anywhere\n", "importing {path} failed: ModuleNotFoundError"),
