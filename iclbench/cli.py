@@ -11,6 +11,9 @@ from typing import Any
 from tabulate import tabulate
 
 from iclbench import tasks as task_registry
+from iclbench import training
+from iclbench import leaderboard, submission
+from iclbench.alignment import load_references
 from iclbench.cache import eval_set
 from iclbench.plugins import PluginError, load_model
 from iclbench.results import ResultsError, slug
@@ -53,13 +56,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         selected = task_registry.select(args.tasks)
         resolve_device(args.device)
         loaded = load_model(args.model)
+        references = load_references(args.align or [], resolve_device(args.device))
     except (PluginError, UnknownTaskError, ValueError) as exc:
         print(f"iclbench run: {exc}", file=sys.stderr)
         return 2
     cfg = RunConfig(args.device, args.dtype, args.batch_size, args.prompts)
     out = args.out / f"{slug(loaded.model.name)}.json"
     try:
-        doc = run(loaded, selected, cfg, out, resume=args.resume, progress=not args.quiet)
+        doc = run(loaded, selected, cfg, out, resume=args.resume, progress=not args.quiet, references=references)
     except ResultsError as exc:
         print(f"iclbench run: cannot resume: {exc}", file=sys.stderr)
         return 2
@@ -104,11 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the results file")
     p.add_argument("--resume", action="store_true", help="keep finished tasks of an existing results file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--align", nargs="+", metavar="BASELINE",
+                   help="store the cosine similarity of per-layer residuals with these baselines' steps (e.g. gd newton)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list the tasks with their fingerprints")
     p.add_argument("--verify", action="store_true", help="generate every evaluation set and check its fingerprint")
     p.set_defaults(func=cmd_list)
+    submission.add_parser(sub)
+    leaderboard.add_parser(sub)
+    training.add_parser(sub)
     return parser
 
 

@@ -46,6 +46,7 @@ def write(path: str | Path, results: dict[str, Any]) -> None:
             fh.write(text + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,189 @@
+"""A submission's checkpoint: safetensors checks without unpickling, and where its file lies.
+
+A checkpoint is declared in `submission.yaml` either as a file in the submission's
+folder or as a Hugging Face Hub file pinned to a commit. `resolve(__file__)` is what a
+submission's `model.py` calls in `setup` to get the checkpoint's local path, checked
+against its declared SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from iclbench.plugins import sha256_file
+
+MAX_HEADER_BYTES = 100 * 2**20
+"""Largest safetensors JSON header accepted (the safetensors library's own limit)."""
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, not safetensors, or not the declared file."""
+
+
+def _sniff(head: bytes) -> str | None:
+    """A name for a known non-safetensors format, from a file's first bytes."""
+    if head[:4] == b"PK\x03\x04":
+        return "a zip archive (the torch.save format, which holds a pickle)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle"
+    if head[:6] == b"\x93NUMPY":
+        return "a NumPy .npy file"
+    if head[:8] == b"\x89HDF\r\n\x1a\n":
+        return "an HDF5 file"
+    return None
+
+
+def check_safetensors(path: str | Path) -> dict[str, Any]:
+    """Parse and check a safetensors file's header without loading any tensor; return the header.
+
+    Only the 8-byte header length and the JSON header are read: nothing is unpickled or
+    executed. Every tensor's dtype, shape and byte range must be consistent and cover
+    the data section exactly.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        kind = _sniff(head)
+        if kind is not None:
+            raise CheckpointError(f"{path}: this is {kind}, not a safetensors file; save weights with safetensors")
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise CheckpointError(f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file)")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    data_bytes = size - 8 - n
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not (
+            isinstance(info, dict)
+            and info.get("dtype") in DTYPE_BYTES
+            and isinstance(info.get("shape"), list)
+            and isinstance(info.get("data_offsets"), list)
+            and len(info["data_offsets"]) == 2
+        ):
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry")
+        start, end = info["data_offsets"]
+        count = 1
+        for dim in info["shape"]:
+            count *= dim
+        if not (0 <= start <= end <= data_bytes) or end - start != count * DTYPE_BYTES[info["dtype"]]:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has byte range {start}-{end}, inconsistent with its "
+                f"{info['dtype']} shape {info['shape']} or the file's {data_bytes} data bytes"
+            )
+        spans.append((start, end))
+    covered = 0
+    for start, end in sorted(spans):
+        if start != covered:
+            raise CheckpointError(f"{path}: tensor data is not contiguous (gap or overlap at byte {start})")
+        covered = end
+    if covered != data_bytes:
+        raise CheckpointError(f"{path}: {data_bytes - covered} bytes after the last tensor")
+    return header
+
+
+def hub_download(repo_id: str, filename: str, revision: str) -> Path:
+    """The local path of a Hub file at a pinned commit, downloaded into (or found in) the Hub cache.
+
+    With HF_HUB_OFFLINE=1 the file is taken from the cache only.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not COMMIT_RE.fullmatch(revision):
+        raise CheckpointError(f"revision {revision!r} is not a 40-character commit hash")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointError(
+            f"{repo_id}/{filename}@{revision}: not in the Hub cache and cannot be downloaded ({exc})"
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{repo_id}/{filename}@{revision}: download failed: {exc}") from None
+
+
+def locate(folder: Path, declared: dict[str, Any]) -> Path:
+    """The local path of the checkpoint `declared` in `folder`'s submission.yaml (no hash check).
+
+    A local `file` must be a plain file inside the folder: no absolute path, no `..`,
+    no symbolic link.
+    """
+    if "file" in declared:
+        rel = str(declared["file"])
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CheckpointError(f"checkpoint.file {rel!r} must be a relative path inside the submission folder")
+        path = folder / rel
+        if path.is_symlink():
+            raise CheckpointError(f"checkpoint.file {rel!r} is a symbolic link; commit the file itself")
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise CheckpointError(f"checkpoint.file {rel!r} escapes the submission folder")
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint.file {rel!r} not found in {folder}")
+        return path
+    return hub_download(str(declared["repo_id"]), str(declared["filename"]), str(declared["revision"]))
+
+
+def verify(path: Path, sha256: str, max_bytes: int | None = None) -> None:
+    """Check that `path` is a safetensors file of at most `max_bytes` whose SHA-256 is `sha256`."""
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise CheckpointError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
+    check_safetensors(path)
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise CheckpointError(f"{path}: SHA-256 is {actual}, but submission.yaml declares {sha256}")
+
+
+def resolve(model_file: str | Path) -> Path:
+    """The checked local path of the checkpoint declared in the submission.yaml next to `model_file`.
+
+    A submission's model.py calls `resolve(__file__)` in `setup`, then loads the file
+    with `safetensors.torch.load_file`.
+    """
+    folder = Path(model_file).resolve().parent
+    meta_path = folder / "submission.yaml"
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+        declared = meta["checkpoint"]
+        sha256 = declared["sha256"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{meta_path}: cannot read the checkpoint declaration: {exc}") from None
+    path = locate(folder, declared)
+    verify(path, str(sha256))
+    return path

@@ -1,0 +1,381 @@
+"""The leaderboard: submissions and baseline results ranked, written as README, CSV, JSON, plots and a page.
+
+Ranking rule (also printed on the page and in the README, from `RANKING_RULE`): a
+model's score on a task is its relative error at the task's nominal prompt length, in
+dB, floored at `CLIP_DB`; a task the model does not support (or whose nominal length it
+does not support) scores 0 dB, as the zero predictor does. A family's score is the mean
+over its tasks, the overall score the mean over the families (each family weighs the
+same). Lower is better; scores equal to 0.01 dB share a rank (1, 2, 2, 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+import iclbench
+from iclbench import submission
+from iclbench.plugins import sha256_file
+from iclbench.results import slug
+from iclbench.tasks import SUITE_VERSION, TASKS
+
+CLIP_DB = -100.0
+"""Task scores below this count as this: lower errors are float round-off, not skill."""
+BUDGET_STEPS = 12
+"""Iterative baselines also appear cut at this many steps (the depth of a 12-layer transformer)."""
+FAMILIES = tuple(dict.fromkeys(t.spec.family for t in TASKS.values()))
+RANKING_RULE = (
+    "A model's score on a task is its relative error at the task's nominal prompt length, in dB "
+    "(10 log10 of E[(prediction - target)^2] / E[target^2]; the zero predictor scores 0 dB), "
+    f"floored at {CLIP_DB:.0f} dB. A task the model does not support, or whose nominal length it does not "
+    "support, scores 0 dB, as predicting zero would. "
+    "A family's score is the mean over its tasks; the overall score is the mean over the "
+    f"{len(FAMILIES)} families, so each family weighs the same. Lower is better. Scores equal when rounded to "
+    "0.01 dB share a rank (1, 2, 2, 4) and are listed by name. Family tables rank by the family's score. "
+    f"Iterative baselines that run more than {BUDGET_STEPS} steps also appear cut at {BUDGET_STEPS} steps "
+    f"(on a task where they take fewer, at their last step), the depth of a {BUDGET_STEPS}-layer transformer."
+)
+
+
+@dataclass
+class Entry:
+    """One row of the leaderboard: a submission, a baseline, or a baseline cut at a step budget."""
+
+    key: str
+    name: str
+    kind: str
+    results: dict[str, Any]
+    meta: dict[str, Any]
+    command: str
+    budget: int | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)
+    family_scores: dict[str, float] = field(default_factory=dict)
+    overall: float = 0.0
+    rank: int = 0
+    family_ranks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def max_steps(self) -> int:
+        """The longest per-step error curve the model reports (0 when it reports none)."""
+        curves = [
+            m.get("steps_rel_err_db", []) for t in self.results["tasks"].values() for m in t.get("lengths", {}).values()
+        ]
+        return max(map(len, curves), default=0)
+
+
+class LeaderboardError(ValueError):
+    """Inputs the leaderboard cannot be built from: the message lists every problem."""
+
+
+def nominal_db(entry: Entry, task: str) -> float | None:
+    """The entry's error in dB at the task's nominal length (None when not scored)."""
+    t = entry.results["tasks"].get(task, {})
+    m = t.get("lengths", {}).get(str(TASKS[task].spec.nominal)) if t.get("status") == "ok" else None
+    if m is None:
+        return None
+    if entry.budget is not None and m.get("steps_rel_err_db"):
+        steps = m["steps_rel_err_db"]
+        return steps[min(entry.budget, len(steps)) - 1]
+    return m["rel_err"]["db"]
+
+
+def _ranks(scores: list[tuple[str, float]]) -> dict[str, int]:
+    """Competition ranks (1, 2, 2, 4) of (key, score) pairs, lower score first, ties at 0.01 dB."""
+    ordered = sorted(scores, key=lambda ks: round(ks[1], 2))
+    ranks: dict[str, int] = {}
+    for i, (key, score) in enumerate(ordered):
+        prev = ordered[i - 1] if i else None
+        ranks[key] = ranks[prev[0]] if prev and round(prev[1], 2) == round(score, 2) else i + 1
+    return ranks
+
+
+def rank(entries: list[Entry]) -> list[Entry]:
+    """Score and rank every entry by `RANKING_RULE`; return them in rank order (ties by name)."""
+    for e in entries:
+        e.scores = {name: nominal_db(e, name) for name in TASKS}
+        for fam in FAMILIES:
+            vals = [
+                max(s, CLIP_DB) if s is not None else 0.0 for n, s in e.scores.items() if TASKS[n].spec.family == fam
+            ]
+            e.family_scores[fam] = sum(vals) / len(vals)
+        e.overall = sum(e.family_scores.values()) / len(FAMILIES)
+    overall = _ranks([(e.key, e.overall) for e in entries])
+    family = {fam: _ranks([(e.key, e.family_scores[fam]) for e in entries]) for fam in FAMILIES}
+    for e in entries:
+        e.rank = overall[e.key]
+        e.family_ranks = {fam: family[fam][e.key] for fam in FAMILIES}
+    return sorted(entries, key=lambda e: (e.rank, e.name.lower()))
+
+
+def load_entries(submissions: Path, baselines: Path) -> list[Entry]:
+    """Entries of every submission folder and every baseline results file; `LeaderboardError` if any is invalid."""
+    entries, problems = [], []
+    for folder in sorted(p for p in submissions.iterdir() if p.is_dir()) if submissions.is_dir() else []:
+        sub, bad = submission.load(folder)
+        problems += bad
+        if sub is not None and not bad:
+            cmd = (
+                f"iclbench run --model {(folder / 'model.py').as_posix()} --out results\n"
+                f"iclbench validate {folder.as_posix()} --rerun  # re-runs on CPU and compares with results.json"
+            )
+            entries.append(Entry(f"sub-{sub.id}", sub.meta["name"], "submission", sub.results, sub.meta, cmd))
+    for path in sorted(baselines.glob("*.json")) if baselines.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            problems.append(f"{path}: not readable JSON: {exc}")
+            continue
+        bad = submission.check_results(doc, str(path))
+        problems += bad
+        if bad:
+            continue
+        name = doc["model"]["name"]
+        cmd = f"iclbench run --model {doc['model']['source']} --out {baselines.as_posix()}"
+        meta = {"source": doc["model"]["source"]}
+        entry = Entry(f"base-{slug(name)}", name, "baseline", doc, meta, cmd)
+        entries.append(entry)
+        if entry.max_steps > BUDGET_STEPS:
+            entries.append(
+                Entry(
+                    f"base-{slug(name)}-at{BUDGET_STEPS}",
+                    f"{name} @{BUDGET_STEPS} steps",
+                    "baseline",
+                    doc,
+                    meta,
+                    cmd,
+                    budget=BUDGET_STEPS,
+                )
+            )
+    names = [e.name for e in entries]
+    problems += [f"two models are called {n!r}: names must be unique" for n in sorted(set(names)) if names.count(n) > 1]
+    if problems:
+        raise LeaderboardError("\n".join(problems))
+    return entries
+
+
+def inputs_digest(submissions: Path, baselines: Path) -> str:
+    """SHA-256 over the names and contents of every input file, the suite version and iclbench's version."""
+    h = hashlib.sha256(f"{SUITE_VERSION}\n{iclbench.__version__}\n".encode())
+    for root, pattern in ((submissions, "*/**/*"), (baselines, "*.json")):
+        files = (
+            sorted(p for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts)
+            if root.is_dir()
+            else []
+        )
+        for p in files:
+            h.update(f"{p.relative_to(root).as_posix()}:{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def tables(entries: list[Entry]) -> dict[str, str]:
+    """Markdown tables: "overall" and one per family, rendered with tabulate."""
+    out = {}
+    rows = [
+        [
+            e.rank,
+            e.name,
+            e.kind,
+            f"{e.overall:.2f}",
+            *[f"{e.family_scores[f]:.2f}" for f in FAMILIES],
+            sum(v is not None for v in e.scores.values()),
+        ]
+        for e in entries
+    ]
+    out["overall"] = tabulate(
+        rows,
+        ["rank", "model", "kind", "score (dB)", *FAMILIES, "tasks scored"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+    for fam in FAMILIES:
+        names = [n for n in TASKS if TASKS[n].spec.family == fam]
+        ordered = sorted(entries, key=lambda e: (e.family_ranks[fam], e.name.lower()))
+        rows = [
+            [e.family_ranks[fam], e.name, e.kind, f"{e.family_scores[fam]:.2f}", *[_fmt(e.scores[n]) for n in names]]
+            for e in ordered
+        ]
+        headers = ["rank", "model", "kind", "score (dB)", *[f"{n} (n={TASKS[n].spec.nominal})" for n in names]]
+        out[fam] = tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+    return out
+
+
+def readme(entries: list[Entry], built: str) -> str:
+    """The leaderboard's README.md."""
+    t = tables(entries)
+    parts = [
+        "# iclbench leaderboard",
+        f"Suite {SUITE_VERSION}, built {built} by `iclbench leaderboard`; do not edit by hand. "
+        "The interactive page is [index.html](index.html); every number is in [leaderboard.csv](leaderboard.csv) "
+        "and [leaderboard.json](leaderboard.json); plots are in [plots/](plots/).",
+        "Scores are relative errors in dB (lower is better; 0 dB is the zero predictor); "
+        "– marks a task the model does not support (scored 0 dB).",
+        "## Ranking rule",
+        RANKING_RULE,
+        "## Overall",
+        t["overall"],
+    ]
+    for fam in FAMILIES:
+        parts += [f"## {fam}", t[fam]]
+    return "\n\n".join(parts) + "\n"
+
+
+def every_number(entries: list[Entry]) -> str:
+    """leaderboard.csv: one row per model, task, prompt length, metric and step."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "kind", "task", "family", "n", "nominal", "metric", "step", "value", "ci90_low", "ci90_high"])
+    for e in entries:
+        if e.budget is not None:
+            continue
+        for task, t in e.results["tasks"].items():
+            fam, nominal = TASKS[task].spec.family, TASKS[task].spec.nominal
+            for n, metrics in t.get("lengths", {}).items():
+                row = [e.name, e.kind, task, fam, n, int(n) == nominal]
+                for metric, m in metrics.items():
+                    if metric == "steps_rel_err_db":
+                        w.writerows([*row, metric, k + 1, v, "", ""] for k, v in enumerate(m))
+                        continue
+                    w.writerow([*row, metric, "", m["value"], *m["ci90"]])
+                    if "db" in m:
+                        w.writerow([*row, f"{metric}_db", "", m["db"], *m["ci90_db"]])
+    return buf.getvalue()
+
+
+def summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any]:
+    """leaderboard.json: ranks, scores, metadata, commands and the full results of every model."""
+    return {
+        "suite_version": SUITE_VERSION,
+        "iclbench_version": iclbench.__version__,
+        "built": built,
+        "inputs_sha256": digest,
+        "ranking_rule": RANKING_RULE,
+        "models": [
+            {
+                "key": e.key,
+                "name": e.name,
+                "kind": e.kind,
+                "budget_steps": e.budget,
+                "rank": e.rank,
+                "score_db": e.overall,
+                "family_scores_db": e.family_scores,
+                "family_ranks": e.family_ranks,
+                "task_scores_db": e.scores,
+                "meta": e.meta,
+                "command": e.command,
+                "results": e.results if e.budget is None else None,
+            }
+            for e in entries
+        ],
+    }
+
+
+def build(submissions: Path, baselines: Path, out: Path) -> list[Entry]:
+    """Write README.md, leaderboard.csv, leaderboard.json, plots/ and index.html under `out`."""
+    from iclbench import leaderboard_page, leaderboard_plots
+
+    entries = rank(load_entries(submissions, baselines))
+    built = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    digest = inputs_digest(submissions, baselines)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = leaderboard_plots.draw(entries, out / "plots")
+    (out / "README.md").write_text(readme(entries, built))
+    (out / "leaderboard.csv").write_text(every_number(entries))
+    (out / "leaderboard.json").write_text(json.dumps(summary(entries, built, digest), indent=1, allow_nan=False) + "\n")
+    (out / "index.html").write_text(leaderboard_page.render(entries, plots, out, built))
+    return entries
+
+
+def check(submissions: Path, baselines: Path, out: Path) -> list[str]:
+    """Why the leaderboard in `out` is stale or broken (an empty list when it is up to date)."""
+    try:
+        load_entries(submissions, baselines)
+    except LeaderboardError as exc:
+        return str(exc).splitlines()
+    missing = [
+        f"{out / name}: missing"
+        for name in ("README.md", "leaderboard.csv", "leaderboard.json", "index.html")
+        if not (out / name).is_file()
+    ]
+    if missing:
+        return missing
+    try:
+        recorded = json.loads((out / "leaderboard.json").read_text()).get("inputs_sha256")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        return [f"{out / 'leaderboard.json'}: unreadable: {exc}"]
+    if recorded != inputs_digest(submissions, baselines):
+        return [
+            f"{out}: stale: {submissions} or {baselines} changed since it was built; "
+            "run `iclbench leaderboard` and commit the folder"
+        ]
+    return []
+
+
+def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
+    """Score the named baselines (all available when empty) on the full suite into `baselines`; return failures."""
+    from iclbench.plugins import PluginError, baseline_names, load_model
+    from iclbench.runner import RunConfig, run
+
+    failures = []
+    for name in names or baseline_names():
+        try:
+            loaded = load_model(name)
+        except PluginError as exc:
+            failures.append(f"{name}: {exc}")
+            continue
+        doc = run(loaded, list(TASKS.values()), RunConfig(device), baselines / f"{slug(loaded.model.name)}.json")
+        failures += [f"{name}: {t['error']}" for t in doc["tasks"].values() if t["status"] == "failed"]
+    return failures
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    if args.check:
+        problems = check(args.submissions, args.baselines, args.out)
+        for message in problems:
+            print(f"error: {message}", file=sys.stderr)
+        print(f"{args.out}: {'STALE OR INVALID' if problems else 'up to date'}")
+        return 1 if problems else 0
+    if args.run_baselines is not None:
+        for message in run_baselines(args.run_baselines, args.baselines, args.device):
+            print(f"warning: baseline not scored: {message}", file=sys.stderr)
+    try:
+        entries = build(args.submissions, args.baselines, args.out)
+    except LeaderboardError as exc:
+        for message in str(exc).splitlines():
+            print(f"error: {message}", file=sys.stderr)
+        return 1
+    subs = sum(e.kind == "submission" for e in entries)
+    print(f"{args.out}: {subs} submission(s), {len(entries) - subs} baseline row(s), suite {SUITE_VERSION}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `iclbench leaderboard`."""
+    p = sub.add_parser("leaderboard", help="build the leaderboard (or --check that the committed one is current)")
+    p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
+    p.add_argument("--baselines", type=Path, default=Path("leaderboard/baselines"), help="folder of baseline results")
+    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder")
+    p.add_argument(
+        "--check", action="store_true", help="fail if the built leaderboard is stale or a submission invalid"
+    )
+    p.add_argument(
+        "--run-baselines",
+        nargs="*",
+        metavar="NAME",
+        help="first score these baselines (all available when none are named) into --baselines",
+    )
+    p.add_argument("--device", default="auto", help="with --run-baselines: auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_leaderboard)

@@ -1,0 +1,32 @@
+"""Reference in-context architectures: LSA and its kernel variants, GPT-2, looped forms.
+
+Every architecture is an `InContextModel`: `model(x, y, x_query)` returns the (B, q)
+prediction and the (B, K, q) prediction after each of its K layers. `build(config)` makes
+one from the dict its `config()` returns (the form stored in checkpoints).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iclbench.models.base import InContextModel
+from iclbench.models.gpt2 import GPT2
+from iclbench.models.linear_transformer import ATTENTIONS, LinearTransformer
+from iclbench.models.lsa import gd_lsa
+
+ARCHS: dict[str, type[InContextModel]] = {"linear-transformer": LinearTransformer, "gpt2": GPT2}
+
+
+def build(config: dict[str, Any]) -> InContextModel:
+    """The architecture `config["arch"]` with the other entries as its arguments."""
+    kwargs = dict(config)
+    arch = kwargs.pop("arch", None)
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    try:
+        return ARCHS[arch](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad configuration for {arch}: {exc}") from None
+
+
+__all__ = ["ARCHS", "ATTENTIONS", "GPT2", "InContextModel", "LinearTransformer", "build", "gd_lsa"]

@@ -1,0 +1,93 @@
+"""A GPT-2-style causal transformer over interleaved x / y tokens (Garg et al.), in torch alone.
+
+The prompt is the sequence x_1, y_1, ..., x_n, y_n: an x token is (x_i, 0) and a y token
+(0, ..., 0, y_i), both mapped to `width` by one linear read-in, plus a learned position
+embedding. Blocks are pre-LayerNorm: causal multi-head softmax attention, then a GELU MLP
+of 4 x width. The q queries are appended as x tokens at the same position 2n (right after
+the context); each attends to the 2n context tokens and to itself only, so queries never
+see one another. The prediction after each layer is the shared read-out
+Linear(LayerNorm(h)) of the query token's hidden state h after that layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iclbench.models.base import InContextModel
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: masked multi-head attention, then an MLP."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, w = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, t, w))
+        return h + self.mlp(self.ln2(h))
+
+
+class GPT2(InContextModel):
+    """Causal transformer of `layers` blocks; prompts up to `max_len` context pairs."""
+
+    arch = "gpt2"
+
+    def __init__(
+        self, d: int, layers: int, width: int = 64, heads: int = 4, max_len: int = 80, tied: bool = False
+    ) -> None:
+        super().__init__(d, layers)
+        if width % heads:
+            raise ValueError(f"gpt2: width {width} is not a multiple of heads {heads}")
+        self.width, self.heads, self.max_len, self.tied = width, heads, max_len, tied
+        self.read_in = nn.Linear(d + 1, width)
+        self.pos = nn.Embedding(2 * max_len + 1, width)
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(1 if tied else layers))
+        self.ln_f = nn.LayerNorm(width)
+        self.read_out = nn.Linear(width, 1)
+        nn.init.normal_(self.pos.weight, std=0.02)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "d": self.d,
+            "layers": self.layers,
+            "width": self.width,
+            "heads": self.heads,
+            "max_len": self.max_len,
+            "tied": self.tied,
+        }
+
+    def supports_length(self, n: int) -> bool:
+        return 1 <= n <= self.max_len
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x, y, x_query)
+        (b, n, d), q = x.shape, x_query.shape[1]
+        xt = torch.cat([x, x.new_zeros(b, n, 1)], -1)
+        yt = torch.cat([x.new_zeros(b, n, d), y.unsqueeze(-1)], -1)
+        qt = torch.cat([x_query, x.new_zeros(b, q, 1)], -1)
+        seq = torch.cat([torch.stack([xt, yt], 2).reshape(b, 2 * n, d + 1), qt], 1)
+        positions = torch.cat([torch.arange(2 * n, device=x.device), torch.full((q,), 2 * n, device=x.device)])
+        h = self.read_in(seq) + self.pos(positions)
+        t = 2 * n + q
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        mask[2 * n :, 2 * n :] = torch.eye(q, dtype=torch.bool, device=x.device)
+        steps = []
+        for k in range(self.layers):
+            h = self.blocks[0 if self.tied else k](h, mask)
+            steps.append(self.read_out(self.ln_f(h[:, 2 * n :])).squeeze(-1))
+        out = torch.stack(steps, 1)
+        return out[:, -1], out

@@ -1,0 +1,97 @@
+"""Re-running a submitted model and comparing every metric with its results file.
+
+Tolerances: the evaluation sets and the bootstrap are fixed-seed, so a re-run differs
+only by floating-point round-off (another device, another BLAS, batch size). Errors in
+dB (`rel_err`, `recovery` and their 90% intervals, `steps_rel_err_db`) must agree within
+`TOL_DB`, except that two values both below `FLOOR_DB` count as equal (float32 round-off
+territory); error rates and their intervals within `TOL_RATE`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from iclbench import tasks as task_registry
+from iclbench.plugins import PluginError, load_model
+from iclbench.runner import RunConfig, run
+
+TOL_DB = 0.1
+FLOOR_DB = -60.0
+TOL_RATE = 0.002
+
+
+def _db_close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOL_DB or (a <= FLOOR_DB and b <= FLOOR_DB)
+
+
+def _pairs(metric: str, old: Any, new: Any) -> list[tuple[str, float, float, bool]]:
+    """(what, old, new, close) for every number of one metric."""
+    if metric in ("rel_err", "recovery"):
+        values = [("db", old["db"], new["db"])] + [
+            (f"ci90_db[{i}]", old["ci90_db"][i], new["ci90_db"][i]) for i in (0, 1)
+        ]
+        return [(w, a, b, _db_close(a, b)) for w, a, b in values]
+    if metric == "error_rate":
+        values = [("value", old["value"], new["value"])] + [
+            (f"ci90[{i}]", old["ci90"][i], new["ci90"][i]) for i in (0, 1)
+        ]
+        return [(w, a, b, abs(a - b) <= TOL_RATE) for w, a, b in values]
+    if metric == "steps_rel_err_db":
+        return [(f"[{k}]", a, b, _db_close(a, b)) for k, (a, b) in enumerate(zip(old, new))]
+    raise KeyError(metric)
+
+
+def compare_task(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Differences between a task's submitted entry and its re-run, beyond the tolerances."""
+    if old["status"] != new["status"]:
+        extra = f": {new['error']}" if new.get("error") else ""
+        return [f"{name}: status {old['status']!r} in results.json, {new['status']!r} on re-run{extra}"]
+    if old.get("unsupported_lengths", []) != new.get("unsupported_lengths", []):
+        return [
+            f"{name}: unsupported lengths {old.get('unsupported_lengths')} in results.json, "
+            f"{new.get('unsupported_lengths')} on re-run"
+        ]
+    problems = []
+    for n, metrics in new.get("lengths", {}).items():
+        submitted = old["lengths"].get(n, {})
+        if set(submitted) != set(metrics):
+            problems.append(f"{name} n={n}: metrics {sorted(submitted)} in results.json, {sorted(metrics)} on re-run")
+            continue
+        for metric in metrics:
+            if metric == "steps_rel_err_db" and len(submitted[metric]) != len(metrics[metric]):
+                problems.append(
+                    f"{name} n={n}: {len(submitted[metric])} steps in results.json, {len(metrics[metric])} on re-run"
+                )
+                continue
+            try:
+                pairs = _pairs(metric, submitted[metric], metrics[metric])
+            except KeyError:
+                problems.append(f"{name} n={n}: metric {metric!r} cannot be compared (unknown to this iclbench)")
+                continue
+            problems += [
+                f"{name} n={n}: {metric}.{what} is {a:.6g} in results.json, {b:.6g} on re-run"
+                for what, a, b, close in pairs
+                if not close
+            ]
+    return problems
+
+
+def rerun_and_compare(
+    model_file: Path, submitted: dict[str, Any], patterns: list[str] | None, batch_size: int = 512
+) -> list[str]:
+    """Score the model of `model_file` on the CPU and list every metric that differs from `submitted`."""
+    try:
+        loaded = load_model(str(model_file))
+        chosen = task_registry.select(patterns)
+    except (PluginError, task_registry.UnknownTaskError) as exc:
+        return [f"{model_file}: {exc}"]
+    fresh = run(loaded, chosen, RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size), progress=False)
+    problems = [
+        f"{model_file}: re-run model.{k} is {v!r}, results.json has {submitted['model'].get(k)!r}"
+        for k, v in fresh["model"].items()
+        if k in ("name", "file_sha256", "checkpoint_sha256") and v != submitted["model"].get(k)
+    ]
+    for name, entry in fresh["tasks"].items():
+        problems += compare_task(name, submitted["tasks"][name], entry)
+    return problems

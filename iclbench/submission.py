@@ -1,0 +1,347 @@
+"""A leaderboard submission (`submissions/<id>/`): its metadata schema and its validation.
+
+Validation reads files and parses YAML (`yaml.safe_load`), JSON and safetensors headers
+only; it imports the submission's `model.py` only when asked to re-run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from iclbench import checkpoint, results
+from iclbench.plugins import sha256_file
+from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS
+
+ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
+"""A submission id (its folder's name): 3-64 lowercase letters, digits and hyphens, no hyphen at either end."""
+
+REQUIRED_FILES = ("model.py", "submission.yaml", "results.json")
+ALLOWED_SUFFIXES = (".py", ".yaml", ".json", ".md", ".txt", ".safetensors")
+MAX_BYTES = {
+    ".py": 256 * 2**10,
+    ".yaml": 64 * 2**10,
+    ".json": 4 * 2**20,
+    ".md": 256 * 2**10,
+    ".txt": 256 * 2**10,
+    ".safetensors": 50 * 2**20,
+}
+"""Largest accepted file of each kind; a larger checkpoint goes on the Hugging Face Hub."""
+MAX_FOLDER_BYTES = 64 * 2**20
+MAX_HUB_CHECKPOINT_BYTES = 2 * 2**30
+
+Check = tuple[bool, Callable[[Any], bool], str]
+"""(required, predicate, what the value must be) for one field of submission.yaml."""
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _int(v: Any, least: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _list(item: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and len(v) > 0 and all(item(x) for x in v)
+
+
+def _match(pattern: str) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and re.fullmatch(pattern, v) is not None
+
+
+_url = _match(r"https?://\S+")
+_safetensors_name = _match(r"[^\s]+\.safetensors")
+_sha256 = _match(r"[0-9a-f]{64}")
+
+SCHEMA: dict[str, Check] = {
+    "name": (True, _text, "a non-empty string: the model's name, equal to its Model.name"),
+    "description": (False, _text, "a non-empty string"),
+    "authors": (True, _list(_text), "a non-empty list of names"),
+    "contact": (True, _match(r"[^@\s]+@[^@\s]+\.[^@\s]+"), "an e-mail address"),
+    "paper": (True, lambda v: v is None or _url(v), "an http(s) URL, or null"),
+    "code": (True, lambda v: v is None or _url(v), "an http(s) URL, or null"),
+    "license": (True, _text, "a licence name, such as an SPDX identifier (MIT, Apache-2.0, CC-BY-4.0)"),
+    "architecture": (True, _text, "a short description of the architecture (layers, width, attention)"),
+    "parameters": (True, lambda v: _int(v, 1), "a positive integer: the number of parameters"),
+    "training": (True, lambda v: isinstance(v, dict), "a mapping with tasks, sampler_seeds and steps"),
+    "checkpoint": (
+        True,
+        lambda v: isinstance(v, dict),
+        "a mapping: file + sha256, or repo_id + filename + revision + sha256",
+    ),
+}
+TRAINING: dict[str, Check] = {
+    "tasks": (True, _list(_text), "a non-empty list of the task names or distributions trained on"),
+    "sampler_seeds": (True, _list(lambda x: _int(x, 0)), "a non-empty list of non-negative integers"),
+    "steps": (True, lambda v: _int(v, 1), "a positive integer: the number of training steps"),
+}
+CHECKPOINT_FILE: dict[str, Check] = {
+    "file": (True, _safetensors_name, "the name of a .safetensors file in the submission folder"),
+    "sha256": (True, _sha256, "the file's SHA-256 as 64 lowercase hex digits"),
+}
+CHECKPOINT_HUB: dict[str, Check] = {
+    "repo_id": (True, _match(r"[A-Za-z0-9][\w.-]*/[\w.-]+"), "a Hugging Face Hub model id such as org/name"),
+    "filename": (True, _safetensors_name, "the path of a .safetensors file in the Hub repository"),
+    "revision": (True, _match(r"[0-9a-f]{40}"), "the 40-hex-digit commit hash the file is pinned to (not a branch)"),
+    "sha256": (True, _sha256, "the file's SHA-256 as 64 lowercase hex digits"),
+}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submission whose metadata and results passed the static checks."""
+
+    id: str
+    folder: Path
+    meta: dict[str, Any]
+    results: dict[str, Any]
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def check_fields(obj: dict[str, Any], schema: dict[str, Check], where: str) -> list[str]:
+    """Problems of `obj` against `schema`: missing, unknown and mistyped fields, each named."""
+    problems = [
+        f"{where}: missing field '{k}' ({what})" for k, (req, _, what) in schema.items() if req and k not in obj
+    ]
+    problems += [f"{where}: unknown field '{k}'; known fields: {', '.join(schema)}" for k in obj if k not in schema]
+    problems += [
+        f"{where}: field '{k}' must be {what}, got {_shown(obj[k])}"
+        for k, (_, ok, what) in schema.items()
+        if k in obj and not ok(obj[k])
+    ]
+    return problems
+
+
+def check_meta(meta: Any, where: str) -> list[str]:
+    """Problems of a parsed submission.yaml against the schema."""
+    if not isinstance(meta, dict):
+        return [f"{where}: expected a YAML mapping of fields, got {_shown(meta)}"]
+    problems = check_fields(meta, SCHEMA, where)
+    if isinstance(meta.get("training"), dict):
+        problems += check_fields(meta["training"], TRAINING, f"{where}: training")
+    ckpt = meta.get("checkpoint")
+    if isinstance(ckpt, dict):
+        if ("file" in ckpt) == ("repo_id" in ckpt):
+            problems.append(
+                f"{where}: checkpoint needs exactly one of 'file' (in the folder) or 'repo_id' (on the Hub)"
+            )
+        else:
+            problems += check_fields(
+                ckpt, CHECKPOINT_FILE if "file" in ckpt else CHECKPOINT_HUB, f"{where}: checkpoint"
+            )
+    return problems
+
+
+def check_files(folder: Path) -> list[str]:
+    """Problems of the folder's layout: id, symbolic links, file kinds and sizes."""
+    problems = []
+    if not ID_RE.fullmatch(folder.name):
+        problems.append(
+            f"{folder}: the folder name {folder.name!r} is not a valid submission id "
+            "(3-64 lowercase letters, digits and hyphens, starting and ending with a letter or digit)"
+        )
+    problems += [f"{folder}: missing {name}" for name in REQUIRED_FILES if not (folder / name).is_file()]
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]  # Python's own bytecode cache, never committed
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink():
+                problems.append(f"{path}: symbolic links are not accepted in a submission")
+                continue
+            if name in dirs:
+                continue
+            size = path.stat().st_size
+            total += size
+            if path.suffix not in ALLOWED_SUFFIXES:
+                problems.append(
+                    f"{path}: file type not accepted (accepted: {', '.join(ALLOWED_SUFFIXES)}; "
+                    "weights must be safetensors, never pickle formats such as .pt, .pth, .bin, .pkl)"
+                )
+            elif size > MAX_BYTES[path.suffix]:
+                problems.append(
+                    f"{path}: {size} bytes, over the {MAX_BYTES[path.suffix]}-byte limit for "
+                    f"{path.suffix} files"
+                    + (" (put large checkpoints on the Hugging Face Hub)" if path.suffix == ".safetensors" else "")
+                )
+    if total > MAX_FOLDER_BYTES:
+        problems.append(f"{folder}: {total} bytes in all, over the {MAX_FOLDER_BYTES}-byte limit")
+    return problems
+
+
+def check_results(doc: dict[str, Any], where: str) -> list[str]:
+    """Problems of a results document for the leaderboard: schema, suite version, full runs, fingerprints."""
+    try:
+        results.check(doc, where)
+    except results.ResultsError as exc:
+        return [str(exc)]
+    if doc["suite_version"] != SUITE_VERSION:
+        return [f"{where}: made on suite {doc['suite_version']!r}; this is suite {SUITE_VERSION!r}: re-run the model"]
+    problems = []
+    if doc["run"].get("dtype") != "float32":
+        problems.append(f"{where}: run in {doc['run'].get('dtype')}; the leaderboard compares float32 runs")
+    if doc["run"].get("limited") or doc["run"].get("prompts") is not None:
+        problems.append(
+            f"{where}: a limited run (--prompts {doc['run'].get('prompts')}); the leaderboard needs full runs"
+        )
+    missing = [name for name in TASKS if name not in doc["tasks"]]
+    if missing:
+        problems.append(f"{where}: tasks missing: {', '.join(missing)} (run every task; unsupported ones are recorded)")
+    for name, entry in doc["tasks"].items():
+        task = TASKS.get(name)
+        if task is None:
+            problems.append(f"{where}: unknown task {name!r} in suite {SUITE_VERSION}")
+        elif entry.get("spec") != task.spec.to_dict():
+            problems.append(f"{where}: tasks[{name!r}].spec differs from the suite's definition of {name}")
+        elif entry["status"] == "failed":
+            problems.append(f"{where}: task {name} failed: {entry.get('error', 'no error recorded')}")
+        elif entry["status"] == "ok":
+            if entry.get("fingerprint") != FINGERPRINTS[name]:
+                problems.append(
+                    f"{where}: tasks[{name!r}].fingerprint {str(entry.get('fingerprint'))[:16]}... "
+                    f"is not the suite's {FINGERPRINTS[name][:16]}...: the evaluation set differs"
+                )
+            if entry.get("n_prompts") != task.spec.n_prompts:
+                problems.append(
+                    f"{where}: tasks[{name!r}] scored {entry.get('n_prompts')} prompts, "
+                    f"not the task's {task.spec.n_prompts}"
+                )
+            scored = [str(n) for n in task.spec.lengths if n not in entry.get("unsupported_lengths", [])]
+            if sorted(entry["lengths"], key=int) != scored:
+                problems.append(
+                    f"{where}: tasks[{name!r}].lengths has {sorted(entry['lengths'], key=int)}, expected {scored}"
+                )
+    return problems
+
+
+def _read_meta(path: Path) -> tuple[Any, list[str]]:
+    try:
+        return yaml.safe_load(path.read_text()), []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return None, [f"{path}: not readable YAML: {exc}"]
+
+
+def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
+    """Run every check that needs neither the checkpoint nor the model's code.
+
+    Returns the submission (None when its files cannot be read) and the list of problems.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None, [f"{folder}: not a folder"]
+    problems = check_files(folder)
+    meta, bad = _read_meta(folder / "submission.yaml") if (folder / "submission.yaml").is_file() else (None, [])
+    problems += bad
+    if meta is not None:
+        problems += check_meta(meta, str(folder / "submission.yaml"))
+    declared = (
+        meta["checkpoint"].get("file") if isinstance(meta, dict) and isinstance(meta.get("checkpoint"), dict) else None
+    )
+    problems += [
+        f"{p}: a .safetensors file that is not the declared checkpoint (checkpoint.file in submission.yaml)"
+        for p in sorted(folder.rglob("*.safetensors"))
+        if p.relative_to(folder).as_posix() != declared
+    ]
+    where = str(folder / "results.json")
+    try:
+        doc = json.loads((folder / "results.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, problems + ([f"{where}: not readable JSON: {exc}"] if (folder / "results.json").is_file() else [])
+    problems += check_results(doc, where)
+    if not isinstance(meta, dict) or not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+        return None, problems
+    model = doc["model"]
+    if "name" in meta and model.get("name") != meta["name"]:
+        problems.append(f"{where}: model.name is {model.get('name')!r}, submission.yaml says {meta['name']!r}")
+    if (folder / "model.py").is_file() and model.get("file_sha256") != sha256_file(folder / "model.py"):
+        problems.append(f"{where}: model.file_sha256 is not the SHA-256 of model.py: re-run after the last edit")
+    declared = meta["checkpoint"].get("sha256") if isinstance(meta.get("checkpoint"), dict) else None
+    if declared and model.get("checkpoint_sha256") != declared:
+        problems.append(
+            f"{where}: model.checkpoint_sha256 is {model.get('checkpoint_sha256')!r}, not the declared "
+            "checkpoint's: set Model.checkpoint to the path checkpoint.resolve(__file__) returns"
+        )
+    return Submission(folder.name, folder, meta, doc), problems
+
+
+def _checkpoint_declared(meta: dict[str, Any]) -> bool:
+    """Whether submission.yaml's checkpoint field is well formed (so that it can be checked)."""
+    ckpt = meta.get("checkpoint")
+    return (
+        isinstance(ckpt, dict)
+        and ("file" in ckpt) != ("repo_id" in ckpt)
+        and not check_fields(ckpt, CHECKPOINT_FILE if "file" in ckpt else CHECKPOINT_HUB, "")
+    )
+
+
+def check_checkpoint(sub: Submission) -> list[str]:
+    """Fetch (Hub) or find (folder) the declared checkpoint; check it is safetensors with its SHA-256."""
+    declared = sub.meta["checkpoint"]
+    try:
+        path = checkpoint.locate(sub.folder, declared)
+        checkpoint.verify(path, declared["sha256"], None if "file" in declared else MAX_HUB_CHECKPOINT_BYTES)
+    except checkpoint.CheckpointError as exc:
+        return [f"{sub.folder / 'submission.yaml'}: checkpoint: {exc}"]
+    return []
+
+
+def validate(
+    folder: str | Path, rerun: bool = False, tasks: list[str] | None = None, batch_size: int = 512
+) -> list[str]:
+    """Every problem of the submission in `folder`; an empty list means it is valid.
+
+    With `rerun`, the model is loaded from model.py and scored again on the CPU (on
+    the tasks matching `tasks`, all by default), and every metric is compared with
+    results.json within the tolerances of `iclbench.rerun`.
+    """
+    sub, problems = load(folder)
+    if sub is None:
+        return problems
+    problems += check_checkpoint(sub) if _checkpoint_declared(sub.meta) else []
+    if rerun and not problems:
+        from iclbench.rerun import rerun_and_compare
+
+        problems = rerun_and_compare(sub.folder / "model.py", sub.results, tasks, batch_size)
+    return problems
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.tasks and not args.rerun:
+        print("iclbench validate: --tasks only applies with --rerun", file=sys.stderr)
+        return 2
+    failed = 0
+    for folder in args.folders:
+        problems = validate(folder, args.rerun, args.tasks, args.batch_size)
+        for message in problems:
+            print(f"error: {message}")
+        print(
+            f"{folder}: {'INVALID, ' + str(len(problems)) + ' problem(s)' if problems else 'valid'}"
+            + (" (re-run matches)" if args.rerun and not problems else "")
+        )
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `iclbench validate`."""
+    p = sub.add_parser("validate", help="check a submission folder (and re-run it with --rerun)")
+    p.add_argument(
+        "folders", nargs="+", type=Path, metavar="FOLDER", help="submission folders, e.g. submissions/my-model"
+    )
+    p.add_argument("--rerun", action="store_true", help="score the model again on the CPU and compare every metric")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="with --rerun: re-run only these tasks (default: all)")
+    p.add_argument("--batch-size", type=int, default=512, help="with --rerun: prompts per predict call")
+    p.set_defaults(func=cmd_validate)

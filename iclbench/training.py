@@ -1,0 +1,455 @@
+"""`iclbench train`: train an architecture on the training stream of one task or a family.
+
+Batches come from `Task.sample` on `Task.train_generator(seed)`, a stream disjoint from the
+evaluation sets; validation uses the same sampler on another seed (`val_seed`). Each step
+picks a task of the selection (uniformly) and a prompt length n, uniform in
+[n_min, hi], where hi grows linearly from n_min to n_max over the first `curriculum` steps
+(no curriculum: hi = n_max throughout). The loss is the mean squared error of the query
+predictions against the sampled query label ("label"), the noiseless target the benchmark
+scores ("target"), or the logistic loss on the +-1 labels ("logistic"); "auto" is
+"target" on logistic tasks (the regularised optimum's logit, which the benchmark scores:
+label regression would bound predictions to [-1, 1] and the logistic loss drives them to
++-infinity on separable prompts) and "label" elsewhere. With `all_layers` the loss is
+averaged over the read-out of every layer.
+
+Output folder: model.safetensors (weights, config and training info in its metadata),
+state.safetensors (weights, Adam state, step and generator states, for `--resume`),
+log.json (config, command, seeds, validations, final metrics, time) and model.py (a
+plugin for `iclbench run --model <out>/model.py`). A resumed run ends bit-identical to an
+uninterrupted one on the same device: all randomness after initialisation comes from the
+NumPy generators, saved with the state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+import iclbench
+from iclbench import metrics
+from iclbench import tasks as task_registry
+from iclbench.models import ATTENTIONS, InContextModel, build
+from iclbench.models.weights import atomic_save, save_weights
+from iclbench.runner import resolve_device
+from iclbench.tasks import EvalSet, Sample, Task, UnknownTaskError
+
+STATE_FORMAT = "iclbench-train-state-1"
+LOSSES = ("auto", "label", "target", "logistic")
+ARCH_CHOICES = ("lsa", "linear-transformer", "gpt2")
+RESUMABLE = ("steps", "device")
+"""Settings a resumed run may change; every other one must match the saved state."""
+
+
+class TrainError(Exception):
+    """A training run that cannot start or resume: the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (recorded in log.json and the state)."""
+
+    tasks: tuple[str, ...]
+    arch: str = "lsa"
+    layers: int = 1
+    attention: str = "linear"
+    heads: int = 1
+    width: int | None = None
+    norm: bool = False
+    tied: bool = False
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    clip: float = 1.0
+    loss: str = "auto"
+    all_layers: bool = False
+    n_min: int | None = None
+    n_max: int | None = None
+    curriculum: int = 0
+    seed: int = 0
+    val_seed: int | None = None
+    val_every: int = 200
+    val_prompts: int = 256
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCH_CHOICES:
+            raise TrainError(f"--arch must be one of {ARCH_CHOICES}, got {self.arch!r}")
+        if self.attention not in ATTENTIONS:
+            raise TrainError(f"--attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.arch == "lsa" and self.attention != "linear":
+            raise TrainError("--arch lsa has linear attention; use --arch linear-transformer for --attention "
+                             f"{self.attention}")
+        if self.loss not in LOSSES:
+            raise TrainError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("layers", "heads", "steps", "batch_size", "val_every", "val_prompts"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.curriculum < 0 or not self.lr > 0:
+            raise TrainError(f"need --curriculum >= 0 and --lr > 0, got {self.curriculum} and {self.lr}")
+        if self.held_out_seed == self.seed:
+            raise TrainError(f"--val-seed must differ from --seed ({self.seed}): validation is on held-out prompts")
+
+    @property
+    def held_out_seed(self) -> int:
+        """The validation seed: `val_seed`, or seed + 1,000,003 by default."""
+        return self.seed + 1_000_003 if self.val_seed is None else self.val_seed
+
+
+def select_tasks(patterns: tuple[str, ...]) -> list[Task]:
+    """The tasks named (a family name means all its tasks); they must share d."""
+    try:
+        chosen = task_registry.select(list(patterns))
+    except UnknownTaskError as exc:
+        raise TrainError(str(exc)) from None
+    dims = {t.spec.d for t in chosen}
+    if len(dims) > 1:
+        raise TrainError(f"tasks {[t.spec.name for t in chosen]} have different d {sorted(dims)}; train on one d")
+    return chosen
+
+
+def length_range(cfg: TrainConfig, tasks: list[Task]) -> tuple[int, int]:
+    """(n_min, n_max) of training prompts: by default the shortest scored length to the longest all tasks allow."""
+    lo = cfg.n_min if cfg.n_min is not None else min(t.spec.lengths[0] for t in tasks)
+    hi = cfg.n_max if cfg.n_max is not None else min(t.spec.max_length for t in tasks)
+    if not 1 <= lo <= hi:
+        raise TrainError(f"need 1 <= --n-min <= --n-max, got {lo} and {hi}")
+    return lo, hi
+
+
+def make_model(cfg: TrainConfig, tasks: list[Task]) -> InContextModel:
+    """The architecture `cfg` describes, initialised from `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    d = tasks[0].spec.d
+    if cfg.arch == "gpt2":
+        max_len = max(length_range(cfg, tasks)[1], max(t.spec.max_length for t in tasks))
+        config = {"arch": "gpt2", "d": d, "layers": cfg.layers, "width": cfg.width or 64, "heads": cfg.heads,
+                  "max_len": max_len, "tied": cfg.tied}
+    else:
+        config = {"arch": "linear-transformer", "d": d, "layers": cfg.layers, "attention": cfg.attention,
+                  "heads": cfg.heads, "width": cfg.width, "norm": cfg.norm, "tied": cfg.tied}
+    try:
+        return build(config)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+
+
+def loss_kind(cfg: TrainConfig, task: Task) -> str:
+    if cfg.loss == "auto":
+        return "target" if task.spec.family == "logistic" else "label"
+    return cfg.loss
+
+
+def compute_loss(steps: torch.Tensor, sample: Sample, kind: str, all_layers: bool) -> torch.Tensor:
+    """The training loss of per-layer predictions `steps` (B, K, q) on `sample`."""
+    pred = steps if all_layers else steps[:, -1:]
+    if kind == "logistic":
+        return F.softplus(-sample.y_query.unsqueeze(1) * pred).mean()
+    goal = sample.y_query if kind == "label" else sample.target
+    return ((pred - goal.unsqueeze(1)) ** 2).mean()
+
+
+def command_line(cfg: TrainConfig, out: Path) -> str:
+    """The full `iclbench train` command that reproduces `cfg` (every setting spelled out)."""
+    parts = ["iclbench", "train", "--task", *cfg.tasks]
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "tasks" or value is None or value is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join([*parts, "--out", str(out)])
+
+
+class Validation:
+    """Held-out prompts at every scored length of every task, drawn once from `val_seed`."""
+
+    def __init__(self, cfg: TrainConfig, tasks: list[Task], model: InContextModel, device: torch.device) -> None:
+        self.sets: list[tuple[Task, int, Sample]] = []
+        for task in tasks:
+            gen = task.train_generator(cfg.held_out_seed)
+            for n in task.spec.lengths:
+                if model.supports_length(n):
+                    self.sets.append((task, n, task.sample(cfg.val_prompts, n, gen, device=device)))
+
+    @torch.no_grad()
+    def __call__(self, model: InContextModel) -> dict[str, Any]:
+        """Relative error in dB per task and length, per layer at each task's nominal length."""
+        model.eval()
+        out: dict[str, Any] = {}
+        for task, n, sample in self.sets:
+            b = sample.batch
+            y, steps = model(b.x, b.y, b.x_query)
+            data = EvalSet(b.x.cpu(), b.y.cpu(), b.x_query.cpu(), {n: sample.target.cpu()},
+                           {"y_query": sample.y_query.cpu()}, {})
+            nominal = n == task.spec.nominal
+            scores = metrics.score(task.spec, data, n, y.cpu(), steps.cpu() if nominal else None)
+            entry = out.setdefault(task.spec.name, {"rel_err_db": {}})
+            entry["rel_err_db"][str(n)] = round(scores["rel_err"]["db"], 3)
+            if "error_rate" in scores:
+                entry.setdefault("error_rate", {})[str(n)] = round(scores["error_rate"]["value"], 4)
+            if nominal:
+                entry["steps_rel_err_db"] = [round(v, 3) for v in scores["steps_rel_err_db"]]
+        model.train()
+        return out
+
+
+def nominal_mean_db(validation: dict[str, Any]) -> float:
+    """Mean over tasks of the validation error in dB at each task's nominal length."""
+    values = [entry["steps_rel_err_db"][-1] for entry in validation.values() if "steps_rel_err_db" in entry]
+    return round(float(np.mean(values)), 3) if values else float("nan")
+
+
+def _rng_state(gen: np.random.Generator) -> dict[str, Any]:
+    return gen.bit_generator.state
+
+
+def _set_rng_state(gen: np.random.Generator, state: dict[str, Any]) -> np.random.Generator:
+    gen.bit_generator.state = state
+    return gen
+
+
+def save_state(path: Path, step: int, cfg: TrainConfig, model: InContextModel, opt: torch.optim.Optimizer,
+               schedule: np.random.Generator, gens: list[np.random.Generator]) -> None:
+    """Weights, Adam state (flattened to tensors) and generator states in one safetensors file."""
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, entry in opt_state["state"].items():
+        for key, value in entry.items():
+            tensors[f"optim/{idx}/{key}"] = torch.as_tensor(value)
+    metadata = {
+        "format": STATE_FORMAT,
+        "step": str(step),
+        "config": json.dumps(asdict(cfg)),
+        "param_groups": json.dumps(opt_state["param_groups"]),
+        "rng": json.dumps({"schedule": _rng_state(schedule), "tasks": [_rng_state(g) for g in gens]}),
+    }
+    atomic_save(tensors, path, metadata)
+
+
+def load_state(path: Path, model: InContextModel, opt: torch.optim.Optimizer, schedule: np.random.Generator,
+               gens: list[np.random.Generator]) -> int:
+    """Restore what `save_state` wrote into the given objects; return the step reached."""
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    tensors = load_file(str(path))
+    device = next(model.parameters()).device
+    model.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("model/")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, idx, name = key.split("/", 2)
+            state.setdefault(int(idx), {})[name] = value if name == "step" else value.to(device)
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    rng = json.loads(meta["rng"])
+    _set_rng_state(schedule, rng["schedule"])
+    for gen, s in zip(gens, rng["tasks"], strict=True):
+        _set_rng_state(gen, s)
+    return int(meta["step"])
+
+
+def saved_config(path: Path) -> dict[str, Any]:
+    """The training config stored in a state file."""
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("format") != STATE_FORMAT:
+        raise TrainError(f"{path}: not an iclbench training state")
+    return json.loads(meta["config"])
+
+
+PLUGIN_SOURCE = '''"""{arch} trained with `iclbench train`; the command and training log are in log.json."""
+
+from iclbench.models.plugin import TrainedModel
+
+
+class Trained(TrainedModel):
+    name = {name!r}
+'''
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True,
+          name: str | None = None) -> dict[str, Any]:
+    """Train as `cfg` says, writing the outputs to `out`; return the log."""
+    out = Path(out)
+    state_path, log_path = out / "state.safetensors", out / "log.json"
+    if resume:
+        if not state_path.exists():
+            raise TrainError(f"--resume: no {state_path} to resume from")
+        before = saved_config(state_path)
+        now = asdict(cfg)
+        changed = [k for k in now if k not in RESUMABLE and json.dumps(before.get(k)) != json.dumps(now[k])]
+        if changed:
+            diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
+            raise TrainError(f"--resume: settings differ from the saved run ({diff}); only {RESUMABLE} may change")
+    elif state_path.exists():
+        raise TrainError(f"{out} already holds a training run; use --resume or another --out")
+    device = resolve_device(cfg.device)
+    tasks = select_tasks(cfg.tasks)
+    n_min, n_max = length_range(cfg, tasks)
+    model = make_model(cfg, tasks).to(device)
+    if cfg.arch == "gpt2" and not model.supports_length(n_max):
+        raise TrainError(f"--n-max {n_max} is longer than the model's {model.max_len}")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    schedule = np.random.Generator(np.random.PCG64(cfg.seed))
+    gens = [t.train_generator(cfg.seed) for t in tasks]
+    validate = Validation(cfg, tasks, model, device)
+    names = [t.spec.name for t in tasks]
+    log: dict[str, Any] = {
+        "iclbench_version": iclbench.__version__,
+        "command": command_line(cfg, out),
+        "config": asdict(cfg),
+        "model_config": model.config(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tasks": names,
+        "seeds": {"init": cfg.seed, "train_stream": cfg.seed, "validation_stream": cfg.held_out_seed},
+        "lengths": {"n_min": n_min, "n_max": n_max, "curriculum_steps": cfg.curriculum},
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "started": _now(),
+        "finished": None,
+        "seconds": 0.0,
+        "resumed_at": [],
+        "validations": [],
+        "final": None,
+    }
+    start = 0
+    if resume:
+        start = load_state(state_path, model, opt, schedule, gens)
+        previous = json.loads(log_path.read_text()) if log_path.exists() else {}
+        kept = ("started", "finished", "seconds", "validations", "resumed_at", "final")
+        log.update({k: previous[k] for k in kept if k in previous})
+        log["resumed_at"] = [*log["resumed_at"], start]
+    info = {"tasks": names, "train_config": asdict(cfg)}
+    plugin = out / "model.py"
+    out.mkdir(parents=True, exist_ok=True)
+    if not plugin.exists():
+        plugin.write_text(PLUGIN_SOURCE.format(arch=model.arch, name=name or out.resolve().name))
+
+    model.train()
+    clock = time.perf_counter()
+    running = torch.zeros((), device=device)
+    count = 0
+    with tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress or None) as bar:
+        for step in range(start, cfg.steps):
+            hi = n_min + round((n_max - n_min) * min(1.0, step / cfg.curriculum)) if cfg.curriculum else n_max
+            which = int(schedule.integers(len(tasks)))
+            n = int(schedule.integers(n_min, hi + 1))
+            task = tasks[which]
+            sample = task.sample(cfg.batch_size, n, gens[which], device=device)
+            _, steps = model(sample.batch.x, sample.batch.y, sample.batch.x_query)
+            loss = compute_loss(steps, sample, loss_kind(cfg, task), cfg.all_layers)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            running += loss.detach()
+            count += 1
+            bar.update(1)
+            done = step + 1
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                if not torch.isfinite(running):
+                    raise TrainError(f"training diverged (non-finite loss) between steps {done - count} and {done}; "
+                                     f"the last checkpoint in {out} is from step {done - count}: lower --lr")
+                val = validate(model)
+                record = {"step": done, "n_max": hi, "train_loss": round(float(running) / count, 6),
+                          "val_nominal_db": nominal_mean_db(val), "tasks": val}
+                log["validations"].append(record)
+                running.zero_()
+                count = 0
+                bar.set_postfix(loss=f"{record['train_loss']:.4g}", val_db=record["val_nominal_db"])
+                log["seconds"] = round(log["seconds"] + time.perf_counter() - clock, 2)
+                clock = time.perf_counter()
+                save_weights(model, out / "model.safetensors", {**info, "steps": done})
+                save_state(state_path, done, cfg, model, opt, schedule, gens)
+                log["final"] = record if done == cfg.steps else None
+                log["finished"] = _now() if done == cfg.steps else None
+                _write_json(log_path, log)
+    return log
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["tasks"] = tuple(args.task)
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = config_from_args(args)
+        log = train(cfg, args.out, resume=args.resume, progress=not args.quiet, name=args.name)
+    except (TrainError, ValueError) as exc:
+        print(f"iclbench train: {exc}", file=sys.stderr)
+        return 2
+    final = log["final"]
+    print(f"trained {log['model_config']['arch']} ({log['parameters']} parameters) on {', '.join(log['tasks'])} "
+          f"for {final['step']} steps in {log['seconds']:.1f} s")
+    for task, entry in final["tasks"].items():
+        lengths = ", ".join(f"n={n}: {v:.1f}" for n, v in entry["rel_err_db"].items())
+        print(f"  {task}: validation error (dB) {lengths}")
+    print(f"written to {args.out} (score it with: iclbench run --model {args.out / 'model.py'})")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `iclbench train` on the CLI's subparsers."""
+    d = TrainConfig(tasks=())
+    p = sub.add_parser("train", help="train an architecture on a task or family (training stream only)")
+    p.add_argument("--task", nargs="+", required=True, metavar="TASK",
+                   help="task names, families (all their tasks, mixed uniformly) or glob patterns")
+    p.add_argument("--arch", default=d.arch, choices=ARCH_CHOICES,
+                   help="lsa (linear self-attention), linear-transformer (with --attention) or gpt2")
+    p.add_argument("--layers", type=int, default=d.layers, help="number of layers (loops when --tied)")
+    p.add_argument("--attention", default=d.attention, choices=ATTENTIONS, help="attention non-linearity h")
+    p.add_argument("--heads", type=int, default=d.heads)
+    p.add_argument("--width", type=int, help="token width (default d + 1 for LSA, 64 for gpt2)")
+    p.add_argument("--norm", action="store_true", help="LayerNorm before each attention layer (LSA/linear)")
+    p.add_argument("--tied", action="store_true", help="looped model: one layer's weights applied --layers times")
+    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (may grow on --resume)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0: none)")
+    p.add_argument("--loss", default=d.loss, choices=LOSSES,
+                   help="auto: target on logistic tasks, label elsewhere")
+    p.add_argument("--all-layers", action="store_true", help="average the loss over every layer's read-out")
+    p.add_argument("--n-min", type=int, help="shortest training prompt (default: the tasks' shortest length)")
+    p.add_argument("--n-max", type=int, help="longest training prompt (default: the tasks' longest length)")
+    p.add_argument("--curriculum", type=int, default=d.curriculum,
+                   help="steps over which the longest prompt grows from --n-min to --n-max (0: off)")
+    p.add_argument("--seed", type=int, default=d.seed, help="initialisation and training-stream seed")
+    p.add_argument("--val-seed", type=int, help="held-out validation seed (default: seed + 1000003)")
+    p.add_argument("--val-every", type=int, default=d.val_every, help="validate and save every K steps")
+    p.add_argument("--val-prompts", type=int, default=d.val_prompts, help="validation prompts per task and length")
+    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", help="model name written in <out>/model.py (default: the folder's name)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/state.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)

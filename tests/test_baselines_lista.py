@@ -1,0 +1,215 @@
+"""LISTA, LISTA-CP and ALISTA: layer code against NumPy ISTA, ALISTA's weight against a SciPy
+solve, the committed checkpoints against their training log, and the benchmark's claims
+(LISTA-CP beats ISTA on the training matrix, fails on random matrices, skips other lengths)."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from iclbench import Batch, tasks
+from iclbench.baselines import lista
+from iclbench.baselines.lista import ALISTA, LISTA, LISTACP, ALISTANet, LISTACPNet, LISTANet, alista_weight, load_net
+from iclbench.baselines.train_lista import TrainConfig, save_net, train
+from iclbench.plugins import load_model, sha256_file
+from iclbench.runner import RunConfig, run
+
+MODELS = {"lista": LISTA, "lista-cp": LISTACP, "alista": ALISTA}
+LOG = json.loads((lista.CHECKPOINTS / "training_log.json").read_text())
+FIXED = tasks.get("lasso/fixed")
+
+
+def numpy_ista(x: np.ndarray, y: np.ndarray, lam: float, steps: int, lip: np.ndarray | None = None) -> np.ndarray:
+    """Iterates (P, steps, d) of b <- soft(b + X^T (y - X b) / L, lam / L) from 0, one prompt at a time."""
+    out = np.zeros((x.shape[0], steps, x.shape[2]))
+    for p in range(x.shape[0]):
+        big_l = np.linalg.norm(x[p], 2) ** 2 if lip is None else lip[p]
+        b = np.zeros(x.shape[2])
+        for k in range(steps):
+            v = b + x[p].T @ (y[p] - x[p] @ b) / big_l
+            b = np.sign(v) * np.maximum(np.abs(v) - lam / big_l, 0.0)
+            out[p, k] = b
+    return out
+
+
+def nmse_db(b: np.ndarray, beta: np.ndarray) -> float:
+    return 10 * math.log10(((b - beta) ** 2).sum() / (beta**2).sum())
+
+
+def test_checkpoints_are_plain_safetensors() -> None:
+    for kind in MODELS:
+        path = lista.checkpoint_path(kind)
+        raw = path.read_bytes()
+        (size,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + size])
+        meta = header.pop("__metadata__")
+        assert meta["kind"] == kind and (meta["n"], meta["d"], meta["layers"]) == ("10", "20", "16")
+        assert meta["seed"] == str(LOG["config"]["train_seed"])
+        end = max(t["data_offsets"][1] for t in header.values())
+        assert len(raw) == 8 + size + end, "bytes beyond the tensors' data"
+        assert {t["dtype"] for t in header.values()} == {"F32"}
+        assert b"\x80\x02" not in raw[:2] and not raw.startswith(b"PK"), "pickle or zip (torch.save) content"
+        assert LOG["models"][kind]["sha256"] == sha256_file(path)
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_checkpoints_reproduce_logged_validation_nmse(kind: str) -> None:
+    cfg = LOG["config"]
+    s = FIXED.sample(cfg["val_prompts"], cfg["n"], FIXED.train_generator(cfg["val_seed"]), n_queries=1)
+    model = MODELS[kind]()
+    model.setup(torch.device("cpu"))
+    assert model.checkpoint == str(lista.checkpoint_path(kind))
+    pred = model.predict(s.batch)
+    got = nmse_db(pred.w.double().numpy(), s.hidden["w"].double().numpy())
+    assert got == pytest.approx(LOG["models"][kind]["val_nmse_db"], abs=1e-3)
+    assert LOG["models"][kind]["val_nmse_db"] < -9.0  # far below ISTA's 16-step -3 dB (see the ISTA test)
+
+
+def test_untrained_lista_and_lista_cp_are_ista() -> None:
+    x0 = FIXED.public["X0"][:10].double()
+    s = FIXED.sample(64, 10, FIXED.train_generator(123), n_queries=1)
+    x, y = s.batch.x.double(), s.batch.y.double()
+    lam = 0.3
+    lip = np.full(64, 1.001 * np.linalg.norm(x0.numpy(), 2) ** 2)
+    ref = numpy_ista(x.numpy(), y.numpy(), lam, 16, lip)
+    for net in (LISTANet(10, 20).double().init_from(x0, lam), LISTACPNet(10, 20).double().init_from(x0, lam)):
+        with torch.no_grad():
+            codes = net(x, y)
+        np.testing.assert_allclose(codes.numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_alista_weight_is_the_constrained_optimum() -> None:
+    rng = np.random.default_rng(7)
+    for n, d in ((6, 12), (10, 20), (9, 9), (15, 8)):
+        xs = rng.standard_normal((3, n, d))
+        w = alista_weight(torch.from_numpy(xs)).numpy()
+        for x, wp in zip(xs, w):
+            np.testing.assert_allclose(np.diag(wp.T @ x), 1.0, atol=1e-9)
+            for i in range(d):
+                others = np.delete(x, i, axis=1)
+                # w = x_i / |x_i|^2 + N z over the null space N of x_i^T; least squares in z
+                base = x[:, i] / (x[:, i] @ x[:, i])
+                null = scipy.linalg.null_space(x[:, i][None, :])
+                z = scipy.linalg.lstsq(others.T @ null, -others.T @ base)[0]
+                ref = base + null @ z
+                ours_obj, ref_obj = np.sum((others.T @ wp[:, i]) ** 2), np.sum((others.T @ ref) ** 2)
+                assert ours_obj <= ref_obj + 1e-9 * (1 + ref_obj)
+                if n < d:  # the optimum is unique
+                    np.testing.assert_allclose(wp[:, i], ref, rtol=1e-7, atol=1e-9)
+
+
+def test_support_selection_against_a_loop() -> None:
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((50, 20))
+    th = 0.4
+    for count in (1, 2, 3):
+        got = lista.soft_ss(torch.from_numpy(v), torch.tensor(th, dtype=torch.float64), count).numpy()
+        for row, out in zip(v, got):
+            top = set(np.argsort(-np.abs(row))[:count])
+            for j, val in enumerate(row):
+                passes = j in top and abs(val) > th
+                expected = val if passes else np.sign(val) * max(abs(val) - th, 0.0)
+                assert out[j] == pytest.approx(expected, abs=1e-15)
+    # p_k = min(1.2 (k + 1), 13) percent of d = 20 entries, rounded up
+    assert [lista.ss_count(k, 20) for k in range(16)] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3]
+
+
+@pytest.fixture(scope="module")
+def lasso_runs() -> dict[str, dict]:
+    cfg = RunConfig(device="cpu", prompts=512)
+    lasso = [tasks.get(n) for n in ("lasso/fixed", "lasso/random")]
+    return {name: run(load_model(name), lasso, cfg, progress=False)["tasks"] for name in MODELS}
+
+
+def test_lista_cp_beats_ista_on_the_training_matrix_and_fails_elsewhere(lasso_runs: dict[str, dict]) -> None:
+    from iclbench.cache import eval_set
+
+    data, _ = eval_set(FIXED)
+    x, y = data.x[:512, :10].double().numpy(), data.y[:512, :10].double().numpy()
+    beta = data.hidden["w"][:512].double().numpy()
+    target = data.targets[10][:512].double().numpy()
+    xq = data.x_query[:512].double().numpy()
+    ista_best = min(
+        10 * math.log10(((np.einsum("pqd,pd->pq", xq, b) - target) ** 2).sum() / (target**2).sum())
+        for lam in (0.1, 0.3, 1.0, 2.0, 3.0, 5.0)  # the best is interior (lambda = 2 on lasso/fixed)
+        for b in [numpy_ista(x, y, lam, 16)[:, -1]]
+    )
+    fixed = lasso_runs["lista-cp"]["lasso/fixed"]["lengths"]["10"]
+    random = lasso_runs["lista-cp"]["lasso/random"]["lengths"]["10"]
+    assert fixed["rel_err"]["db"] < ista_best - 6.0
+    assert fixed["recovery"]["db"] < nmse_db(numpy_ista(x, y, 0.1, 16)[:, -1], beta) - 6.0
+    assert random["rel_err"]["db"] > fixed["rel_err"]["db"] + 10.0
+    assert lasso_runs["lista"]["lasso/random"]["lengths"]["10"]["rel_err"]["db"] > 0.0
+    # ALISTA recomputes W from each prompt's X: a new matrix costs it little
+    alista_fixed = lasso_runs["alista"]["lasso/fixed"]["lengths"]["10"]["rel_err"]["db"]
+    assert lasso_runs["alista"]["lasso/random"]["lengths"]["10"]["rel_err"]["db"] < alista_fixed + 3.0
+    assert alista_fixed < ista_best - 6.0
+
+
+def test_other_lengths_are_reported_unsupported(lasso_runs: dict[str, dict]) -> None:
+    for name in MODELS:
+        for task in ("lasso/fixed", "lasso/random"):
+            entry = lasso_runs[name][task]
+            assert entry["status"] == "ok"
+            assert entry["unsupported_lengths"] == [5, 15, 20, 40]
+            assert list(entry["lengths"]) == ["10"]
+            assert len(entry["lengths"]["10"]["steps_rel_err_db"]) == 16
+    model = LISTACP()
+    assert model.supports(FIXED.spec) and not model.supports(tasks.get("linear/kappa1").spec)
+
+
+def test_alista_fails_at_untrained_lengths() -> None:
+    """Why ALISTA is limited to n = 10: its learned steps diverge at n = 5, and at n = d the
+    pseudo-inverse of a random square X amplifies the noise past its thresholds."""
+    net = load_net(lista.checkpoint_path("alista"))
+    for task, n in ((FIXED, 5), (tasks.get("lasso/random"), 20)):
+        s = task.sample(256, n, task.train_generator(99), n_queries=1)
+        with torch.no_grad():
+            b = net(s.batch.x, s.batch.y)[:, -1]
+        assert nmse_db(b.double().numpy(), s.hidden["w"].double().numpy()) > 0.0
+
+
+def test_predict_follows_the_batch_dtype() -> None:
+    s = FIXED.sample(5, 10, FIXED.train_generator(4), n_queries=3, dtype=torch.float64)
+    model = LISTACP()
+    pred = model.predict(s.batch)
+    assert pred.y.dtype == torch.float64 and pred.steps.shape == (5, 16, 3) and pred.w.shape == (5, 20)
+    torch.testing.assert_close(pred.steps[:, -1], pred.y)
+    torch.testing.assert_close(pred.y, torch.einsum("bqd,bd->bq", s.batch.x_query, pred.w))
+    b32 = Batch(s.batch.task, s.batch.x.float(), s.batch.y.float(), s.batch.x_query.float())
+    torch.testing.assert_close(model.predict(b32).y.double(), pred.y, rtol=1e-4, atol=1e-4)
+
+
+def test_training_is_deterministic_and_round_trips(tmp_path) -> None:
+    cfg = TrainConfig(layers=2, stage_steps=(4, 2, 1), final_steps=2, val_prompts=32, batch_size=16)
+    runs = [train("alista", cfg, FIXED, log=False) for _ in range(2)]
+    for a, b in zip(runs[0][0].state_dict().values(), runs[1][0].state_dict().values()):
+        assert torch.equal(a, b)
+    net, record = runs[0]
+    assert len(record["val_nmse_db_per_layer"]) == 2 and math.isfinite(record["train_nmse_db"])
+    path = tmp_path / "alista.safetensors"
+    save_net(net, path, cfg, FIXED)
+    again = tmp_path / "again.safetensors"
+    save_net(runs[1][0], again, cfg, FIXED)
+    assert path.read_bytes() == again.read_bytes()
+    loaded = load_net(path)
+    assert isinstance(loaded, ALISTANet) and loaded.meta["seed"] == "0" and loaded.support
+    s = FIXED.sample(8, 10, FIXED.train_generator(2), n_queries=1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(s.batch.x, s.batch.y), net(s.batch.x, s.batch.y), rtol=0, atol=0)
+
+
+def test_bad_checkpoints_are_named(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="train_lista"):
+        load_net(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a learned-ISTA checkpoint"):
+        load_net(tmp_path / "other.safetensors")
