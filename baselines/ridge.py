@@ -25,7 +25,9 @@ def bayes_lambda(spec: TaskSpec) -> float:
 def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
     """argmin_w ||y - x w||^2 + lam ||w||^2 per prompt (minimum-norm when lam = 0), in float64."""
     x, y = x.double(), y.double()
-    if lam == 0:
+    if lam == 0:  # LAPACK's gelsy (complete orthogonal factorisation) on the CPU; an SVD elsewhere
+        if x.device.type == "cpu":
+            return torch.linalg.lstsq(x, y.unsqueeze(-1), driver="gelsy").solution.squeeze(-1)
         return (torch.linalg.pinv(x) @ y.unsqueeze(-1)).squeeze(-1)
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     return torch.linalg.solve(x.mT @ x + lam * eye, (x.mT @ y.unsqueeze(-1))).squeeze(-1)

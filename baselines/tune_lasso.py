@@ -1,0 +1,96 @@
+"""Tune the lasso penalty of ISTA, FISTA and lasso-exact per lasso task, on the tuning seed.
+
+For every lasso task, `PROMPTS` prompts of the nominal length are drawn with
+`task.train_generator(TUNING_SEED)` (a stream disjoint from the evaluation set); each
+lambda of `GRID` is scored by the relative query error of the exact lasso solution,
+sum (x_query^T b_lambda - f_query)^2 / sum f_query^2, and the best one is kept.
+Other lengths use lambda sqrt(n / nominal) (see `proximal.lasso_lambda`).
+
+    python -m iclbench.baselines.tune_lasso            # tune and write baselines/lasso_lambda.json
+    python -m iclbench.baselines.tune_lasso --check    # re-tune and compare with the file
+    python -m iclbench.baselines.tune_lasso --lengths  # also print the best lambda at every length
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import torch
+
+from iclbench import tasks
+from iclbench.baselines.proximal import LAMBDA_FILE, lasso_exact
+
+TUNING_SEED = 0
+PROMPTS = 1024
+GRID = tuple(round(10 ** (-2 + 0.1 * i), 6) for i in range(26))
+"""lambda from 0.01 to 10^0.5, ten points per decade."""
+
+CRITERION = "relative query error sum (x_query^T b - f_query)^2 / sum f_query^2 of the exact lasso solution"
+
+
+def grid_errors(task: tasks.Task, n: int) -> list[float]:
+    """The relative query error of the exact lasso solution for every lambda of `GRID` at length n."""
+    sample = task.sample(PROMPTS, n, task.train_generator(TUNING_SEED), dtype=torch.float64)
+    g = len(GRID)
+    x, y = sample.batch.x.repeat(g, 1, 1), sample.batch.y.repeat(g, 1)
+    lam = torch.tensor(GRID, dtype=torch.float64).repeat_interleave(PROMPTS)
+    b = lasso_exact(x, y, lam).view(g, PROMPTS, -1)
+    pred = torch.einsum("pqd,gpd->gpq", sample.batch.x_query, b)
+    err = ((pred - sample.target) ** 2).sum((1, 2)) / (sample.target**2).sum()
+    return err.tolist()
+
+
+def tune() -> dict[str, float]:
+    """The best lambda of `GRID` for every lasso task at its nominal length."""
+    out = {}
+    for task in tasks.select(["lasso"]):
+        errors = grid_errors(task, task.spec.nominal)
+        best = min(range(len(GRID)), key=errors.__getitem__)
+        out[task.spec.name] = GRID[best]
+        print(f"{task.spec.name}: lambda = {GRID[best]:g} (relative query error {errors[best]:.4g})")
+    return out
+
+
+def document(lambdas: dict[str, float]) -> dict:
+    return {
+        "procedure": "python -m iclbench.baselines.tune_lasso",
+        "tuning_seed": TUNING_SEED,
+        "prompts": PROMPTS,
+        "length": "nominal",
+        "criterion": CRITERION,
+        "grid": list(GRID),
+        "scaling": "lambda(n) = lambda * sqrt(n / nominal)",
+        "lambda": lambdas,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="re-tune and compare with the stored values")
+    parser.add_argument("--lengths", action="store_true", help="also print the best lambda at every prompt length")
+    args = parser.parse_args(argv)
+    lambdas = tune()
+    if args.lengths:
+        for task in tasks.select(["lasso"]):
+            for n in task.spec.lengths:
+                errors = grid_errors(task, n)
+                best = GRID[min(range(len(GRID)), key=errors.__getitem__)]
+                scaled = lambdas[task.spec.name] * math.sqrt(n / task.spec.nominal)
+                print(f"{task.spec.name} n={n}: best lambda {best:g}, sqrt-scaled nominal lambda {scaled:.3g}")
+    if args.check:
+        stored = json.loads(LAMBDA_FILE.read_text())
+        if stored != document(lambdas):
+            print(f"MISMATCH: {LAMBDA_FILE} holds {stored['lambda']}, re-tuning gives {lambdas}", file=sys.stderr)
+            return 1
+        print(f"{LAMBDA_FILE} is reproduced")
+        return 0
+    LAMBDA_FILE.write_text(json.dumps(document(lambdas), indent=2) + "\n")
+    print(f"wrote {LAMBDA_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""ISTA, FISTA and lasso-exact against scikit-learn, NumPy loops and least squares, on real task data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Lasso
+
+from iclbench import Batch, tasks
+from iclbench.baselines import proximal
+from iclbench.baselines.proximal import FISTA, ISTA, LassoExact, LassoProblem, duality_gap, lasso_exact, lasso_lambda
+from iclbench.cache import eval_set
+from iclbench.plugins import load_model
+from iclbench.runner import RunConfig, run
+
+LASSO_TASKS = [t.spec.name for t in tasks.select(["lasso"])]
+
+
+def prompts(name: str, n: int, count: int, start: int = 0) -> Batch:
+    data, _ = eval_set(tasks.get(name))
+    sl = slice(start, start + count)
+    return Batch(tasks.get(name).spec, data.x[sl, :n].double(), data.y[sl, :n].double(), data.x_query[sl].double())
+
+
+def sklearn_lasso(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """sklearn minimises (1/(2n))||y - X b||^2 + alpha ||b||_1, so alpha = lambda / n."""
+    fit = Lasso(alpha=lam / len(y), fit_intercept=False, tol=1e-14, max_iter=1_000_000).fit(x, y)
+    return fit.coef_
+
+
+def objective(x: np.ndarray, y: np.ndarray, b: np.ndarray, lam: float) -> float:
+    return 0.5 * float(np.sum((y - x @ b) ** 2)) + lam * float(np.abs(b).sum())
+
+
+@pytest.mark.parametrize("name, n", [("lasso/fixed", 10), ("lasso/random", 5), ("lasso/shift0.5", 40)])
+def test_lasso_exact_matches_sklearn(name: str, n: int) -> None:
+    batch = prompts(name, n, 24)
+    lam = lasso_lambda(batch.task, n)
+    b = lasso_exact(batch.x, batch.y, lam)
+    ref = np.stack([sklearn_lasso(x, y, lam) for x, y in zip(batch.x.numpy(), batch.y.numpy())])
+    gap = duality_gap(batch.x, batch.y, b, lam)
+    print(f"{name} n={n}: max |b - sklearn| = {np.abs(b.numpy() - ref).max():.2e}, max gap = {gap.max():.2e}")
+    np.testing.assert_allclose(b.numpy(), ref, atol=1e-4)
+    assert bool((gap <= 1e-12 * 0.5 * (batch.y**2).sum(-1)).all())
+
+
+def test_duality_gap_bounds_the_suboptimality() -> None:
+    batch = prompts("lasso/fixed", 10, 16)
+    lam = 0.1
+    x, y = batch.x.numpy(), batch.y.numpy()
+    best = np.stack([sklearn_lasso(xi, yi, lam) for xi, yi in zip(x, y)])
+    trial = best + np.random.default_rng(0).normal(scale=0.05, size=best.shape)
+    gap = duality_gap(batch.x, batch.y, torch.from_numpy(trial), lam).numpy()
+    excess = np.array([objective(xi, yi, ti, lam) - objective(xi, yi, bi, lam) for xi, yi, ti, bi in zip(x, y, trial, best)])
+    assert np.all(excess > 0)
+    assert np.all(gap >= excess - 1e-9)
+    assert np.all(duality_gap(batch.x, batch.y, torch.from_numpy(best), lam).numpy() < 1e-8)
+
+
+def numpy_proximal(x: np.ndarray, y: np.ndarray, lam: float, iters: int, accelerated: bool) -> np.ndarray:
+    """The (iters, d) ISTA or FISTA iterates of one prompt, written out plainly."""
+    lip = np.linalg.norm(x, 2) ** 2
+    b = np.zeros(x.shape[1])
+    z, t, out = b, 1.0, []
+    for _ in range(iters):
+        v = z + x.T @ (y - x @ z) / lip
+        b_next = np.sign(v) * np.maximum(np.abs(v) - lam / lip, 0)
+        if accelerated:
+            t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+            z = b_next + (t - 1) / t_next * (b_next - b)
+            t = t_next
+        else:
+            z = b_next
+        b = b_next
+        out.append(b)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("model", [ISTA(), FISTA()])
+@pytest.mark.parametrize("name, n", [("lasso/fixed", 10), ("lasso/shift0.1", 15), ("linear/kappa10", 20)])
+def test_iterates_match_a_numpy_loop(model: ISTA, name: str, n: int) -> None:
+    batch = prompts(name, n, 3)
+    lam = lasso_lambda(batch.task, n) if batch.task.family == "lasso" else 0.0
+    pred = model.predict(batch)
+    assert pred.steps.shape == (3, proximal.ITERATIONS, batch.task.n_queries)
+    for i in range(3):
+        path = numpy_proximal(batch.x[i].numpy(), batch.y[i].numpy(), lam, proximal.ITERATIONS, model.accelerated)
+        np.testing.assert_allclose(pred.steps[i].numpy(), path @ batch.x_query[i].numpy().T, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(pred.w[i].numpy(), path[-1], rtol=1e-9, atol=1e-10)
+    np.testing.assert_array_equal(pred.y.numpy(), pred.steps[:, -1].numpy())
+
+
+@pytest.mark.parametrize("accelerated, iters", [(False, 3000), (True, 1000)])
+def test_converged_proximal_gradient_matches_sklearn(accelerated: bool, iters: int) -> None:
+    batch = prompts("lasso/random", 40, 8)
+    lam = lasso_lambda(batch.task, 40)
+    *_, b = LassoProblem.of(batch.x, batch.y, lam).iterates(iters, accelerated)
+    ref = np.stack([sklearn_lasso(x, y, lam) for x, y in zip(batch.x.numpy(), batch.y.numpy())])
+    np.testing.assert_allclose(b.numpy(), ref, atol=1e-4)
+    assert float(duality_gap(batch.x, batch.y, b, lam).max()) < 1e-8
+
+
+@pytest.mark.parametrize("model", [ISTA(), FISTA()])
+def test_lambda_zero_converges_to_least_squares(model: ISTA) -> None:
+    batch = prompts("linear/kappa1", 80, 16)
+    ref = np.stack([np.linalg.lstsq(x, y, rcond=None)[0] for x, y in zip(batch.x.numpy(), batch.y.numpy())])
+    pred = model.predict(batch)
+    np.testing.assert_allclose(pred.w.numpy(), ref, atol=1e-8)
+    target = np.einsum("bqd,bd->bq", batch.x_query.numpy(), ref)
+    first, last = (np.abs(pred.steps[:, k].numpy() - target).max() for k in (0, -1))
+    assert last < 1e-7 < first
+
+
+def test_lasso_exact_predicts_the_solution() -> None:
+    batch = prompts("lasso/shift0.1", 10, 8)
+    pred = LassoExact().predict(batch)
+    lam = lasso_lambda(batch.task, 10)
+    ref = np.stack([sklearn_lasso(x, y, lam) for x, y in zip(batch.x.numpy(), batch.y.numpy())])
+    np.testing.assert_allclose(pred.w.numpy(), ref, atol=1e-4)
+    np.testing.assert_allclose(pred.y.numpy(), np.einsum("bqd,bd->bq", batch.x_query.numpy(), ref), atol=1e-3)
+
+
+def test_lambda_scales_with_the_square_root_of_the_length() -> None:
+    spec = tasks.get("lasso/fixed").spec
+    assert set(proximal.tuned_lambdas()) == set(LASSO_TASKS)
+    assert lasso_lambda(spec, 40) == pytest.approx(2 * lasso_lambda(spec, 10))
+
+
+def test_bad_input_is_rejected() -> None:
+    batch = prompts("lasso/fixed", 10, 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        LassoProblem.of(batch.x, batch.y, -1.0)
+    with pytest.raises(ValueError, match="lambda > 0"):
+        lasso_exact(batch.x, batch.y, 0.0)
+    with pytest.raises(ValueError, match=r"\(B, n\)"):
+        LassoProblem.of(batch.x, batch.y[:, :3], 0.1)
+    with pytest.raises(ValueError, match="no tuned lasso penalty"):
+        lasso_lambda(tasks.get("linear/kappa1").spec, 10)
+
+
+@pytest.mark.parametrize("name, families", [("ista", ("lasso", "linear")), ("fista", ("lasso", "linear")), ("lasso-exact", ("lasso",))])
+def test_runs_through_the_runner(name: str, families: tuple[str, ...]) -> None:
+    chosen = tasks.select(["lasso/fixed", "lasso/random", "linear/kappa10", "logistic/kappa1"])
+    doc = run(load_model(name), chosen, RunConfig(device="cpu", batch_size=16, prompts=16), progress=False)
+    for task, entry in doc["tasks"].items():
+        if tasks.get(task).spec.family in families:
+            assert entry["status"] == "ok", entry.get("error")
+            assert set(entry["lengths"]) == {str(n) for n in tasks.get(task).spec.lengths}
+        else:
+            assert entry["status"] == "unsupported"
