@@ -1,0 +1,55 @@
+"""Exact solutions in float64: the regularised logistic optimum and the noiseless GP posterior mean."""
+
+from __future__ import annotations
+
+import torch
+
+from iclbench import Batch, Model, Prediction, TaskSpec
+from iclbench.kernels import gram
+from iclbench.solvers import logistic_optimum
+
+GP_RTOL = 1e-10
+"""Eigenvalues of the context Gram matrix below GP_RTOL times its largest are treated as zero."""
+
+
+class LogisticOptimum(Model):
+    """The logit x_query^T w_mu of the mu-regularised logistic optimum: the logistic tasks' target."""
+
+    name = "logistic-optimum"
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.family == "logistic"
+
+    def predict(self, batch: Batch) -> Prediction:
+        if not self.supports(batch.task):
+            raise ValueError(f"{self.name}: task {batch.task.name} is not a logistic task")
+        w = logistic_optimum(batch.x, batch.y, batch.task.params["mu"])
+        logits = torch.einsum("bqd,bd->bq", batch.x_query.double(), w)
+        return Prediction(logits.to(batch.x.dtype), w=w.to(batch.x.dtype))
+
+
+def gp_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, kind: str) -> torch.Tensor:
+    """k_query^T K^+ y (B, q) for noiseless observations, in float64.
+
+    K^+ is the pseudo-inverse with cut-off `GP_RTOL`: the linear kernel's K has rank d < n for
+    long prompts, and the float32 labels have a round-off part outside its range that an
+    inverse of K's round-off eigenvalues would blow up; on that kernel the result is the
+    minimum-norm interpolant x_query^T X^+ y.
+    """
+    x, y, x_query = x.double(), y.double(), x_query.double()
+    k_inv = torch.linalg.pinv(gram(x, x, kind), rtol=GP_RTOL, hermitian=True)
+    return torch.einsum("bqn,bnm,bm->bq", gram(x_query, x, kind), k_inv, y)
+
+
+class GPPosterior(Model):
+    """The GP posterior mean k_*^T K^-1 y under the task's kernel: the Bayes predictor of the kernel tasks."""
+
+    name = "gp-posterior"
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.family == "kernel"
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        if not self.supports(batch.task):
+            raise ValueError(f"{self.name}: task {batch.task.name} is not a kernel task")
+        return gp_posterior_mean(batch.x, batch.y, batch.x_query, batch.task.params["kernel"]).to(batch.x.dtype)
