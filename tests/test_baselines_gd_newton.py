@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from fixtures.references import np_gram
 
 from iclbench import Batch
 from iclbench.baselines import gd, newton, tune_gd
@@ -33,16 +34,6 @@ def batch_of(
     return Batch(task.spec, to(data.x[:, :n]), to(data.y[:, :n]), to(data.x_query))
 
 
-def np_gram(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
-    """The three kernels, written out in NumPy for one prompt."""
-    dot = a @ b.T
-    if kind == "linear":
-        return dot
-    if kind == "exp":
-        return np.exp(dot)
-    norms = np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
-    t = np.arccos(np.clip(dot / norms, -1, 1))
-    return norms * (np.sin(t) + (np.pi - t) * np.cos(t)) / np.pi
 
 
 def quadratic_gd_closed_form(a: np.ndarray, b: np.ndarray, eta: float, k: int) -> np.ndarray:

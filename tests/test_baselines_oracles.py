@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from fixtures.references import np_gram
 from sklearn.linear_model import LogisticRegression
 
 from iclbench import Batch
@@ -47,15 +48,6 @@ def test_logistic_optimum_reproduces_the_target() -> None:
     torch.testing.assert_close(pred.y, data.targets[40][:PROMPTS], rtol=1e-6, atol=1e-6)
 
 
-def np_gram(a: np.ndarray, b: np.ndarray, kind: str) -> np.ndarray:
-    dot = a @ b.T
-    if kind == "linear":
-        return dot
-    if kind == "exp":
-        return np.exp(dot)
-    norms = np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
-    t = np.arccos(np.clip(dot / norms, -1, 1))
-    return norms * (np.sin(t) + (np.pi - t) * np.cos(t)) / np.pi
 
 
 @pytest.mark.parametrize("kind", ["exp", "relu"])

@@ -17,13 +17,7 @@ from iclbench.training import TrainConfig, TrainError, compute_loss, train
 TINY = dict(batch_size=16, val_prompts=32, val_every=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread, above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_training_decreases_the_error(tmp_path) -> None:

@@ -1,0 +1,98 @@
+"""The findings script on small synthetic results files, and its one-step GD comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from iclbench import findings, results
+from iclbench.models import gd_lsa
+from iclbench.tasks import EvalSet, get
+
+
+def task_entry(task: str, curves: dict[int, list[float]], alignment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An ok task entry whose error at each length is the last value of its per-step curve."""
+    lengths = {str(n): {"rel_err": {"db": c[-1]}, "steps_rel_err_db": c} for n, c in curves.items()}
+    out = {"status": "ok", "spec": get(task).spec.to_dict(), "lengths": lengths}
+    if alignment:
+        out["alignment"] = alignment
+    return out
+
+
+def write_doc(path: Path, name: str, tasks: dict[str, dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"schema_version": results.SCHEMA_VERSION, "iclbench_version": "test", "suite_version": "v1",
+           "model": {"name": name}, "run": {}, "tasks": tasks}
+    results.write(path, doc)
+
+
+@pytest.fixture()
+def synthetic(tmp_path: Path) -> tuple[Path, Path]:
+    subs, base = tmp_path / "submissions", tmp_path / "baselines"
+    gd = [-1.0 * k for k in range(1, 101)]  # 1 dB per step
+    newton = [-4.0 * k for k in range(1, 11)]  # 4 dB per step
+    align = {"gd": {"n": 20, "cosine": [[0.2, 0.9, 0.5], [0.1, 0.3, 0.95]], "closest_step": [2, 3]}}
+    write_doc(subs / "lsa-4l-kappa100" / "results.json", "lsa-4l-kappa100",
+              {"linear/kappa100": task_entry("linear/kappa100", {20: [-3.0, -6.0, -9.0, -12.0]}, align)})
+    looped = next(iter(findings.Q3_MODELS))
+    write_doc(subs / looped / "results.json", looped,
+              {t: task_entry(t, {10: [-2.0, -5.0]}) for t in findings.Q3_TASKS})
+    for name, err in (("kernel-relu-attn-relu", -5.0), ("kernel-relu-attn-linear", -2.0)):
+        write_doc(subs / name / "results.json", name, {"kernel/relu": task_entry("kernel/relu", {14: [-1.0, err]})})
+    write_doc(base / "gd.json", "gd", {"linear/kappa100": task_entry("linear/kappa100", {20: gd})})
+    write_doc(base / "newton.json", "newton", {"linear/kappa100": task_entry("linear/kappa100", {20: newton})})
+    write_doc(base / "ista.json", "ista", {"lasso/fixed": task_entry("lasso/fixed", {10: [-1.0, -1.5, -9.0]})})
+    return subs, base
+
+
+def test_curve_helpers() -> None:
+    assert findings.steps_to_reach([-1.0, -2.5, -4.0], -2.5) == 2
+    assert findings.steps_to_reach([-1.0, -2.0], -3.0) is None
+    assert findings.at_step([-1.0, -2.0], 2) == -2.0 and findings.at_step([-1.0], 2) is None
+
+
+def test_build_on_synthetic_results(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
+    subs, base = synthetic
+    out = tmp_path / "figures"
+    assert findings.main(["--submissions", str(subs), "--baselines", str(base), "--out", str(out),
+                          "--no-checkpoints"]) == 0
+    numbers = json.loads((out / "numbers.json").read_text())
+    q2 = numbers["q2"]["models"]["lsa-4l-kappa100"]
+    assert q2["per_layer_db"] == [-3.0, -6.0, -9.0, -12.0]
+    assert q2["gd_at_same_steps_db"] == -4.0 and q2["newton_at_same_steps_db"] == -16.0
+    assert q2["gd_steps_to_match"] == 12 and q2["newton_steps_to_match"] == 3
+    assert "lsa-norm-4l-kappa100" not in numbers["q2"]["models"]  # missing models are left out
+    q3 = numbers["q3"]
+    assert q3["loops"] == 2 and q3["nominal_db"][next(iter(findings.Q3_MODELS))]["lasso/random"] == -5.0
+    assert q3["nominal_db"]["ista (2 iterations)"]["lasso/fixed"] == -1.5
+    assert q3["nominal_db"]["lista-cp"]["lasso/fixed"] is None
+    assert numbers["q4"]["best_on_own_task"] == {"kernel/exp": None, "kernel/relu": "kernel-relu-attn-relu"}
+    assert numbers["q4"]["per_layer_db"]["kernel/relu"]["kernel-relu-attn-linear"] == [-1.0, -2.0]
+    q5 = numbers["q5"]["lsa-4l-kappa100 | linear/kappa100 | gd"]
+    assert q5 == {"n": 20, "closest_step": [2, 3], "best_cosine": [0.9, 0.95]}
+    for name in ("q1_one_layer", "q2_depth", "q3_lasso", "q4_kernel", "q5_alignment"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+
+
+def test_one_step_gd_fit_and_a_hand_built_one_layer_lsa() -> None:
+    task, n = get("linear/kappa1"), 20
+    sample = task.sample(256, n, task.train_generator(123))
+    data = EvalSet(sample.batch.x, sample.batch.y, sample.batch.x_query, {n: sample.target}, {}, {})
+    eta, pred = findings.one_step_gd(task, n, data)
+    # the fitted step size is the least-squares solution on the tuning prompts, found here with NumPy
+    tune = task.sample(4096, n, task.train_generator(findings.TUNING_SEED))
+    x, y, xq = (t.double().numpy() for t in (tune.batch.x, tune.batch.y, tune.batch.x_query))
+    feature = np.einsum("bqd,bd->bq", xq, np.einsum("bnd,bn->bd", x, y)) / n
+    expected = np.linalg.lstsq(feature.reshape(-1, 1), tune.target.double().numpy().reshape(-1), rcond=None)[0][0]
+    assert eta == pytest.approx(expected, rel=1e-9)
+    # gd_lsa with that step size is exactly one GD step: same error, residual cosine 1
+    found = findings.one_step_comparison(gd_lsa(task.spec.d, 1, eta), task, data, n)
+    assert found["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert found["model_db"] == pytest.approx(found["gd_db"], abs=0.01)
+    xty = (data.x.double().mT @ data.y.double().unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(pred, eta * torch.einsum("bqd,bd->bq", data.x_query.double(), xty) / n)
