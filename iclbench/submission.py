@@ -83,6 +83,7 @@ TRAINING: dict[str, Check] = {
     "tasks": (True, _list(_text), "a non-empty list of the task names or distributions trained on"),
     "sampler_seeds": (True, _list(lambda x: _int(x, 0)), "a non-empty list of non-negative integers"),
     "steps": (True, lambda v: _int(v, 1), "a positive integer: the number of training steps"),
+    "command": (False, _text, "the command that trained the checkpoint"),
 }
 CHECKPOINT_FILE: dict[str, Check] = {
     "file": (True, _safetensors_name, "the name of a .safetensors file in the submission folder"),

@@ -1,0 +1,385 @@
+"""The figures and numbers of docs/findings.md, made from results files.
+
+    python -m iclbench.findings --submissions submissions --baselines leaderboard/baselines --out docs/findings
+
+reads every `<submissions>/*/results.json` and `<baselines>/*.json` (the output of
+`iclbench run --model <baseline>`), keyed by model name, and writes to `--out` one PNG per
+question and `numbers.json`, every number the page quotes. Models and baselines that are
+missing are left out of the plots and reported as null. Question 1 also loads the 1-layer
+model's checkpoint and compares it, on the evaluation set, with one GD step whose step size
+is fitted in closed form on the training stream (`one_step_gd`); `--no-checkpoints` skips it.
+`heatmap` draws any results entry's `alignment` (from `iclbench run --align`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from iclbench import metrics, results
+from iclbench.alignment import cosine_matrix
+from iclbench.tasks import EvalSet, Task, get
+
+Docs = dict[str, dict[str, Any]]
+
+Q1_MODEL, Q1_TASK = "lsa-1l-kappa1", "linear/kappa1"
+Q2_MODELS, Q2_TASK = ("lsa-4l-kappa100", "lsa-norm-4l-kappa100"), "linear/kappa100"
+Q3_MODELS = {"looped-lsa-norm-lasso": "lasso/fixed", "looped-lsa-norm-lasso-random": "lasso/random"}
+"""The looped transformers and the task each was trained on; the first is compared with the L2O baselines."""
+Q3_BASELINES = ("ista", "fista", "lista", "lista-cp")
+Q3_TASKS = ("lasso/fixed", "lasso/shift0.1", "lasso/shift0.5", "lasso/random")
+Q4_MODELS = {
+    "kernel/exp": ("kernel-exp-attn-exp", "kernel-exp-attn-linear", "kernel-exp-attn-softmax"),
+    "kernel/relu": ("kernel-relu-attn-relu", "kernel-relu-attn-linear"),
+}
+Q4_BASELINES = ("gp-posterior", "gd", "newton")
+TRAINED_TASKS: dict[str, tuple[str, ...]] = {
+    Q1_MODEL: (Q1_TASK,),
+    **{m: (Q2_TASK,) for m in Q2_MODELS},
+    **{m: (task,) for m, task in Q3_MODELS.items()},
+    **{m: (task,) for task, group in Q4_MODELS.items() for m in group},
+    "lsa-norm-4l-logistic": ("logistic/kappa1",),
+}
+"""The task each submission was trained on: the one its heatmap shows."""
+CLIP_DB = 20.0
+"""Plotted errors above this are drawn at it (with their value written), so that one blow-up keeps the scale."""
+TUNING_SEED = 7
+"""Training-stream seed of the prompts on which the one-step GD step size is fitted."""
+
+
+def load(submissions: Path, baselines: Path) -> Docs:
+    """Results documents by model name: submissions' results.json, then baseline results files."""
+    paths = sorted(submissions.glob("*/results.json")) + sorted(baselines.glob("*.json"))
+    docs: Docs = {}
+    for path in paths:
+        doc = results.read(path)
+        docs.setdefault(doc["model"]["name"], doc)
+    return docs
+
+
+def entry(docs: Docs, model: str, task: str) -> dict[str, Any] | None:
+    """The task entry of `model`, when the model was scored on it."""
+    e = docs.get(model, {}).get("tasks", {}).get(task)
+    return e if e and e.get("status") == "ok" else None
+
+
+def length_metrics(docs: Docs, model: str, task: str, n: int | None = None) -> dict[str, Any] | None:
+    """The metrics of `model` on `task` at length `n` (default: the nominal length)."""
+    e = entry(docs, model, task)
+    if e is None:
+        return None
+    return e["lengths"].get(str(e["spec"]["nominal"] if n is None else n))
+
+
+def err_db(docs: Docs, model: str, task: str, n: int | None = None) -> float | None:
+    m = length_metrics(docs, model, task, n)
+    return None if m is None else round(m["rel_err"]["db"], 2)
+
+
+def steps_db(docs: Docs, model: str, task: str, n: int | None = None) -> list[float] | None:
+    m = length_metrics(docs, model, task, n)
+    return None if m is None or "steps_rel_err_db" not in m else m["steps_rel_err_db"]
+
+
+def at_step(curve: list[float] | None, k: int) -> float | None:
+    """The error after step `k` (1-based) of a per-step curve, or None when it is shorter."""
+    return round(curve[k - 1], 2) if curve is not None and len(curve) >= k else None
+
+
+def steps_to_reach(curve: list[float] | None, level: float | None) -> int | None:
+    """The first step (1-based) whose error is at most `level` dB; None when never reached."""
+    if curve is None or level is None:
+        return None
+    hits = [k for k, v in enumerate(curve, 1) if v <= level]
+    return hits[0] if hits else None
+
+
+def _round(v: float) -> float:
+    return round(float(v), 4)
+
+
+def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -> tuple[float, torch.Tensor]:
+    """One GD step from 0 on least squares with the best constant step size, and its (P, q) predictions on `data`.
+
+    The prediction is eta * a with a = x_q^T X^T y / n; eta minimises the squared error to the
+    target on `tuning_prompts` prompts of the training stream (`TUNING_SEED`), in closed form.
+    """
+    def feature(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bqd,bd->bq", xq.double(), torch.einsum("bnd,bn->bd", x.double(), y.double())) / n
+
+    tune = task.sample(tuning_prompts, n, task.train_generator(TUNING_SEED))
+    a = feature(tune.batch.x, tune.batch.y, tune.batch.x_query)
+    eta = float((a * tune.target.double()).sum() / (a * a).sum())
+    return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
+
+
+def one_step_comparison(net: torch.nn.Module, task: Task, data: EvalSet, n: int) -> dict[str, Any]:
+    """A 1-layer model against one fitted GD step on `data` at length `n`: errors in dB and residual cosine."""
+    eta, gd = one_step_gd(task, n, data)
+    with torch.no_grad():
+        y, steps = net(data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double())
+    target = data.targets[n].double()
+    return {
+        "n": n,
+        "eta": _round(eta),
+        "gd_db": round(metrics.relative_error(gd, target)["db"], 2),
+        "model_db": round(metrics.relative_error(y, target)["db"], 2),
+        "cosine": _round(cosine_matrix(steps[:, :1], gd.unsqueeze(1), target)[0, 0]),
+    }
+
+
+def heatmap(ax: Any, align: dict[str, Any], ref: str, title: str, max_columns: int = 48) -> None:
+    """The (layer x step) cosine matrix of one `alignment` entry; log-spaced steps when there are many."""
+    cos = np.asarray(align["cosine"])
+    s = cos.shape[1]
+    cols = np.unique(np.geomspace(1, s, max_columns).round().astype(int)) - 1 if s > max_columns else np.arange(s)
+    low = float(min(0.5, np.floor(cos.min() * 10) / 10))  # the colour scale spans [low, 1]
+    im = ax.imshow(cos[:, cols], aspect="auto", vmin=low, vmax=1, cmap="viridis", interpolation="nearest")
+    ticks = np.linspace(0, len(cols) - 1, min(8, len(cols))).round().astype(int)
+    ax.set_xticks(ticks, [str(cols[t] + 1) for t in ticks])
+    ax.set_yticks(range(cos.shape[0]), [str(k + 1) for k in range(cos.shape[0])])
+    for layer, step in enumerate(align["closest_step"]):
+        col = int(np.abs(cols - (step - 1)).argmin())
+        ax.plot(col, layer, marker="o", color="red", markersize=4)
+    ax.set_xlabel(f"{ref} step" + (" (log-spaced columns)" if s > max_columns else ""))
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+
+
+def _legend(ax: Any, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _lengths(docs: Docs, model: str, task: str) -> tuple[list[int], list[float]]:
+    e = entry(docs, model, task)
+    if e is None:
+        return [], []
+    ns = sorted(int(n) for n in e["lengths"])
+    return ns, [e["lengths"][str(n)]["rel_err"]["db"] for n in ns]
+
+
+def lengths_db(docs: Docs, model: str, task: str) -> dict[str, float]:
+    """The error in dB at every scored length, by length."""
+    return {str(n): round(v, 2) for n, v in zip(*_lengths(docs, model, task))}
+
+
+def question1(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]:
+    """1-layer LSA on linear/kappa1 against one step of GD."""
+    align = (entry(docs, Q1_MODEL, Q1_TASK) or {}).get("alignment", {}).get("gd")
+    lengths = {}
+    for n in get(Q1_TASK).spec.lengths:
+        lengths[str(n)] = {
+            "model_db": err_db(docs, Q1_MODEL, Q1_TASK, n),
+            "gd_step1_db": at_step(steps_db(docs, "gd", Q1_TASK, n), 1),
+            "ols_db": err_db(docs, "ols", Q1_TASK, n),
+        }
+    found: dict[str, Any] = {
+        "lengths": lengths,
+        "cosine_gd_step1": align["cosine"][0][0] if align else None,
+        "closest_gd_step": align["closest_step"][0] if align else None,
+        "fitted_one_step": None,
+    }
+    weights = submissions / Q1_MODEL / "weights.safetensors" if submissions else None
+    if weights is not None and weights.exists():
+        from iclbench.cache import eval_set
+        from iclbench.models.weights import load_weights
+
+        net, _ = load_weights(weights)
+        task = get(Q1_TASK)
+        found["fitted_one_step"] = one_step_comparison(net.double(), task, eval_set(task)[0], task.spec.nominal)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, key in (("1-layer LSA", "model_db"), ("GD, step 1 (gd baseline's step size)", "gd_step1_db")):
+        pts = [(int(n), v[key]) for n, v in lengths.items() if v[key] is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    if found["fitted_one_step"]:
+        fit = found["fitted_one_step"]
+        ax.plot([fit["n"]], [fit["gd_db"]], marker="*", markersize=12, linestyle="", label="GD, 1 step, fitted step size")
+    ax.set_xscale("log")
+    ax.set_xticks([int(n) for n in lengths], list(lengths))
+    ax.minorticks_off()
+    ax.set_xlabel("prompt length n")
+    ax.set_ylabel("relative error (dB)")
+    ax.set_title(f"Q1: {Q1_TASK}", fontsize=10)
+    _legend(ax, 7)
+    _save(fig, out / "q1_one_layer.png")
+    return found
+
+
+def question2(docs: Docs, out: Path) -> dict[str, Any]:
+    """Error against depth (models) and steps (gd, newton) on linear/kappa100 at the nominal length."""
+    gd, newton = steps_db(docs, "gd", Q2_TASK), steps_db(docs, "newton", Q2_TASK)
+    found: dict[str, Any] = {"models": {}, "gd_first": gd[:8] if gd else None, "newton_first": newton[:8] if newton else None}
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, curve, style in (("gd", gd, "-"), ("newton", newton, "-")):
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, style, label=name)
+    for model in Q2_MODELS:
+        curve = steps_db(docs, model, Q2_TASK)
+        if curve is None:
+            continue
+        k = len(curve)
+        found["models"][model] = {
+            "per_layer_db": [round(v, 2) for v in curve],
+            "gd_at_same_steps_db": at_step(gd, k),
+            "newton_at_same_steps_db": at_step(newton, k),
+            "gd_steps_to_match": steps_to_reach(gd, curve[-1]),
+            "newton_steps_to_match": steps_to_reach(newton, curve[-1]),
+            "lengths_db": lengths_db(docs, model, Q2_TASK),
+        }
+        ax.plot(range(1, k + 1), curve, marker="o", label=f"{model} (per layer)")
+    ax.set_xscale("log")
+    ax.set_xlabel("layer / step")
+    ax.set_ylabel("relative error (dB)")
+    ax.set_title(f"Q2: {Q2_TASK}, n = {get(Q2_TASK).spec.nominal}", fontsize=10)
+    _legend(ax, 7)
+    _save(fig, out / "q2_depth.png")
+    return found
+
+
+def question3(docs: Docs, out: Path) -> dict[str, Any]:
+    """Looped transformer, LISTA variants and ISTA on the lasso tasks, at the nominal and other lengths."""
+    models = (*Q3_MODELS, *Q3_BASELINES)
+    loops = len(steps_db(docs, next(iter(Q3_MODELS)), "lasso/fixed") or [])
+    found: dict[str, Any] = {"nominal_db": {}, "lengths_db": {}, "loops": loops or None}
+    for m in models:
+        found["nominal_db"][m] = {t: err_db(docs, m, t) for t in Q3_TASKS}
+        found["lengths_db"][m] = {t: lengths_db(docs, m, t) for t in Q3_TASKS}
+    if loops:
+        found["nominal_db"][f"ista ({loops} iterations)"] = {t: at_step(steps_db(docs, "ista", t), loops) for t in Q3_TASKS}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rows = [m for m, v in found["nominal_db"].items() if any(x is not None for x in v.values())]
+    width = 0.8 / max(len(rows), 1)
+    for i, m in enumerate(rows):
+        vals = np.array([np.nan if v is None else v for v in (found["nominal_db"][m][t] for t in Q3_TASKS)])
+        xs = np.arange(len(Q3_TASKS)) + i * width
+        ax1.bar(xs, np.minimum(vals, CLIP_DB), width, label=m, color=f"C{i}")
+        for x, v in zip(xs, vals):
+            if v > CLIP_DB:
+                ax1.annotate(f"{v:.0f}", (x, CLIP_DB), ha="center", va="bottom", fontsize=6)
+    ax1.set_xticks(np.arange(len(Q3_TASKS)) + 0.4 - width / 2, [t.split("/")[1] for t in Q3_TASKS])
+    ax1.set_ylabel("relative error (dB), nominal n")
+    ax1.set_title(f"Q3: lasso matrices (bars cut at {CLIP_DB:g} dB)", fontsize=10)
+    _legend(ax1, 7)
+    for i, m in enumerate(models):
+        for task, style in (("lasso/fixed", "-"), ("lasso/random", "--")):
+            ns, vals = _lengths(docs, m, task)
+            if ns:
+                ax2.plot(ns, np.minimum(vals, CLIP_DB), style, marker="o", color=f"C{i}",
+                         label=f"{m}, {task.split('/')[1]}")
+    ax2.set_xlabel("prompt length n")
+    ax2.set_ylabel(f"relative error (dB, cut at {CLIP_DB:g})")
+    ax2.set_title("Q3: prompt lengths (solid: fixed, dashed: random)", fontsize=10)
+    _legend(ax2, 6)
+    _save(fig, out / "q3_lasso.png")
+    return found
+
+
+def question4(docs: Docs, out: Path) -> dict[str, Any]:
+    """Matching against other attention non-linearities on the kernel tasks."""
+    tasks = ("kernel/linear", "kernel/exp", "kernel/relu")
+    models = [m for group in Q4_MODELS.values() for m in group]
+    found: dict[str, Any] = {"nominal_db": {}, "per_layer_db": {}}
+    for m in (*models, *Q4_BASELINES):
+        found["nominal_db"][m] = {t: err_db(docs, m, t) for t in tasks}
+    found["best_on_own_task"] = {}
+    for task, group in Q4_MODELS.items():
+        scored = {m: found["nominal_db"][m][task] for m in group if found["nominal_db"][m][task] is not None}
+        found["best_on_own_task"][task] = min(scored, key=scored.get) if scored else None
+        found["per_layer_db"][task] = {m: steps_db(docs, m, task) for m in group}
+        found["per_layer_db"][task]["gd"] = (steps_db(docs, "gd", task) or [])[:16] or None
+    fig, axes = plt.subplots(1, len(Q4_MODELS), figsize=(10, 3.6))
+    for ax, (task, group) in zip(axes, Q4_MODELS.items()):
+        for m, curve in found["per_layer_db"][task].items():
+            if curve:
+                ax.plot(range(1, len(curve) + 1), curve, marker="o" if m != "gd" else None, label=m)
+        gp = found["nominal_db"]["gp-posterior"][task]
+        if gp is not None:
+            ax.axhline(gp, color="gray", linestyle=":", label="gp-posterior")
+        ax.set_xlabel("layer / step")
+        ax.set_ylabel("relative error (dB)")
+        ax.set_title(f"Q4: {task}, n = {get(task).spec.nominal}", fontsize=10)
+        _legend(ax, 7)
+    _save(fig, out / "q4_kernel.png")
+    return found
+
+
+def question5(docs: Docs, out: Path, names: list[str]) -> dict[str, Any]:
+    """Heatmaps of every alignment stored in the named models' results, at their training task."""
+    panels = []
+    for name in names:
+        doc = docs.get(name)
+        if doc is None:
+            continue
+        for task in sorted(t for t, e in doc["tasks"].items() if e.get("alignment")):
+            for ref, align in entry(docs, name, task)["alignment"].items():
+                if "cosine" in align:
+                    panels.append((name, task, ref, align))
+    found = {f"{n} | {t} | {r}": {"n": a["n"], "closest_step": a["closest_step"],
+                                  "best_cosine": [round(max(row), 3) for row in a["cosine"]]}
+             for n, t, r, a in panels}
+    shown = [p for p in panels if p[1] in TRAINED_TASKS.get(p[0], (p[1],))]
+    if shown:
+        cols = 2
+        rows = -(-len(shown) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(11, 2.4 * rows + 0.6), squeeze=False)
+        for ax, (name, task, ref, align) in zip(axes.flat, shown):
+            heatmap(ax, align, ref, f"{name} on {task} vs {ref}")
+        for ax in list(axes.flat)[len(shown):]:
+            ax.axis("off")
+        _save(fig, out / "q5_alignment.png")
+    return found
+
+
+def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = True) -> dict[str, Any]:
+    """Write the figures and numbers.json to `out`; return the numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    docs = load(submissions, baselines)
+    numbers = {
+        "inputs": {"submissions": submissions.as_posix(), "baselines": baselines.as_posix(), "models": sorted(docs)},
+        "q1": question1(docs, out, submissions if checkpoints else None),
+        "q2": question2(docs, out),
+        "q3": question3(docs, out),
+        "q4": question4(docs, out),
+        "q5": question5(docs, out, sorted(TRAINED_TASKS)),
+    }
+    (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    return numbers
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m iclbench.findings", description=__doc__.split("\n\n")[0])
+    p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
+    p.add_argument("--baselines", type=Path, default=Path("leaderboard/baselines"), help="folder of baseline results")
+    p.add_argument("--out", type=Path, default=Path("docs/findings"), help="folder for the figures and numbers.json")
+    p.add_argument("--no-checkpoints", action="store_true", help="results files only (skip question 1's re-evaluation)")
+    args = p.parse_args(argv)
+    try:
+        build(args.submissions, args.baselines, args.out, checkpoints=not args.no_checkpoints)
+    except results.ResultsError as exc:
+        print(f"findings: {exc}", file=sys.stderr)
+        return 2
+    print(f"figures and numbers.json written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""4-layer linear self-attention (LSA), 1 head(s), width 6, no MLP, trained with `iclbench train` (command in submission.yaml)."""
+
+from iclbench.models.plugin import TrainedModel
+
+
+class Trained(TrainedModel):
+    name = 'kernel-exp-attn-linear'

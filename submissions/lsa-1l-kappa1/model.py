@@ -1,0 +1,7 @@
+"""1-layer linear self-attention (LSA), 1 head(s), width 21, no MLP, trained with `iclbench train` (command in submission.yaml)."""
+
+from iclbench.models.plugin import TrainedModel
+
+
+class Trained(TrainedModel):
+    name = 'lsa-1l-kappa1'
