@@ -34,6 +34,9 @@ CLIP_DB = -100.0
 BUDGET_STEPS = 12
 """Iterative baselines also appear cut at this many steps (the depth of a 12-layer transformer)."""
 FAMILIES = tuple(dict.fromkeys(t.spec.family for t in TASKS.values()))
+FINDINGS_LINK = "../docs/findings.md"
+"""Where the findings page lies, relative to the leaderboard folder."""
+
 RANKING_RULE = (
     "A model's score on a task is its relative error at the task's nominal prompt length, in dB "
     "(10 log10 of E[(prediction - target)^2] / E[target^2]; the zero predictor scores 0 dB), "
@@ -223,6 +226,7 @@ def readme(entries: list[Entry], built: str) -> str:
         "and [leaderboard.json](leaderboard.json); plots are in [plots/](plots/).",
         "Scores are relative errors in dB (lower is better; 0 dB is the zero predictor); "
         "– marks a task the model does not support (scored 0 dB).",
+        f"[Findings: what the reference transformers do]({FINDINGS_LINK}).",
         "## Ranking rule",
         RANKING_RULE,
         "## Overall",

@@ -152,7 +152,7 @@ def _detail(e: Entry, plots: dict[str, Any], folder: Path, parent: str) -> str:
 
 def render(entries: list[Entry], plots: dict[str, Any], out: Path, built: str) -> str:
     """The page's HTML; `plots` as returned by `leaderboard_plots.draw` into `out / "plots"`."""
-    from iclbench.leaderboard import RANKING_RULE
+    from iclbench.leaderboard import FINDINGS_LINK, RANKING_RULE
 
     folder = out / "plots"
     families = list(dict.fromkeys(t.spec.family for t in TASKS.values()))
@@ -172,7 +172,8 @@ def render(entries: list[Entry], plots: dict[str, Any], out: Path, built: str) -
 <p>Suite <b>{SUITE_VERSION}</b>, iclbench {iclbench.__version__}, built <b>{built}</b>:
 {subs} submission(s) and {len(entries) - subs} baseline row(s). Scores are relative errors in dB at each task's nominal
 prompt length (lower is better; the zero predictor scores 0 dB). Click a column header to sort; click a model for its
-details, plots and the command that reproduces it.</p>
+details, plots and the command that reproduces it. <a href="{FINDINGS_LINK}">Findings: what the reference transformers
+do</a>.</p>
 <div id="controls"><label>Task family <select id="family"><option value="all">all</option>{options}</select></label>
 <label><input type="checkbox" id="baselines" checked> show baselines</label></div>
 {_table(entries, families)}

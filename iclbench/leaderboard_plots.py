@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from iclbench.tasks import TASKS  # noqa: E402
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 STYLE = {"svg.hashsalt": "iclbench", "svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 LASSO_SHIFT_ORDER = ("fixed", "shift", "random")
+DENSE_STEPS = 16
+SPARSE_POINTS = 40
+"""Steps curves show every step up to DENSE_STEPS, then SPARSE_POINTS log-spaced ones."""
 
 
 def _file(stem: str) -> str:
@@ -50,10 +54,15 @@ def _length_curve(e: Entry, task: str) -> tuple[list[int], list[float]]:
     return [n for n, _ in pts], [v for _, v in pts]
 
 
-def _steps_curve(e: Entry, task: str) -> list[float]:
+def _steps_curve(e: Entry, task: str) -> tuple[list[int], list[float]]:
+    """Error against steps at the nominal length: every step up to `DENSE_STEPS`, then log-spaced ones
+    (and the last), so that curves of a thousand steps draw light on a log axis."""
     t = e.results["tasks"].get(task, {})
     m = t.get("lengths", {}).get(str(TASKS[task].spec.nominal), {}) if t.get("status") == "ok" else {}
-    return m.get("steps_rel_err_db", [])
+    ys = m.get("steps_rel_err_db", [])
+    sparse = np.geomspace(DENSE_STEPS, len(ys), SPARSE_POINTS).round().astype(int) if len(ys) > DENSE_STEPS else []
+    xs = sorted({*range(1, min(len(ys), DENSE_STEPS) + 1), *map(int, sparse)})
+    return xs, [ys[k - 1] for k in xs]
 
 
 def draw(entries: list[Entry], folder: Path) -> dict[str, Any]:
@@ -76,11 +85,12 @@ def draw(entries: list[Entry], folder: Path) -> dict[str, Any]:
             ax.axvline(t.spec.nominal, color="0.6", lw=0.8, ls=":")
             _finish(ax, "prompt length n (dotted: nominal)", f"{task}: error against prompt length")
             out["task"][task] = _save(fig, folder, _file(f"task-{task}"))
-            stepped = [(e, _steps_curve(e, task)) for e in models if _steps_curve(e, task)]
+            stepped = [(e, curve) for e in models if (curve := _steps_curve(e, task))[0]]
             if stepped:
                 fig, ax = plt.subplots(figsize=(6.4, 3.4))
-                for e, ys in stepped:
-                    _line(ax, e, list(range(1, len(ys) + 1)), ys)
+                for e, (xs, ys) in stepped:
+                    _line(ax, e, xs, ys)
+                ax.set_xscale("log")
                 _finish(ax, "steps / layers", f"{task} (n={t.spec.nominal}): error against steps")
                 out["steps"][task] = _save(fig, folder, _file(f"steps-{task}"))
         out["lasso_shift"] = _lasso_shift(models, folder)
@@ -124,11 +134,12 @@ def _model(e: Entry, folder: Path) -> tuple[str, str | None]:
             ax.set_yticks([])
     fig.suptitle(f"{e.name}: error against prompt length", y=1.06)
     main = _save(fig, folder, _file(f"model-{e.key}"))
-    curves = {task: ys for task in TASKS if (ys := _steps_curve(e, task))}
+    curves = {task: curve for task in TASKS if (curve := _steps_curve(e, task))[0]}
     if not curves:
         return main, None
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    for task, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), ys, marker=".", label=task)
+    for task, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker=".", label=task)
+    ax.set_xscale("log")
     _finish(ax, "steps / layers (nominal prompt length)", f"{e.name}: error against steps")
     return main, _save(fig, folder, _file(f"model-{e.key}-steps"))
