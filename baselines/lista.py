@@ -11,6 +11,7 @@ and writes the checkpoints read here.
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from pathlib import Path
 
 import torch
@@ -71,7 +72,7 @@ def alista_weight(x: torch.Tensor) -> torch.Tensor:
     return (p.mT / lev.unsqueeze(-2)).to(x.dtype)
 
 
-class UnrolledNet(nn.Module):
+class UnrolledNet(nn.Module, metaclass=ABCMeta):
     """A stack of `LAYERS` layers mapping a prompt's (X, y) to a code estimate per layer."""
 
     kind = ""
@@ -80,13 +81,13 @@ class UnrolledNet(nn.Module):
         super().__init__()
         self.n, self.d, self.depth = n, d, layers
 
+    @abstractmethod
     def forward(self, x: torch.Tensor, y: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Codes (B, depth, d) after each of the first `depth` layers (all by default), from b^0 = 0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stage_params(self, k: int) -> list[nn.Parameter]:
         """The parameters layer k (from 0) introduces, trained alone in its first layer-wise stage."""
-        raise NotImplementedError
 
 
 class LISTANet(UnrolledNet):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import torch
 from torch import nn
 
 
-class InContextModel(nn.Module):
+class InContextModel(nn.Module, metaclass=ABCMeta):
     """An architecture that reads a prompt and predicts its queries after each layer.
 
     `forward(x (B, n, d), y (B, n), x_query (B, q, d))` returns `(y_hat (B, q), steps (B, K, q))`
@@ -26,8 +27,9 @@ class InContextModel(nn.Module):
         self.d = d
         self.layers = layers
 
+    @abstractmethod
     def config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON-ready dict `iclbench.models.build` recreates this architecture from."""
 
     def supports_length(self, n: int) -> bool:
         """Whether prompts of `n` context pairs fit the architecture."""
