@@ -22,7 +22,6 @@ MAX_HEADER_BYTES = 100 * 2**20
 """Largest safetensors JSON header accepted (the safetensors library's own limit)."""
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 DTYPE_BYTES = {
     "BOOL": 1,
     "U8": 1,
