@@ -162,6 +162,14 @@ def _legend(ax: Any, size: int) -> None:
         ax.legend(fontsize=size)
 
 
+def _label(ax: Any, xlabel: str, title: str) -> None:
+    """Axis labels (error in dB against `xlabel`), title and legend of a findings plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("relative error (dB)")
+    ax.set_title(title, fontsize=10)
+    _legend(ax, 7)
+
+
 def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -216,10 +224,7 @@ def question1(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
     ax.set_xscale("log")
     ax.set_xticks([int(n) for n in lengths], list(lengths))
     ax.minorticks_off()
-    ax.set_xlabel("prompt length n")
-    ax.set_ylabel("relative error (dB)")
-    ax.set_title(f"Q1: {Q1_TASK}", fontsize=10)
-    _legend(ax, 7)
+    _label(ax, "prompt length n", f"Q1: {Q1_TASK}")
     _save(fig, out / "q1_one_layer.png")
     return found
 
@@ -247,10 +252,7 @@ def question2(docs: Docs, out: Path) -> dict[str, Any]:
         }
         ax.plot(range(1, k + 1), curve, marker="o", label=f"{model} (per layer)")
     ax.set_xscale("log")
-    ax.set_xlabel("layer / step")
-    ax.set_ylabel("relative error (dB)")
-    ax.set_title(f"Q2: {Q2_TASK}, n = {get(Q2_TASK).spec.nominal}", fontsize=10)
-    _legend(ax, 7)
+    _label(ax, "layer / step", f"Q2: {Q2_TASK}, n = {get(Q2_TASK).spec.nominal}")
     _save(fig, out / "q2_depth.png")
     return found
 
@@ -314,10 +316,7 @@ def question4(docs: Docs, out: Path) -> dict[str, Any]:
         gp = found["nominal_db"]["gp-posterior"][task]
         if gp is not None:
             ax.axhline(gp, color="gray", linestyle=":", label="gp-posterior")
-        ax.set_xlabel("layer / step")
-        ax.set_ylabel("relative error (dB)")
-        ax.set_title(f"Q4: {task}, n = {get(task).spec.nominal}", fontsize=10)
-        _legend(ax, 7)
+        _label(ax, "layer / step", f"Q4: {task}, n = {get(task).spec.nominal}")
     _save(fig, out / "q4_kernel.png")
     return found
 
