@@ -1,9 +1,10 @@
-"""ISTA, FISTA and the exact lasso solution: proximal gradient on (1/2)||y - X b||^2 + lambda ||b||_1.
+"""ISTA, FISTA and the exact lasso solution of (1/2)||y - X b||^2 + lambda ||b||_1.
 
-All three share one proximal-gradient step, batched over prompts in float64, with
-step 1/L per prompt, L = ||X||_2^2. On the lasso family lambda is the task's tuned
-penalty (`lasso_lambda`); on the linear family ISTA and FISTA run with lambda = 0,
-that is gradient descent on least squares with step 1/L.
+ISTA and FISTA share one proximal-gradient step, batched over prompts in float64, with
+step 1/L per prompt, L = ||X||_2^2; the exact solution follows the homotopy path
+(`homotopy`). On the lasso family lambda is the penalty tuned for the task and prompt
+length (`lasso_lambda`); on the linear family ISTA and FISTA run with lambda = 0, that
+is gradient descent on least squares with step 1/L.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def penalties(lam: float | torch.Tensor, batch: int, like: torch.Tensor) -> torc
     return lam.expand(batch).unsqueeze(-1)
 
 
+def _checked(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (B, n, d) and y (B, n) in float64, or a ValueError naming their shapes."""
+    if x.dim() != 3 or y.shape != x.shape[:2]:
+        raise ValueError(f"expected x (B, n, d) and y (B, n), got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x.double(), y.double()
+
+
 @dataclass(frozen=True)
 class LassoProblem:
     """(1/2)||y - X b||^2 + lambda ||b||_1 for a batch of prompts, in float64.
@@ -60,9 +68,7 @@ class LassoProblem:
     @classmethod
     def of(cls, x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor) -> LassoProblem:
         """The problem of the prompts `x` (B, n, d), `y` (B, n); `lam` a number or a (B,) tensor."""
-        if x.dim() != 3 or y.shape != x.shape[:2]:
-            raise ValueError(f"expected x (B, n, d) and y (B, n), got {tuple(x.shape)} and {tuple(y.shape)}")
-        x, y = x.double(), y.double()
+        x, y = _checked(x, y)
         gram = x.mT @ x
         small = gram if x.shape[2] <= x.shape[1] else x @ x.mT
         lipschitz = torch.linalg.eigvalsh(small)[:, -1:]
@@ -111,81 +117,216 @@ def duality_gap(x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, lam: float | 
 
 
 def _active_solve(problem: LassoProblem, active: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve X_A^T X_A u_A = rhs_A on each prompt's active set A (u = 0 off A); (B, d)."""
+    """Solve X_A^T X_A u_A = rhs_A on each prompt's active set A (u = 0 off A; NaN where singular); (B, d)."""
     eye = torch.eye(active.shape[-1], dtype=rhs.dtype, device=rhs.device)
     system = problem.gram * (active.unsqueeze(-1) & active.unsqueeze(-2)) + eye * (~active).unsqueeze(-1)
-    return torch.linalg.solve(system, (rhs * active).unsqueeze(-1)).squeeze(-1)
+    u, info = torch.linalg.solve_ex(system, (rhs * active).unsqueeze(-1))
+    return torch.where((info == 0).unsqueeze(-1), u.squeeze(-1), math.nan)
 
 
-def lasso_exact(
-    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol: float = GAP_TOL, max_events: int = 1000
-) -> torch.Tensor:
-    """argmin_b (1/2)||y - X b||^2 + lambda ||b||_1 per prompt, in float64 (B, d), lambda > 0.
+def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """m @ v for (B, p, q) and (B, q): (B, p)."""
+    return (m @ v.unsqueeze(-1)).squeeze(-1)
 
-    The homotopy (LARS-lasso) path, batched: from lambda_max = ||X^T y||_inf, where
-    b = 0, lambda decreases to its target while b stays the solution, b_A(lambda) =
-    (X_A^T X_A)^-1 (X_A^T y - lambda s_A); a coordinate joins the active set A when its
-    correlation |x_j^T (y - X b)| reaches lambda and leaves it when b_j crosses zero.
-    At the target, b_A is solved once more from A and its signs; `_refine` then brings
-    every prompt's duality gap below `tol` (1/2)||y||^2.
+
+BARRIER = 1e200
+"""Added to a coordinate's distance to the penalty level on a side where it may not join: it puts that join far away."""
+
+
+def _pick(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """v[r, j[r]] for (B, d) and (B,): (B,)."""
+    return v.gather(1, j.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass
+class _Path:
+    """The homotopy's state on the prompts `rows` of the batch that have not stopped.
+
+    The active set A lives in k = min(n, d) slots: `coord` (R, k) holds the coordinate
+    of each slot in use (`used`) and `cols` (R, k, d) its Gram row G_j: (zero for a free
+    slot); `inverse` (R, k, k) is the inverse M of G_AA (zero on free slots); `b`,
+    `signs` and `direction` (R, k) are the coefficients, their signs s and M s, the
+    derivative of b_A as the penalty falls.
+
+    Over coordinates (R, d), `corr` is X^T (y - X b): |corr| = `level` on A and <= `level`
+    off it. `barrier_up` and `barrier_down` are `BARRIER` where a coordinate may not join
+    at corr = +level or -level: on A, and, for one event, on the side where the
+    coordinate `left` that has just left A (where `has_left`) starts; 0 elsewhere.
+
+    A prompt stops when its level reaches its target, or when a step fails numerically
+    (`failed`; its level is then set to its target); a stopped prompt's state no longer changes.
     """
-    problem = LassoProblem.of(x, y, lam)
-    target = problem.lam.squeeze(-1)
-    if bool((target <= 0).any()):
-        raise ValueError("lasso_exact needs lambda > 0 (with lambda = 0 use least squares)")
-    gram, xty = problem.gram, problem.xty
-    level, first = xty.abs().max(-1)
-    active = torch.nn.functional.one_hot(first, xty.shape[-1]).bool() & (level > target).unsqueeze(-1)
-    signs = xty.sign() * active
-    b = torch.zeros_like(xty)
-    just_dropped = torch.zeros_like(active)
-    level = torch.maximum(level, target)
-    todo = torch.nonzero(level > target).squeeze(-1)
-    for _ in range(max_events):
-        if todo.numel() == 0:
-            break
-        sub = LassoProblem(gram[todo], xty[todo], problem.lam[todo], problem.step[todo])
-        act, sgn, bt, lev, left = active[todo], signs[todo], b[todo], level[todo], just_dropped[todo]
-        direction = _active_solve(sub, act, sgn)
-        corr = xty[todo] - (gram[todo] @ bt.unsqueeze(-1)).squeeze(-1)
-        slope = (gram[todo] @ direction.unsqueeze(-1)).squeeze(-1)
-        eps = 1e-12 * lev.unsqueeze(-1)
-        inf = torch.full_like(corr, math.inf)
-        join_up = (lev.unsqueeze(-1) - corr) / (1 - slope)
-        join_down = (lev.unsqueeze(-1) + corr) / (1 + slope)
-        join = torch.minimum(torch.where(join_up > eps, join_up, inf), torch.where(join_down > eps, join_down, inf))
-        join = torch.where(act | left, inf, join)
-        cross = -bt / direction
-        drop = torch.where(act & (cross > eps), cross, inf)
-        gamma_join, j_join = join.min(-1)
-        gamma_drop, j_drop = drop.min(-1)
-        remaining = lev - target[todo]
+
+    rows: torch.Tensor
+    coord: torch.Tensor
+    used: torch.Tensor
+    cols: torch.Tensor
+    inverse: torch.Tensor
+    b: torch.Tensor
+    signs: torch.Tensor
+    direction: torch.Tensor
+    corr: torch.Tensor
+    barrier_up: torch.Tensor
+    barrier_down: torch.Tensor
+    left: torch.Tensor
+    has_left: torch.Tensor
+    level: torch.Tensor
+    target: torch.Tensor
+    failed: torch.Tensor
+
+    @classmethod
+    def start(cls, gram: torch.Tensor, xty: torch.Tensor, target: torch.Tensor, slots: int) -> _Path:
+        """The path of every prompt whose target is below lambda_max = ||X^T y||_inf, at lambda_max."""
+        level, first = xty.abs().max(-1)
+        rows = torch.nonzero(level > target).squeeze(-1)
+        first, corr = first[rows], xty[rows]
+        r = len(rows)
+        used = torch.zeros(r, slots, dtype=torch.bool, device=xty.device)
+        used[:, 0] = True
+        coord = torch.zeros(r, slots, dtype=torch.long, device=xty.device)
+        coord[:, 0] = first
+        cols = xty.new_zeros(r, slots, xty.shape[1])
+        cols[:, 0] = gram[rows, first]
+        inverse = xty.new_zeros(r, slots, slots)
+        inverse[:, 0, 0] = 1 / _pick(cols[:, 0], first)
+        signs = used * _pick(corr, first).sign().unsqueeze(-1)
+        blocked = torch.nn.functional.one_hot(first, xty.shape[1]).to(xty.dtype) * BARRIER
+        failed = torch.zeros_like(rows, dtype=torch.bool)
+        return cls(
+            rows, coord, used, cols, inverse, torch.zeros_like(signs), signs, inverse[:, :, 0] * signs[:, :1],
+            corr.clone(), blocked, blocked.clone(), first, failed.clone(), level[rows], target[rows], failed,
+        )
+
+    def select(self, keep: torch.Tensor) -> _Path:
+        return _Path(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    def solution(self, stopped: torch.Tensor, xty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch rows of the `stopped` prompts and their b (S, d).
+
+        On A, b is M (X_A^T y - lambda s_A) at the target, with one step of iterative
+        refinement against G_AA (M carries the round-off of its updates); where the path
+        failed, it is the path's last point.
+        """
+        rows, coord, used, inverse = self.rows[stopped], self.coord[stopped], self.used[stopped], self.inverse[stopped]
+        rhs = (xty[rows].gather(1, coord) - self.target[stopped].unsqueeze(-1) * self.signs[stopped]) * used
+        gram_aa = self.cols[stopped].gather(2, coord.unsqueeze(1).expand_as(inverse)) * used.unsqueeze(1)
+        b = _matvec(inverse, rhs) * used
+        b += _matvec(inverse, rhs - _matvec(gram_aa, b)) * used
+        b = torch.where(self.failed[stopped].unsqueeze(-1), self.b[stopped], b) * used
+        return rows, torch.zeros_like(xty[rows]).scatter_add_(1, coord, b)
+
+    def advance(self, gram: torch.Tensor) -> None:
+        """Move every prompt to its next event: a join, a drop or its target (`gram` the batch's X^T X)."""
+        slope = (self.direction.unsqueeze(-2) @ self.cols).squeeze(-2)
+        # Off A, corr_j - gamma slope_j reaches +level - gamma at gamma = (level - corr_j) / (1 - slope_j)
+        # and -level + gamma at (level + corr_j) / (1 + slope_j); the first join has the largest
+        # positive reciprocal. The barriers keep the blocked sides out.
+        level = self.level.unsqueeze(-1)
+        rate_up = (1 - slope) / (level - self.corr + self.barrier_up)
+        rate_down = (1 + slope) / (level + self.corr + self.barrier_down)
+        rate, j_join = torch.maximum(rate_up, rate_down).max(-1)
+        gamma_join = 1 / rate.clamp(min=0)
+        cross = -self.b / self.direction
+        eps = 1e-12 * level
+        gamma_drop, q_drop = torch.where(self.used & (cross > eps), cross, math.inf).min(-1)
+        remaining = self.level - self.target
         gamma = torch.minimum(torch.minimum(gamma_join, gamma_drop), remaining)
-        bt = bt + gamma.unsqueeze(-1) * direction
-        lev = lev - gamma
+        self.b.addcmul_(gamma.unsqueeze(-1), self.direction)
+        self.corr.addcmul_(gamma.unsqueeze(-1), slope, value=-1)
+        self.level -= gamma
+        row = torch.arange(len(gamma), device=gamma.device)
         joins = (gamma_join <= gamma_drop) & (gamma_join < remaining)
         drops = (gamma_drop < gamma_join) & (gamma_drop < remaining)
-        rows = torch.arange(todo.numel(), device=todo.device)
-        new_sign = (corr[rows, j_join] - gamma * slope[rows, j_join]).sign()
-        act = act.clone()
-        sgn = sgn.clone()
-        act[rows[joins], j_join[joins]] = True
-        sgn[rows[joins], j_join[joins]] = new_sign[joins]
-        act[rows[drops], j_drop[drops]] = False
-        sgn[rows[drops], j_drop[drops]] = 0.0
-        bt[rows[drops], j_drop[drops]] = 0.0
-        left = torch.zeros_like(act)
-        left[rows[drops], j_drop[drops]] = True
-        active[todo], signs[todo], b[todo], level[todo], just_dropped[todo] = act, sgn, bt, lev, left
-        todo = todo[lev > target[todo]]
-    else:
-        raise RuntimeError(f"lasso_exact: {todo.numel()} prompts did not reach their lambda in {max_events} events")
-    b = _active_solve(problem, active, xty - problem.lam * signs)
-    return _refine(problem, x, y, b, tol)
+        # Rank-one updates of M. A join of j into free slot p adds w w^T / s with w = M G_Aj - e_p
+        # and s = G_jj - G_Aj^T M G_Aj (the Schur complement); a drop from slot q subtracts
+        # w w^T / w_q with w = M_q. M s then changes by (w^T s) w / s, or by -(w^T s) w / w_q
+        # (s the signs after the join, before the drop).
+        g_j = gram[self.rows, j_join]
+        g_aj = g_j.gather(1, self.coord) * self.used
+        w_join = _matvec(self.inverse, g_aj)
+        g_jj = _pick(g_j, j_join)
+        schur = g_jj - (g_aj * w_join).sum(-1)
+        free, p_join = (~self.used).max(-1)
+        w_join[row, p_join] = -1.0
+        w_drop = self.inverse[row, q_drop]
+        singular = joins & ~((schur > 1e-10 * g_jj) & free)
+        joins &= ~singular
+        jr = joins.nonzero().squeeze(-1)
+        jc, jp = j_join[jr], p_join[jr]
+        self.used[jr, jp] = True
+        self.coord[jr, jp] = jc
+        self.cols[jr, jp] = g_j[jr]
+        self.signs[jr, jp] = self.corr[jr, jc].sign()
+        coef = torch.where(joins, 1 / schur, torch.where(drops, -1 / _pick(w_drop, q_drop), 0.0))
+        w = torch.where(joins.unsqueeze(-1), w_join, w_drop)
+        self.inverse.addcmul_((coef.unsqueeze(-1) * w).unsqueeze(-1), w.unsqueeze(-2))
+        self.direction.addcmul_((coef * (w * self.signs).sum(-1)).unsqueeze(-1), w)
+        lr = self.has_left.nonzero().squeeze(-1)
+        for barrier in (self.barrier_up, self.barrier_down):
+            barrier[lr, self.left[lr]] = 0.0
+            barrier[jr, jc] = BARRIER
+        self.left, self.has_left = self.coord[row, q_drop], drops
+        dr = drops.nonzero().squeeze(-1)
+        dq, dc = q_drop[dr], self.left[dr]
+        up = (self.signs[dr, dq] > 0).to(self.corr.dtype)
+        self.barrier_up[dr, dc] = up * BARRIER
+        self.barrier_down[dr, dc] = (1 - up) * BARRIER
+        self.used[dr, dq] = False
+        for state in (self.signs, self.b, self.direction):
+            state[dr, dq] = 0.0
+        self.cols[dr, dq] = 0.0
+        self.inverse[dr, dq, :] = 0.0
+        self.inverse[dr, :, dq] = 0.0
+        self.failed |= singular | self.level.isnan()
+        self.level = torch.where(self.failed, self.target, self.level)
+
+
+def homotopy(
+    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, max_events: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lasso solution per prompt by the homotopy (LARS-lasso) path alone, in float64, lambda > 0.
+
+    Batched: from lambda_max = ||X^T y||_inf, where b = 0, the penalty falls to its
+    target while b stays the solution, b_A(lambda) = (X_A^T X_A)^-1 (X_A^T y - lambda s_A);
+    a coordinate joins the active set A when its correlation |x_j^T (y - X b)| reaches
+    lambda and leaves it when b_j crosses zero. The inverse of X_A^T X_A follows A by
+    rank-one updates. Returns b (B, d) and a (B,) mask of the prompts whose path failed
+    numerically (a nearly singular X_A^T X_A), where b is the path's last point.
+    """
+    x, y = _checked(x, y)
+    target = penalties(lam, x.shape[0], x).squeeze(-1)
+    if bool((target <= 0).any()):
+        raise ValueError("the exact lasso solution needs lambda > 0 (with lambda = 0 use least squares)")
+    gram, xty = x.mT @ x, _matvec(x.mT, y)
+    b = torch.zeros_like(xty)
+    failed = torch.zeros_like(target, dtype=torch.bool)
+    path = _Path.start(gram, xty, target, min(x.shape[1:]))
+    for _ in range(max_events):
+        done = path.level <= path.target
+        stopped = int(done.sum())
+        if stopped == len(done) or stopped >= max(len(done) // 4, 64):  # stopped prompts leave in groups
+            rows, solved = path.solution(done, xty)
+            b[rows], failed[rows] = solved, path.failed[done]
+            path = path.select(~done)
+        if len(path.rows) == 0:
+            return b, failed
+        path.advance(gram)
+    raise RuntimeError(f"lasso homotopy: {len(path.rows)} prompts did not reach their lambda in {max_events} events")
+
+
+def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol: float = GAP_TOL) -> torch.Tensor:
+    """argmin_b (1/2)||y - X b||^2 + lambda ||b||_1 per prompt, in float64 (B, d), lambda > 0.
+
+    The `homotopy` solution, then `_refine` for any prompt whose duality gap is above
+    `tol` (1/2)||y||^2 (on the suite's data, none is).
+    """
+    b, _ = homotopy(x, y, lam)
+    x, y = _checked(x, y)
+    return _refine(x, y, penalties(lam, x.shape[0], x).squeeze(-1), b, tol)
 
 
 def _refine(
-    problem: LassoProblem, x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, tol: float, rounds: int = 12
+    x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, b: torch.Tensor, tol: float, rounds: int = 12
 ) -> torch.Tensor:
     """`b` with every duality gap below `tol` (1/2)||y||^2.
 
@@ -194,16 +335,15 @@ def _refine(
     followed by an active-set solve on the support and signs reached, keeping the point
     of smaller gap.
     """
-    threshold = tol * 0.5 * (y.double() ** 2).sum(-1)
-    gap = duality_gap(x, y, b, problem.lam.squeeze(-1))
-    todo = torch.nonzero(~(gap <= threshold)).squeeze(-1)
+    threshold = tol * 0.5 * (y**2).sum(-1)
+    todo = torch.nonzero(~(duality_gap(x, y, b, lam) <= threshold)).squeeze(-1)
     for k in range(rounds):
         if todo.numel() == 0:
             return b
-        sub = LassoProblem(problem.gram[todo], problem.xty[todo], problem.lam[todo], problem.step[todo])
-        *_, fista = sub.iterates(50 * 2**k, accelerated=True, start=b[todo])
+        sub = LassoProblem.of(x[todo], y[todo], lam[todo])
+        *_, fista = sub.iterates(50 * 2**k, accelerated=True, start=torch.nan_to_num(b[todo], 0.0, 0.0, 0.0))
         solved = _active_solve(sub, fista != 0, sub.xty - sub.lam * fista.sign())
-        gaps = [duality_gap(x[todo], y[todo], p, sub.lam.squeeze(-1)) for p in (fista, solved)]
+        gaps = [duality_gap(x[todo], y[todo], p, lam[todo]) for p in (fista, solved)]
         better = gaps[1] < gaps[0]
         b[todo] = torch.where(better.unsqueeze(-1), solved, fista)
         todo = todo[~(torch.where(better, gaps[1], gaps[0]) <= threshold[todo])]
@@ -213,24 +353,23 @@ def _refine(
 
 
 @lru_cache(maxsize=1)
-def tuned_lambdas() -> dict[str, float]:
-    """The tuned penalty of every lasso task at its nominal length, from `LAMBDA_FILE`."""
+def tuned_lambdas() -> dict[str, dict[int, float]]:
+    """The tuned penalty of every lasso task at every prompt length, {task: {n: lambda}}, from `LAMBDA_FILE`."""
     try:
-        return json.loads(LAMBDA_FILE.read_text())["lambda"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        table = json.loads(LAMBDA_FILE.read_text())["lambda"]
+        return {task: {int(n): float(lam) for n, lam in by_length.items()} for task, by_length in table.items()}
+    except (OSError, KeyError, AttributeError, ValueError) as exc:
         raise RuntimeError(f"cannot read the tuned lasso penalties from {LAMBDA_FILE}: {exc}") from exc
 
 
 def lasso_lambda(spec: TaskSpec, n: int) -> float:
-    """The lasso penalty for prompts of length n: the tuned one, scaled by sqrt(n / nominal).
-
-    The objective sums n squared residuals, so the noise's correlation with the
-    columns, ||X^T eps||_inf, which the penalty must dominate, grows as sqrt(n).
-    """
-    table = tuned_lambdas()
-    if spec.name not in table:
-        raise ValueError(f"no tuned lasso penalty for task {spec.name!r} in {LAMBDA_FILE}")
-    return table[spec.name] * math.sqrt(n / spec.nominal)
+    """The lasso penalty tuned for task `spec` at prompt length n."""
+    try:
+        return tuned_lambdas()[spec.name][n]
+    except KeyError:
+        raise ValueError(
+            f"no tuned lasso penalty for task {spec.name!r} at prompt length {n} in {LAMBDA_FILE}"
+        ) from None
 
 
 class ISTA(Model):

@@ -1,21 +1,21 @@
-"""Tune the lasso penalty of ISTA, FISTA and lasso-exact per lasso task, on the tuning seed.
+"""Tune the lasso penalty of ISTA, FISTA and lasso-exact per lasso task and prompt length, on the tuning seed.
 
-For every lasso task, `PROMPTS` prompts of the nominal length are drawn with
-`task.train_generator(TUNING_SEED)` (a stream disjoint from the evaluation set); each
-lambda of `GRID` is scored by the relative query error of the exact lasso solution,
-sum (x_query^T b_lambda - f_query)^2 / sum f_query^2, and the best one is kept.
-Other lengths use lambda sqrt(n / nominal) (see `proximal.lasso_lambda`).
+For every lasso task and every prompt length n it scores, `PROMPTS` prompts of length n
+are drawn with `task.train_generator(TUNING_SEED)` (a stream disjoint from the
+evaluation set); each lambda of `GRID` is scored by the relative query error of the
+exact lasso solution, sum (x_query^T b_lambda - f_query)^2 / sum f_query^2, and the
+best one is kept. The best penalty does not follow a simple law in n (at n = 5 it is
+about ten times the value that sqrt(n / nominal) scaling would give), so every length
+is tuned, as GD's step size is.
 
     python -m iclbench.baselines.tune_lasso            # tune and write baselines/lasso_lambda.json
     python -m iclbench.baselines.tune_lasso --check    # re-tune and compare with the file
-    python -m iclbench.baselines.tune_lasso --lengths  # also print the best lambda at every length
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 import torch
@@ -43,26 +43,27 @@ def grid_errors(task: tasks.Task, n: int) -> list[float]:
     return err.tolist()
 
 
-def tune() -> dict[str, float]:
-    """The best lambda of `GRID` for every lasso task at its nominal length."""
-    out = {}
+def tune() -> dict[str, dict[str, float]]:
+    """The best lambda of `GRID` for every lasso task at every prompt length, {task: {str(n): lambda}}."""
+    out: dict[str, dict[str, float]] = {}
     for task in tasks.select(["lasso"]):
-        errors = grid_errors(task, task.spec.nominal)
-        best = min(range(len(GRID)), key=errors.__getitem__)
-        out[task.spec.name] = GRID[best]
-        print(f"{task.spec.name}: lambda = {GRID[best]:g} (relative query error {errors[best]:.4g})")
+        for n in task.spec.lengths:
+            errors = grid_errors(task, n)
+            best = min(range(len(GRID)), key=errors.__getitem__)
+            if best in (0, len(GRID) - 1):
+                raise RuntimeError(f"{task.spec.name} n={n}: the best lambda {GRID[best]:g} is at the edge of the grid")
+            out.setdefault(task.spec.name, {})[str(n)] = GRID[best]
+            print(f"{task.spec.name} n={n}: lambda = {GRID[best]:g} (relative query error {errors[best]:.4g})")
     return out
 
 
-def document(lambdas: dict[str, float]) -> dict:
+def document(lambdas: dict[str, dict[str, float]]) -> dict:
     return {
         "procedure": "python -m iclbench.baselines.tune_lasso",
         "tuning_seed": TUNING_SEED,
         "prompts": PROMPTS,
-        "length": "nominal",
         "criterion": CRITERION,
         "grid": list(GRID),
-        "scaling": "lambda(n) = lambda * sqrt(n / nominal)",
         "lambda": lambdas,
     }
 
@@ -70,16 +71,8 @@ def document(lambdas: dict[str, float]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="re-tune and compare with the stored values")
-    parser.add_argument("--lengths", action="store_true", help="also print the best lambda at every prompt length")
     args = parser.parse_args(argv)
     lambdas = tune()
-    if args.lengths:
-        for task in tasks.select(["lasso"]):
-            for n in task.spec.lengths:
-                errors = grid_errors(task, n)
-                best = GRID[min(range(len(GRID)), key=errors.__getitem__)]
-                scaled = lambdas[task.spec.name] * math.sqrt(n / task.spec.nominal)
-                print(f"{task.spec.name} n={n}: best lambda {best:g}, sqrt-scaled nominal lambda {scaled:.3g}")
     if args.check:
         stored = json.loads(LAMBDA_FILE.read_text())
         if stored != document(lambdas):

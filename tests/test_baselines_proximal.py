@@ -5,11 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import Lasso
+from sklearn.linear_model import Lasso, lars_path
 
 from iclbench import Batch, tasks
-from iclbench.baselines import proximal
-from iclbench.baselines.proximal import FISTA, ISTA, LassoExact, LassoProblem, duality_gap, lasso_exact, lasso_lambda
+from iclbench.baselines import proximal, tune_lasso
+from iclbench.baselines.proximal import (
+    GAP_TOL,
+    FISTA,
+    ISTA,
+    LassoExact,
+    LassoProblem,
+    duality_gap,
+    homotopy,
+    lasso_exact,
+    lasso_lambda,
+)
 from iclbench.cache import eval_set
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
@@ -43,6 +53,63 @@ def test_lasso_exact_matches_sklearn(name: str, n: int) -> None:
     print(f"{name} n={n}: max |b - sklearn| = {np.abs(b.numpy() - ref).max():.2e}, max gap = {gap.max():.2e}")
     np.testing.assert_allclose(b.numpy(), ref, atol=1e-4)
     assert bool((gap <= 1e-12 * 0.5 * (batch.y**2).sum(-1)).all())
+
+
+@pytest.mark.parametrize("name", LASSO_TASKS)
+def test_homotopy_alone_is_exact_at_every_length(name: str) -> None:
+    """Without the refinement safety net, on every evaluation prompt: no path fails, every duality gap is small."""
+    for n in tasks.get(name).spec.lengths:
+        batch = prompts(name, n, 2048)
+        lam = lasso_lambda(batch.task, n)
+        b, failed = homotopy(batch.x, batch.y, lam)
+        gap = duality_gap(batch.x, batch.y, b, lam)
+        assert not bool(failed.any()), f"{name} n={n}: {int(failed.sum())} paths failed"
+        within = gap <= GAP_TOL * 0.5 * (batch.y**2).sum(-1)
+        assert bool(within.all()), f"{name} n={n}: {int((~within).sum())} gaps above tolerance"
+
+
+def test_homotopy_follows_the_lars_path_through_drops() -> None:
+    """Between the knots of scikit-learn's lars_path (method="lasso"), the solution is linear in lambda."""
+    batch = prompts("lasso/shift0.5", 10, 16, start=1000)
+    n, lams, refs, drops = 10, [], [], 0
+    for x, y in zip(batch.x.numpy(), batch.y.numpy()):
+        alphas, _, coefs = lars_path(x, y, method="lasso", alpha_min=1e-3)
+        knots = alphas * n  # lars_path scales the squared loss by 1/n
+        mids = (knots[:-1] + knots[1:]) / 2
+        lams.append(mids[:12])
+        refs.append(((coefs[:, :-1] + coefs[:, 1:]) / 2).T[:12])
+        nonzero = coefs[:, :13] != 0
+        drops += int((nonzero[:, :-1] & ~nonzero[:, 1:]).sum())
+    assert drops >= 2, "the sample must hold paths on which a coordinate leaves the active set"
+    counts = [len(m) for m in lams]
+    x = batch.x.repeat_interleave(torch.tensor(counts), 0)
+    y = batch.y.repeat_interleave(torch.tensor(counts), 0)
+    b, failed = homotopy(x, y, torch.from_numpy(np.concatenate(lams)))
+    assert not bool(failed.any())
+    np.testing.assert_allclose(b.numpy(), np.concatenate(refs), atol=1e-8)
+
+
+def test_exact_solution_with_a_repeated_column() -> None:
+    """A column repeated makes X_A^T X_A singular when both copies would join: the path fails there and the
+    refinement still reaches the optimum (not unique, so objectives are compared)."""
+    batch = prompts("lasso/random", 10, 32)
+    x = batch.x.clone()
+    first = (x.mT @ batch.y.unsqueeze(-1)).squeeze(-1).abs().argmax(-1)
+    x[:, :, -1] = x[torch.arange(32), :, first]
+    lam = lasso_lambda(batch.task, 10)
+    _, failed = homotopy(x, batch.y, lam)
+    assert bool(failed.any())
+    b = lasso_exact(x, batch.y, lam)
+    assert bool((duality_gap(x, batch.y, b, lam) <= GAP_TOL * 0.5 * (batch.y**2).sum(-1)).all())
+    for xi, yi, bi in zip(x.numpy(), batch.y.numpy(), b.numpy()):
+        assert objective(xi, yi, bi, lam) <= objective(xi, yi, sklearn_lasso(xi, yi, lam), lam) + 1e-10
+
+
+def test_penalty_above_lambda_max_gives_zero() -> None:
+    batch = prompts("lasso/fixed", 10, 8)
+    lam_max = (batch.x.mT @ batch.y.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
+    b, failed = homotopy(batch.x, batch.y, lam_max * 1.01)
+    assert bool((b == 0).all()) and not bool(failed.any())
 
 
 def test_duality_gap_bounds_the_suboptimality() -> None:
@@ -121,10 +188,21 @@ def test_lasso_exact_predicts_the_solution() -> None:
     np.testing.assert_allclose(pred.y.numpy(), np.einsum("bqd,bd->bq", batch.x_query.numpy(), ref), atol=1e-3)
 
 
-def test_lambda_scales_with_the_square_root_of_the_length() -> None:
-    spec = tasks.get("lasso/fixed").spec
-    assert set(proximal.tuned_lambdas()) == set(LASSO_TASKS)
-    assert lasso_lambda(spec, 40) == pytest.approx(2 * lasso_lambda(spec, 10))
+def test_lambda_is_tuned_inside_the_grid_at_every_length() -> None:
+    table = proximal.tuned_lambdas()
+    assert set(table) == set(LASSO_TASKS)
+    for name in LASSO_TASKS:
+        assert set(table[name]) == set(tasks.get(name).spec.lengths)
+        assert all(tune_lasso.GRID[0] < lam < tune_lasso.GRID[-1] for lam in table[name].values())
+    with pytest.raises(ValueError, match="prompt length 7"):
+        lasso_lambda(tasks.get("lasso/fixed").spec, 7)
+
+
+def test_tuning_criterion_prefers_the_stored_lambda() -> None:
+    """The stored penalty of lasso/random at n = 5 minimises the tuning criterion over the grid."""
+    task = tasks.get("lasso/random")
+    errors = tune_lasso.grid_errors(task, 5)
+    assert tune_lasso.GRID[int(np.argmin(errors))] == lasso_lambda(task.spec, 5)
 
 
 def test_bad_input_is_rejected() -> None:
