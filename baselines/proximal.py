@@ -130,7 +130,7 @@ def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 BARRIER = 1e200
-"""Added to a coordinate's distance to the penalty level on a side where it may not join: it puts that join far away."""
+"""Added to an active coordinate's distance to the penalty level: it puts the coordinate's join far away."""
 
 
 def _pick(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -149,9 +149,7 @@ class _Path:
     derivative of b_A as the penalty falls.
 
     Over coordinates (R, d), `corr` is X^T (y - X b): |corr| = `level` on A and <= `level`
-    off it. `barrier_up` and `barrier_down` are `BARRIER` where a coordinate may not join
-    at corr = +level or -level: on A, and, for one event, on the side where the
-    coordinate `left` that has just left A (where `has_left`) starts; 0 elsewhere.
+    off it; `barrier` is `BARRIER` on A and 0 off it.
 
     A prompt stops when its level reaches its target, or when a step fails numerically
     (`failed`; its level is then set to its target); a stopped prompt's state no longer changes.
@@ -166,10 +164,7 @@ class _Path:
     signs: torch.Tensor
     direction: torch.Tensor
     corr: torch.Tensor
-    barrier_up: torch.Tensor
-    barrier_down: torch.Tensor
-    left: torch.Tensor
-    has_left: torch.Tensor
+    barrier: torch.Tensor
     level: torch.Tensor
     target: torch.Tensor
     failed: torch.Tensor
@@ -194,7 +189,7 @@ class _Path:
         failed = torch.zeros_like(rows, dtype=torch.bool)
         return cls(
             rows, coord, used, cols, inverse, torch.zeros_like(signs), signs, inverse[:, :, 0] * signs[:, :1],
-            corr.clone(), blocked, blocked.clone(), first, failed.clone(), level[rows], target[rows], failed,
+            corr.clone(), blocked, level[rows], target[rows], failed,
         )
 
     def select(self, keep: torch.Tensor) -> _Path:
@@ -220,10 +215,12 @@ class _Path:
         slope = (self.direction.unsqueeze(-2) @ self.cols).squeeze(-2)
         # Off A, corr_j - gamma slope_j reaches +level - gamma at gamma = (level - corr_j) / (1 - slope_j)
         # and -level + gamma at (level + corr_j) / (1 + slope_j); the first join has the largest
-        # positive reciprocal. The barriers keep the blocked sides out.
+        # positive reciprocal. The barrier keeps A out. A coordinate that has just left A
+        # starts at corr = s level, where its zero root has a negative rate (its slope exceeds 1
+        # in s), so it can only join later, at the other side.
         level = self.level.unsqueeze(-1)
-        rate_up = (1 - slope) / (level - self.corr + self.barrier_up)
-        rate_down = (1 + slope) / (level + self.corr + self.barrier_down)
+        rate_up = (1 - slope) / (level - self.corr + self.barrier)
+        rate_down = (1 + slope) / (level + self.corr + self.barrier)
         rate, j_join = torch.maximum(rate_up, rate_down).max(-1)
         gamma_join = 1 / rate.clamp(min=0)
         cross = -self.b / self.direction
@@ -261,16 +258,12 @@ class _Path:
         w = torch.where(joins.unsqueeze(-1), w_join, w_drop)
         self.inverse.addcmul_((coef.unsqueeze(-1) * w).unsqueeze(-1), w.unsqueeze(-2))
         self.direction.addcmul_((coef * (w * self.signs).sum(-1)).unsqueeze(-1), w)
-        lr = self.has_left.nonzero().squeeze(-1)
-        for barrier in (self.barrier_up, self.barrier_down):
-            barrier[lr, self.left[lr]] = 0.0
-            barrier[jr, jc] = BARRIER
-        self.left, self.has_left = self.coord[row, q_drop], drops
+        self.barrier[jr, jc] = BARRIER
         dr = drops.nonzero().squeeze(-1)
-        dq, dc = q_drop[dr], self.left[dr]
-        up = (self.signs[dr, dq] > 0).to(self.corr.dtype)
-        self.barrier_up[dr, dc] = up * BARRIER
-        self.barrier_down[dr, dc] = (1 - up) * BARRIER
+        dq = q_drop[dr]
+        dc = self.coord[dr, dq]
+        self.barrier[dr, dc] = 0.0
+        self.corr[dr, dc] = self.signs[dr, dq] * self.level[dr]
         self.used[dr, dq] = False
         for state in (self.signs, self.b, self.direction):
             state[dr, dq] = 0.0
@@ -290,8 +283,9 @@ def homotopy(
     target while b stays the solution, b_A(lambda) = (X_A^T X_A)^-1 (X_A^T y - lambda s_A);
     a coordinate joins the active set A when its correlation |x_j^T (y - X b)| reaches
     lambda and leaves it when b_j crosses zero. The inverse of X_A^T X_A follows A by
-    rank-one updates. Returns b (B, d) and a (B,) mask of the prompts whose path failed
-    numerically (a nearly singular X_A^T X_A), where b is the path's last point.
+    rank-one updates. Returns b (B, d) and a (B,) mask of the prompts whose path failed,
+    numerically (a nearly singular X_A^T X_A) or by not reaching the target within
+    `max_events` events; their b is the path's last point.
     """
     x, y = _checked(x, y)
     target = penalties(lam, x.shape[0], x).squeeze(-1)
@@ -301,17 +295,20 @@ def homotopy(
     b = torch.zeros_like(xty)
     failed = torch.zeros_like(target, dtype=torch.bool)
     path = _Path.start(gram, xty, target, min(x.shape[1:]))
-    for _ in range(max_events):
+    for event in range(max_events + 1):
         done = path.level <= path.target
+        if event == max_events:  # the prompts still on their way fail
+            path.failed |= ~done
+            done = torch.ones_like(done)
         stopped = int(done.sum())
         if stopped == len(done) or stopped >= max(len(done) // 4, 64):  # stopped prompts leave in groups
             rows, solved = path.solution(done, xty)
             b[rows], failed[rows] = solved, path.failed[done]
             path = path.select(~done)
         if len(path.rows) == 0:
-            return b, failed
+            break
         path.advance(gram)
-    raise RuntimeError(f"lasso homotopy: {len(path.rows)} prompts did not reach their lambda in {max_events} events")
+    return b, failed
 
 
 def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol: float = GAP_TOL) -> torch.Tensor:

@@ -105,6 +105,15 @@ def test_exact_solution_with_a_repeated_column() -> None:
         assert objective(xi, yi, bi, lam) <= objective(xi, yi, sklearn_lasso(xi, yi, lam), lam) + 1e-10
 
 
+def test_paths_cut_short_are_flagged() -> None:
+    batch = prompts("lasso/fixed", 10, 64)
+    lam = lasso_lambda(batch.task, 10)
+    exact, _ = homotopy(batch.x, batch.y, lam)
+    b, failed = homotopy(batch.x, batch.y, lam, max_events=4)
+    assert 0 < int(failed.sum()) < 64
+    torch.testing.assert_close(b[~failed], exact[~failed], rtol=0, atol=1e-12)
+
+
 def test_penalty_above_lambda_max_gives_zero() -> None:
     batch = prompts("lasso/fixed", 10, 8)
     lam_max = (batch.x.mT @ batch.y.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
