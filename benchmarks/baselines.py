@@ -4,27 +4,32 @@
 
 For each pair it prints the best-of-`repeats` wall time of both, their ratio and the
 largest difference between their answers (coefficient vectors):
-  lasso-exact (`proximal.lasso_exact`)       vs sklearn Lasso per prompt         (lasso/fixed, nominal length)
+  lasso-exact (`proximal.lasso_exact`)          vs sklearn Lasso per prompt              (lasso/fixed, nominal length)
   logistic optimum (`solvers.logistic_optimum`) vs sklearn LogisticRegression per prompt (logistic/kappa1, nominal)
-  ridge / ols (`ridge.solve`)                vs numpy.linalg.lstsq per prompt     (linear/kappa1, nominal)
+  ridge / ols (`ridge.solve`)                   vs numpy.linalg.lstsq per prompt          (linear/kappa1, nominal)
+The reference loops are those of the tests (`tests/fixtures/references.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import Lasso, LogisticRegression
 
 from iclbench import tasks
 from iclbench.baselines.proximal import lasso_exact, lasso_lambda
 from iclbench.baselines.ridge import bayes_lambda, solve
 from iclbench.cache import eval_set
 from iclbench.solvers import logistic_optimum
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures.references import lasso_loop, logistic_loop, lstsq_loop  # noqa: E402
 
 
 def best_time(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
@@ -45,34 +50,28 @@ def prompts(name: str) -> tuple[tasks.TaskSpec, torch.Tensor, torch.Tensor]:
 
 def cases() -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
     spec, x, y = prompts("lasso/fixed")
-    lam, n = lasso_lambda(spec, spec.nominal), spec.nominal
-    xs, ys = x.numpy(), y.numpy()
-
-    def lasso_loop() -> np.ndarray:
-        fit = lambda a, b: Lasso(alpha=lam / n, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(a, b).coef_  # noqa: E731
-        return np.stack([fit(a, b) for a, b in zip(xs, ys)])
-
+    lam = lasso_lambda(spec, spec.nominal)
     lspec, lx, ly = prompts("logistic/kappa1")
-    mu, ln = lspec.params["mu"], lspec.nominal
-    lxs, lys = lx.numpy(), ly.numpy()
-
-    def logistic_loop() -> np.ndarray:
-        model = lambda: LogisticRegression(C=1 / (mu * ln), fit_intercept=False, tol=1e-12, max_iter=10_000)  # noqa: E731
-        return np.stack([model().fit(a, b).coef_[0] for a, b in zip(lxs, lys)])
-
+    mu = lspec.params["mu"]
     rspec, rx, ry = prompts("linear/kappa1")
     rlam = bayes_lambda(rspec)
     if rlam != 0:
         raise ValueError(f"{rspec.name}: expected a noiseless task (ridge = least squares), got lambda {rlam}")
-    rxs, rys = rx.numpy(), ry.numpy()
-
     return [
-        ("lasso-exact vs sklearn Lasso (lasso/fixed)", lambda: lasso_exact(x, y, lam).numpy(), lasso_loop),
-        ("logistic optimum vs sklearn LogisticRegression (logistic/kappa1)", lambda: logistic_optimum(lx, ly, mu).numpy(), logistic_loop),
+        (
+            "lasso-exact vs sklearn Lasso (lasso/fixed)",
+            lambda: lasso_exact(x, y, lam).numpy(),
+            lambda: lasso_loop(x.numpy(), y.numpy(), lam),
+        ),
+        (
+            "logistic optimum vs sklearn LogisticRegression (logistic/kappa1)",
+            lambda: logistic_optimum(lx, ly, mu).numpy(),
+            lambda: logistic_loop(lx.numpy(), ly.numpy(), mu),
+        ),
         (
             "ridge/ols solve vs numpy lstsq (linear/kappa1)",
             lambda: solve(rx, ry, rlam).numpy(),
-            lambda: np.stack([np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(rxs, rys)]),
+            lambda: lstsq_loop(rx.numpy(), ry.numpy()),
         ),
     ]
 
