@@ -29,6 +29,9 @@ GAP_TOL = 1e-12
 LAMBDA_FILE = Path(__file__).with_name("lasso_lambda.json")
 """The tuned lasso penalties, written by `python -m iclbench.baselines.tune_lasso`."""
 
+BARRIER = 1e200
+"""Added, in the homotopy, to an active coordinate's distance to the penalty level: no join for it."""
+
 
 def soft(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Soft thresholding sign(v) max(|v| - t, 0), with t >= 0 broadcast against v."""
@@ -127,10 +130,6 @@ def _active_solve(problem: LassoProblem, active: torch.Tensor, rhs: torch.Tensor
 def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """m @ v for (B, p, q) and (B, q): (B, p)."""
     return (m @ v.unsqueeze(-1)).squeeze(-1)
-
-
-BARRIER = 1e200
-"""Added to an active coordinate's distance to the penalty level: it puts the coordinate's join far away."""
 
 
 def _pick(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -243,10 +242,10 @@ class _Path:
         w_join = _matvec(self.inverse, g_aj)
         g_jj = _pick(g_j, j_join)
         schur = g_jj - (g_aj * w_join).sum(-1)
-        free, p_join = (~self.used).max(-1)
+        free, p_join = (~self.used).to(torch.uint8).max(-1)
         w_join[row, p_join] = -1.0
         w_drop = self.inverse[row, q_drop]
-        singular = joins & ~((schur > 1e-10 * g_jj) & free)
+        singular = joins & ~((schur > 1e-10 * g_jj) & free.bool())
         joins &= ~singular
         jr = joins.nonzero().squeeze(-1)
         jc, jp = j_join[jr], p_join[jr]
@@ -327,8 +326,8 @@ def _refine(
 ) -> torch.Tensor:
     """`b` with every duality gap below `tol` (1/2)||y||^2.
 
-    Prompts above it (the homotopy can lose its way to round-off on nearly singular
-    active sets) get rounds of FISTA from their point (50, 100, 200, ... steps), each
+    Prompts above it (where the homotopy failed: a nearly singular active set, or too many
+    events) get rounds of FISTA from their point (50, 100, 200, ... steps), each
     followed by an active-set solve on the support and signs reached, keeping the point
     of smaller gap.
     """

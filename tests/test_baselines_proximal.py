@@ -105,6 +105,16 @@ def test_exact_solution_with_a_repeated_column() -> None:
         assert objective(xi, yi, bi, lam) <= objective(xi, yi, sklearn_lasso(xi, yi, lam), lam) + 1e-10
 
 
+@pytest.mark.parametrize("name, n", [("lasso/random", 5), ("lasso/fixed", 40)])
+def test_homotopy_with_a_tiny_penalty_fills_every_slot(name: str, n: int) -> None:
+    """lambda = 1e-6: the path runs until min(n, d) coordinates are active, the capacity of its slots."""
+    batch = prompts(name, n, 256)
+    b, failed = homotopy(batch.x, batch.y, 1e-6)
+    assert not bool(failed.any())
+    assert int((b != 0).sum(-1).max()) == min(n, batch.task.d)
+    assert bool((duality_gap(batch.x, batch.y, b, 1e-6) <= GAP_TOL * 0.5 * (batch.y**2).sum(-1)).all())
+
+
 def test_paths_cut_short_are_flagged() -> None:
     batch = prompts("lasso/fixed", 10, 64)
     lam = lasso_lambda(batch.task, 10)
