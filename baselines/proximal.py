@@ -218,8 +218,9 @@ class _Path:
         # starts at corr = s level, where its zero root has a negative rate (its slope exceeds 1
         # in s), so it can only join later, at the other side.
         level = self.level.unsqueeze(-1)
-        rate_up = (1 - slope) / (level - self.corr + self.barrier)
-        rate_down = (1 + slope) / (level + self.corr + self.barrier)
+        reach = level + self.barrier
+        rate_up = (1 - slope) / (reach - self.corr)
+        rate_down = (1 + slope) / (reach + self.corr)
         rate, j_join = torch.maximum(rate_up, rate_down).max(-1)
         gamma_join = 1 / rate.clamp(min=0)
         cross = -self.b / self.direction
@@ -290,24 +291,25 @@ def homotopy(
     target = penalties(lam, x.shape[0], x).squeeze(-1)
     if bool((target <= 0).any()):
         raise ValueError("the exact lasso solution needs lambda > 0 (with lambda = 0 use least squares)")
-    gram, xty = x.mT @ x, _matvec(x.mT, y)
-    b = torch.zeros_like(xty)
-    failed = torch.zeros_like(target, dtype=torch.bool)
-    path = _Path.start(gram, xty, target, min(x.shape[1:]))
-    for event in range(max_events + 1):
-        done = path.level <= path.target
-        if event == max_events:  # the prompts still on their way fail
-            path.failed |= ~done
-            done = torch.ones_like(done)
-        stopped = int(done.sum())
-        if stopped == len(done) or stopped >= max(len(done) // 4, 64):  # stopped prompts leave in groups
-            rows, solved = path.solution(done, xty)
-            b[rows], failed[rows] = solved, path.failed[done]
-            path = path.select(~done)
-        if len(path.rows) == 0:
-            break
-        path.advance(gram)
-    return b, failed
+    with torch.inference_mode():  # about a hundred small operations an event: no autograd bookkeeping
+        gram, xty = x.mT @ x, _matvec(x.mT, y)
+        b = torch.zeros_like(xty)
+        failed = torch.zeros_like(target, dtype=torch.bool)
+        path = _Path.start(gram, xty, target, min(x.shape[1:]))
+        for event in range(max_events + 1):
+            done = path.level <= path.target
+            if event == max_events:  # the prompts still on their way fail
+                path.failed |= ~done
+                done = torch.ones_like(done)
+            stopped = int(done.sum())
+            if stopped == len(done) or stopped >= max(len(done) // 4, 64):  # stopped prompts leave in groups
+                rows, solved = path.solution(done, xty)
+                b[rows], failed[rows] = solved, path.failed[done]
+                path = path.select(~done)
+            if len(path.rows) == 0:
+                break
+            path.advance(gram)
+    return b.clone(), failed.clone()  # ordinary tensors again
 
 
 def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol: float = GAP_TOL) -> torch.Tensor:

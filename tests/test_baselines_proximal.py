@@ -129,6 +129,7 @@ def test_penalty_above_lambda_max_gives_zero() -> None:
     lam_max = (batch.x.mT @ batch.y.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
     b, failed = homotopy(batch.x, batch.y, lam_max * 1.01)
     assert bool((b == 0).all()) and not bool(failed.any())
+    assert not b.is_inference() and not failed.is_inference()  # callers may update them in place
 
 
 def test_duality_gap_bounds_the_suboptimality() -> None:
