@@ -184,11 +184,11 @@ class _Path:
         inverse = xty.new_zeros(r, slots, slots)
         inverse[:, 0, 0] = 1 / _pick(cols[:, 0], first)
         signs = used * _pick(corr, first).sign().unsqueeze(-1)
-        blocked = torch.nn.functional.one_hot(first, xty.shape[1]).to(xty.dtype) * BARRIER
+        barrier = torch.nn.functional.one_hot(first, xty.shape[1]).to(xty.dtype) * BARRIER
         failed = torch.zeros_like(rows, dtype=torch.bool)
         return cls(
             rows, coord, used, cols, inverse, torch.zeros_like(signs), signs, inverse[:, :, 0] * signs[:, :1],
-            corr.clone(), blocked, level[rows], target[rows], failed,
+            corr.clone(), barrier, level[rows], target[rows], failed,
         )
 
     def select(self, keep: torch.Tensor) -> _Path:
