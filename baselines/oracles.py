@@ -1,4 +1,4 @@
-"""Exact solutions in float64: the regularised logistic optimum and the noiseless GP posterior mean."""
+"""Exact solutions in float64: the regularised logistic optimum and the GP posterior mean."""
 
 from __future__ import annotations
 
@@ -28,17 +28,25 @@ class LogisticOptimum(Model):
         return Prediction(logits.to(batch.x.dtype), w=w.to(batch.x.dtype))
 
 
-def gp_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, kind: str) -> torch.Tensor:
-    """k_query^T K^+ y (B, q) for noiseless observations, in float64.
+def gp_posterior_mean(
+    x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, kind: str, jitter: float = 0.0
+) -> torch.Tensor:
+    """k_query^T (K + jitter I)^-1 y (B, q), in float64: the posterior mean of the labels' GP.
 
-    K^+ is the pseudo-inverse with cut-off `GP_RTOL`: the linear kernel's K has rank d < n for
-    long prompts, and the float32 labels have a round-off part outside its range that an
-    inverse of K's round-off eigenvalues would blow up; on that kernel the result is the
-    minimum-norm interpolant x_query^T X^+ y.
+    With `jitter` 0, K^-1 is the pseudo-inverse with cut-off `GP_RTOL`: the linear kernel's K
+    has rank d < n for long prompts, and the float32 labels have a round-off part outside its
+    range that an inverse of K's round-off eigenvalues would blow up; on that kernel the
+    result is the minimum-norm interpolant x_query^T X^+ y. With a jitter (the exp and relu
+    tasks' labels have covariance K + jitter I), K + jitter I is positive definite and solved.
     """
     x, y, x_query = x.double(), y.double(), x_query.double()
-    k_inv = torch.linalg.pinv(gram(x, x, kind), rtol=GP_RTOL, hermitian=True)
-    return torch.einsum("bqn,bnm,bm->bq", gram(x_query, x, kind), k_inv, y)
+    k = gram(x, x, kind)
+    if jitter > 0:
+        eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+        coef = torch.linalg.solve(k + jitter * eye, y)
+    else:
+        coef = torch.einsum("bnm,bm->bn", torch.linalg.pinv(k, rtol=GP_RTOL, hermitian=True), y)
+    return torch.einsum("bqn,bn->bq", gram(x_query, x, kind), coef)
 
 
 class GPPosterior(Model):
@@ -52,4 +60,5 @@ class GPPosterior(Model):
     def predict(self, batch: Batch) -> torch.Tensor:
         if not self.supports(batch.task):
             raise ValueError(f"{self.name}: task {batch.task.name} is not a kernel task")
-        return gp_posterior_mean(batch.x, batch.y, batch.x_query, batch.task.params["kernel"]).to(batch.x.dtype)
+        params = batch.task.params
+        return gp_posterior_mean(batch.x, batch.y, batch.x_query, params["kernel"], params["jitter"]).to(batch.x.dtype)

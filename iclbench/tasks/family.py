@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 import torch
 
 from iclbench.api import Batch
-from iclbench.tasks.spec import EvalSet, TaskSpec
+from iclbench.tasks import portable
+from iclbench.tasks.spec import EvalSet, TaskSpec, f32
 
 EVAL_STREAM = 0
 TRAIN_STREAM = 1
@@ -18,17 +19,20 @@ TRAIN_STREAM = 1
 
 @dataclass(frozen=True)
 class Draw:
-    """Prompts drawn by a family, float64 on the CPU, every value float32-representable.
+    """Prompts drawn by a family: float64 NumPy arrays, every value float32-representable.
 
     `y_query` is the query label drawn like the context labels (noise included);
-    `hidden` holds per-prompt hidden parameters (for example `w`, `sigma`).
+    `hidden` holds the per-prompt hidden values the evaluation set keeps (for example `w`,
+    and `f_query`, the noiseless query target); `extra` holds by-products that training
+    samples expose but evaluation sets do not keep (for example `sigma`).
     """
 
-    x: torch.Tensor
-    y: torch.Tensor
-    x_query: torch.Tensor
-    y_query: torch.Tensor
-    hidden: dict[str, torch.Tensor]
+    x: np.ndarray
+    y: np.ndarray
+    x_query: np.ndarray
+    y_query: np.ndarray
+    hidden: dict[str, np.ndarray]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Family(ABC):
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         """Draw `batch` prompts of `n` context pairs and `q` queries."""
 
-    def target(self, spec: TaskSpec, draw: Draw, n: int) -> torch.Tensor:
+    def target(self, spec: TaskSpec, draw: Draw, n: int) -> np.ndarray:
         """The noiseless target scored for the queries of the length-`n` prefix."""
         return draw.hidden["f_query"]
 
@@ -81,17 +85,16 @@ class Task:
         """Generate the evaluation set from the task's evaluation seed stream (no cache)."""
         s = self.spec
         draw = self.family.draw(s, stream(s.seed, EVAL_STREAM), s.n_prompts, s.max_length, s.n_queries)
-        targets = {n: self.family.target(s, draw, n) for n in s.lengths}
+        as32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         hidden = {"y_query": draw.y_query, **draw.hidden}
         hidden.pop("f_query", None)
-        as32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
         return EvalSet(
             as32(draw.x),
             as32(draw.y),
             as32(draw.x_query),
-            {n: as32(t) for n, t in targets.items()},
-            {k: as32(t) for k, t in hidden.items()},
-            {k: as32(t) for k, t in self.public.items()},
+            {n: as32(self.family.target(s, draw, n)) for n in s.lengths},
+            {k: as32(a) for k, a in hidden.items()},
+            {k: t.to(torch.float32).contiguous() for k, t in self.public.items()},
         )
 
     def train_generator(self, seed: int) -> np.random.Generator:
@@ -110,30 +113,29 @@ class Task:
         """Draw a training batch of `batch_size` prompts of length `n` from the task's distribution."""
         q = n_queries or self.spec.n_queries
         draw = self.family.draw(self.spec, generator, batch_size, n, q)
-        to = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731
         batch = Batch(self.spec, to(draw.x), to(draw.y), to(draw.x_query))
-        hidden = {k: to(v) for k, v in draw.hidden.items() if k != "f_query"}
+        hidden = {k: to(a) for k, a in {**draw.hidden, **draw.extra}.items() if k != "f_query"}
         return Sample(batch, to(draw.y_query), to(self.family.target(self.spec, draw, n)), hidden)
 
 
-def gaussian(rng: np.random.Generator, *shape: int) -> torch.Tensor:
-    """Standard normal draws as a float64 tensor."""
-    return torch.from_numpy(rng.standard_normal(shape))
+def gaussian(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    """Standard normal float64 draws."""
+    return rng.standard_normal(shape)
 
 
-def covariance(rng: np.random.Generator, batch: int, d: int, kappa: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-prompt covariance Sigma = U diag(s) U^T and its square root.
+def covariance_root(rng: np.random.Generator, batch: int, d: int, kappa: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt covariance Sigma = U diag(s) U^T and a root R with R R^T = Sigma (R = U diag(sqrt s)).
 
-    U is Haar-random per prompt, s log-spaced from 1 to 1/kappa and rescaled so that
-    trace(Sigma) = d; kappa = 1 gives the identity without drawing anything.
+    U is Haar-random per prompt (`portable.haar` of a Gaussian matrix), s log-spaced from 1
+    to 1/kappa and rescaled so that trace(Sigma) = d; kappa = 1 gives the identity without
+    drawing anything. x = z R^T with z ~ N(0, I) then has covariance Sigma.
     """
     if kappa == 1:
-        eye = torch.eye(d, dtype=torch.float64).expand(batch, d, d)
+        eye = np.broadcast_to(np.eye(d), (batch, d, d))
         return eye, eye
-    q, r = torch.linalg.qr(gaussian(rng, batch, d, d))
-    u = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    s = torch.tensor(kappa, dtype=torch.float64) ** -torch.linspace(0, 1, d, dtype=torch.float64)
-    s = s * d / s.sum()
-    sigma = (u * s) @ u.mT
-    root = (u * s.sqrt()) @ u.mT
-    return sigma, root
+    u = portable.haar(gaussian(rng, batch, d, d))
+    s = f32(np.array([kappa ** (-i / (d - 1)) for i in range(d)]))  # a last-bit pow difference cannot survive f32
+    s = f32(s * (d / sum(s.tolist())))
+    root = u * np.sqrt(s)
+    return portable.matmul(root, np.swapaxes(root, -1, -2)), root

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from iclbench.tasks.family import Draw, Family, covariance, gaussian
+from iclbench.tasks import portable
+from iclbench.tasks.family import Draw, Family, covariance_root, gaussian
 from iclbench.tasks.spec import TaskSpec, f32
 
 
@@ -16,12 +16,12 @@ class Linear(Family):
 
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         d = spec.d
-        sigma, root = covariance(rng, batch, d, spec.params["kappa"])
+        sigma, root = covariance_root(rng, batch, d, spec.params["kappa"])
         w = f32(gaussian(rng, batch, d) / math.sqrt(d))
-        x = f32(gaussian(rng, batch, n, d) @ root)
-        x_query = f32(gaussian(rng, batch, q, d) @ root)
-        f = torch.einsum("bnd,bd->bn", x, w)
-        f_query = f32(torch.einsum("bqd,bd->bq", x_query, w))
+        x = f32(portable.matmul(gaussian(rng, batch, n, d), np.swapaxes(root, -1, -2)))
+        x_query = f32(portable.matmul(gaussian(rng, batch, q, d), np.swapaxes(root, -1, -2)))
+        f = portable.dot(x, w[:, None, :])
+        f_query = f32(portable.dot(x_query, w[:, None, :]))
         y = f32(f + spec.noise * gaussian(rng, batch, n))
         y_query = f32(f_query + spec.noise * gaussian(rng, batch, q))
-        return Draw(x, y, x_query, y_query, {"f_query": f_query, "w": w, "sigma": f32(sigma)})
+        return Draw(x, y, x_query, y_query, {"f_query": f_query, "w": w}, {"sigma": f32(sigma)})

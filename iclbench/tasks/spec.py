@@ -119,12 +119,10 @@ class EvalSet:
         )
 
 
-def f32(a: np.ndarray | torch.Tensor) -> torch.Tensor:
+def f32(a: np.ndarray) -> np.ndarray:
     """Round float64 data to float32-representable values, kept in float64.
 
-    Generation rounds every drawn or derived quantity this way, so that a model run
-    in float32 sees exactly the fingerprinted numbers, and last-bit differences
-    between linear-algebra libraries almost never change a fingerprint.
+    Generation rounds every drawn or derived quantity this way, so that a model run in
+    float32 sees exactly the fingerprinted numbers.
     """
-    t = torch.as_tensor(a)
-    return t.to(torch.float32).to(torch.float64)
+    return np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64)

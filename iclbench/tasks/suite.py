@@ -1,20 +1,21 @@
-"""Suite v1: the task specs and the SHA-256 fingerprints of their evaluation sets."""
+"""Suite v2: the task specs and the SHA-256 fingerprints of their evaluation sets."""
 
 from __future__ import annotations
 
 from iclbench.tasks.spec import TaskSpec
 
-SUITE_VERSION = "v1"
+SUITE_VERSION = "v2"
 
 LINEAR_LENGTHS = (5, 10, 20, 40, 80)
 LASSO_LENGTHS = (5, 10, 15, 20, 40)
 KERNEL_LENGTHS = (4, 8, 14, 28)
 LASSO_MATRIX_SEED = 20240
 LOGISTIC_MU = 0.01
+KERNEL_JITTER = 1e-8
 
 
 def _linear(name: str, seed: int, kappa: float, noise: float = 0.0) -> TaskSpec:
-    return TaskSpec(name, "linear", 20, LINEAR_LENGTHS, 20, noise=noise, seed=seed, params={"kappa": kappa})
+    return TaskSpec(name, "linear", 20, LINEAR_LENGTHS, 40, noise=noise, seed=seed, params={"kappa": kappa})
 
 
 def _logistic(name: str, seed: int, kappa: float) -> TaskSpec:
@@ -27,7 +28,8 @@ def _lasso(name: str, seed: int, mode: str, shift: float = 0.0) -> TaskSpec:
 
 
 def _kernel(name: str, seed: int, kernel: str) -> TaskSpec:
-    return TaskSpec(name, "kernel", 5, KERNEL_LENGTHS, 14, seed=seed, params={"kernel": kernel})
+    params = {"kernel": kernel, "jitter": 0.0 if kernel == "linear" else KERNEL_JITTER}
+    return TaskSpec(name, "kernel", 5, KERNEL_LENGTHS, 14, seed=seed, params=params)
 
 
 SPECS: tuple[TaskSpec, ...] = (
@@ -47,17 +49,17 @@ SPECS: tuple[TaskSpec, ...] = (
 )
 
 FINGERPRINTS: dict[str, str] = {
-    "linear/kappa1": "6356f4e8bb8f14b49f4f622b2634331ec764ea9da00c215c614a9543ed6a1e9a",
-    "linear/kappa10": "472366e8c8b709bd50e3573df451eb27310aa36396e179de5dc3535d23b73a3e",
-    "linear/kappa100": "95f14d51a5c7ff1fb0c48f966544723a689e8c334fc5276a3c920205f8108350",
-    "linear/noisy": "9668a9ef774950f97f93f6bec9d03ed93e18fd3bd63960aff0f86863acff5b85",
-    "logistic/kappa1": "e3e127250c08df1e65b66e3b8e89ba38c0ae18ae212a8a568ba2749ffd699fec",
-    "logistic/kappa10": "6bb39686b9c3fcaeb7ffe6bd956abad8f285fad9c3444f515e04c15bc75b3006",
+    "linear/kappa1": "680d1fcfd471a69a7fe23ba742224d55bcba316286d5fcdeff986083bb3a41ca",
+    "linear/kappa10": "978f95a61059e58455141821585e0183f67d13b73dedd9a06655e3009cc5f6e2",
+    "linear/kappa100": "8584128965e02b3e1ef8772643adfeecdb98df10a9f82713bf6d4410eea05fa6",
+    "linear/noisy": "cdc78e99ccf1066c2957b28ed3419a174079838f060b597e30959973830bb3ec",
+    "logistic/kappa1": "5cb36c41b07f59281d5b2402e3e00e69a0451d882516876aa9ae1903a6097a03",
+    "logistic/kappa10": "0f5deccfbe5b959ee503ff0fd409e4a79d84ba5cdefce89ff24cf57127e9c755",
     "lasso/fixed": "d8e0846ceeae12008e393b31b62e2e646482674cfce80b0c9165d70503b9d751",
     "lasso/shift0.1": "6b977f36a13315b77363cafda1b74f4d504c165d4860217c72d83d781ad2f68a",
     "lasso/shift0.5": "b2b3cef1b4472433ece37c285659ffadff9fcb2639090ca0437311f0584fb158",
     "lasso/random": "28b769d5f6991eace60c509a392159b7543a5cff9d215c6a0cae268e898f868a",
-    "kernel/linear": "27308c699f5d5f71b62d31f0e41dffea987fb1bfebd056bb84a49e41faa0cdef",
-    "kernel/exp": "13b743fbaa61fe7e2412dbf1d5dcfa456ee3fd0d1c76239d163a69ee04d8ce20",
-    "kernel/relu": "8c4b90c2b432fbd5665ea52669dfaf9d49ccfe2cea270805217cc0dc098c26f1",
+    "kernel/linear": "48c90762e2ba14eab53acf3d4b74391e6fd91320a94929fa9b8be7b23c20a2e0",
+    "kernel/exp": "c4860cf4b6c2b701a1e133710c022179dcbecb556d6a77ed894b847eb7998662",
+    "kernel/relu": "0be30075f77f6f722d1c2c6c7451cef33946f85bf5e830a39969f10bdcc451b2",
 }

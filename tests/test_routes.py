@@ -1,0 +1,61 @@
+"""The evaluation data are the same bits on every machine: regenerated under other linear-algebra routes.
+
+Each route is a fresh process whose environment selects another code path on this machine, the way
+another CPU or another build would: MKL's conditional-numerical-reproducibility branches
+(`MKL_CBWR`), thread counts, OpenBLAS kernels (`OPENBLAS_CORETYPE`, NumPy's BLAS), NumPy without its
+SIMD dispatch (`NPY_DISABLE_CPU_FEATURES`) and torch's scalar kernels (`ATEN_CPU_CAPABILITY`). Every
+route must reproduce every pinned fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from iclbench.tasks import FINGERPRINTS
+
+ROUTES: dict[str, dict[str, str]] = {
+    "default": {},
+    "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
+    "mkl-avx2": {"MKL_CBWR": "AVX2"},
+    "mkl-avx512": {"MKL_CBWR": "AVX512"},
+    "1-thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    "2-threads": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"},
+    "openblas-sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
+    "openblas-prescott": {"OPENBLAS_CORETYPE": "Prescott"},
+    "numpy-baseline-simd": {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"},
+    "torch-scalar-kernels": {"ATEN_CPU_CAPABILITY": "default"},
+}
+
+SCRIPT = """
+import json
+from iclbench import tasks
+print(json.dumps({name: t.generate().fingerprint() for name, t in tasks.TASKS.items()}))
+"""
+
+
+def _fingerprints(env: dict[str, str]) -> dict[str, str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MKL_", "OPENBLAS_", "NPY_", "ATEN_"))}
+    full.update(env, ICLBENCH_CACHE="off")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=full, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def by_route() -> dict[str, dict[str, str]]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(ROUTES, pool.map(_fingerprints, ROUTES.values())))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_route_reproduces_the_pinned_fingerprints(by_route: dict[str, dict[str, str]], route: str) -> None:
+    got = by_route[route]
+    mismatched = sorted(name for name in FINGERPRINTS if got.get(name) != FINGERPRINTS[name])
+    assert not mismatched, f"{route} ({ROUTES[route]}): data differ from the pinned fingerprints for {mismatched}"
+    assert set(got) == set(FINGERPRINTS)
