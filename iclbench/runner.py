@@ -18,6 +18,7 @@ from iclbench import alignment, metrics, results
 from iclbench.api import Batch, Prediction
 from iclbench.cache import eval_set
 from iclbench.plugins import LoadedModel, sha256_file
+from iclbench.provenance import cpu_model, provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, EvalSet, Task, TaskSpec
 
 
@@ -212,7 +213,7 @@ def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
         "model": model_info(loaded),
         "run": {
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
             "dtype": cfg.dtype,
             "batch_size": cfg.batch_size,
             "prompts": cfg.prompts,
@@ -220,6 +221,7 @@ def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
             "torch_version": torch.__version__,
             "python_version": sys.version.split()[0],
             "platform": platform.platform(),
+            "provenance": provenance(),
             "started": _now(),
             "finished": None,
         },
