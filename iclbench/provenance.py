@@ -24,9 +24,12 @@ def cpu_model() -> str:
 
 def _torch_libraries() -> dict[str, str]:
     config = torch.__config__.show()
-    found = {f"torch_{lib}": m.group(1) for lib in ("blas", "lapack") if (m := re.search(rf"{lib.upper()}_INFO=(\w+)", config))}
-    if mkl := re.search(r"Math Kernel Library Version (\S+)", config):
-        found["torch_mkl"] = mkl.group(1)
+    found = {}
+    for lib in ("blas", "lapack"):
+        if m := re.search(rf"{lib.upper()}_INFO=(\w+)", config):
+            found[f"torch_{lib}"] = m.group(1)
+    if m := re.search(r"Math Kernel Library Version (\S+)", config):
+        found["torch_mkl"] = m.group(1)
     return found
 
 
@@ -34,7 +37,9 @@ def _numpy_libraries() -> dict[str, Any]:
     config = np.show_config(mode="dicts")
     deps = config.get("Build Dependencies", {})
     found: dict[str, Any] = {
-        f"numpy_{lib}": f"{deps[lib].get('name')} {deps[lib].get('version')}" for lib in ("blas", "lapack") if lib in deps
+        f"numpy_{lib}": f"{deps[lib].get('name')} {deps[lib].get('version')}"
+        for lib in ("blas", "lapack")
+        if lib in deps
     }
     found["numpy_simd"] = config.get("SIMD Extensions", {}).get("found", [])
     return found
@@ -46,9 +51,9 @@ def _thread_pools() -> list[str]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
+    keys = ("internal_api", "version", "architecture")
     return [
-        " ".join(str(p[k]) for k in ("internal_api", "version", "architecture") if p.get(k)) + f" threads={p['num_threads']}"
-        for p in threadpool_info()
+        " ".join([*(str(p[k]) for k in keys if p.get(k)), f"threads={p['num_threads']}"]) for p in threadpool_info()
     ]
 
 
