@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 EXPORT_FORMAT = "iclbench-export"
+USE_AN_EXPORT = (
+    "use --data DIR, an export made by `iclbench export DIR` on a machine where `iclbench list --verify` passes"
+)
+"""What to do on a machine whose generated data do not match the suite's fingerprints."""
 
 _memory: dict[str, tuple[EvalSet, str]] = {}
 _export: tuple[Path, dict[str, Any]] | None = None
@@ -119,8 +123,7 @@ def write_export(directory: Path, tasks: Iterable[Task]) -> None:
     if bad:
         raise ExportError(
             f"the evaluation data of {', '.join(bad)} do not match the suite's fingerprints on this machine; "
-            "nothing exported: export on a machine where `iclbench list --verify` passes, "
-            "or from a verified export (--data)"
+            f"nothing exported: {USE_AN_EXPORT}"
         )
     entries = {}
     try:

@@ -15,7 +15,7 @@ from iclbench import tasks as task_registry
 from iclbench import training
 from iclbench import leaderboard, submission
 from iclbench.alignment import load_references
-from iclbench.cache import ExportError, eval_set, use_export, write_export
+from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.plugins import PluginError, load_model
 from iclbench.provenance import provenance
 from iclbench.results import ResultsError, slug
@@ -57,9 +57,8 @@ def mismatch_advice(names: list[str]) -> str:
     """What a fingerprint mismatch means for the tasks `names`, and what to do about it."""
     return (
         f"the evaluation data generated on this machine for {', '.join(names)} do not match the suite's "
-        "fingerprints, so results on them are not eligible for the leaderboard: run with --data DIR, an export "
-        "made by `iclbench export DIR` on a machine where `iclbench list --verify` passes, and report this "
-        "machine's provenance in an issue"
+        f"fingerprints, so results on them are not eligible for the leaderboard: {USE_AN_EXPORT}, "
+        "and report this machine's provenance in an issue"
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from iclbench import tasks as task_registry
+from iclbench.cache import USE_AN_EXPORT
 from iclbench.plugins import PluginError, load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import FINGERPRINTS
@@ -87,8 +88,7 @@ def check_rerun_data(name: str, old: dict[str, Any], new: dict[str, Any]) -> lis
         return [
             f"{name}: the re-run's evaluation set has fingerprint {fingerprint[:16]}..., not the suite's "
             f"{str(FINGERPRINTS.get(name))[:16]}...: this machine does not reproduce the suite's data, so nothing "
-            "was compared; re-run with --data DIR, an export made by `iclbench export DIR` on a machine where "
-            "`iclbench list --verify` passes, and report this machine's provenance (`iclbench list --verify`)"
+            f"was compared; {USE_AN_EXPORT}, and report this machine's provenance (`iclbench list --verify`)"
         ]
     if old.get("fingerprint") not in (None, fingerprint):
         return [

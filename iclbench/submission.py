@@ -18,7 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from iclbench import checkpoint, results
-from iclbench.cache import ExportError, use_export
+from iclbench.cache import USE_AN_EXPORT, ExportError, use_export
 from iclbench.plugins import sha256_file
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, UnknownTaskError, select
 
@@ -214,9 +214,8 @@ def check_results(doc: dict[str, Any], where: str) -> list[str]:
             if entry.get("fingerprint") != FINGERPRINTS[name]:
                 problems.append(
                     f"{where}: tasks[{name!r}].fingerprint {str(entry.get('fingerprint'))[:16]}... "
-                    f"is not the suite's {FINGERPRINTS[name][:16]}...: scored on other evaluation data; re-run "
-                    "with --data DIR, an export made by `iclbench export DIR` on a machine where "
-                    "`iclbench list --verify` passes"
+                    f"is not the suite's {FINGERPRINTS[name][:16]}...: scored on other evaluation data; re-run and "
+                    f"{USE_AN_EXPORT}"
                 )
             if entry.get("n_prompts") != task.spec.n_prompts:
                 problems.append(

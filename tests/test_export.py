@@ -131,3 +131,9 @@ def test_a_missing_or_foreign_manifest_is_one_line(pinned: dict[str, str], tmp_p
     refused(capsys, run_args(tmp_path, tmp_path / "out"), "manifest.json: not a readable export manifest")
     (tmp_path / "manifest.json").write_text("{}")
     refused(capsys, run_args(tmp_path, tmp_path / "out"), "manifest.json: not an iclbench export manifest")
+
+
+def test_validate_rerun_takes_data_from_an_export(export: Path, tmp_path: Path, capsys) -> None:
+    refused(capsys, ["validate", str(tmp_path), "--data", str(export)], "--data only applies with --rerun")
+    (export / "manifest.json").unlink()
+    refused(capsys, ["validate", str(tmp_path), "--rerun", "--data", str(export)], "not a readable export manifest")
