@@ -1,20 +1,47 @@
-"""Evaluation sets, generated once and cached in memory and on disk, verified on load."""
+"""Evaluation sets, generated once (or read from an export) and cached in memory and on disk, verified on load.
+
+An export (`write_export`, `iclbench export DIR`) is a folder of one safetensors file per task,
+with the tensor names of `EvalSet.tensors()`, and `manifest.json`:
+
+    {"format": "iclbench-export", "suite_version": ..., "iclbench_version": ..., "provenance": {...},
+     "tasks": {"linear/kappa1": {"file": "linear--kappa1.safetensors", "sha256": ..., "fingerprint": ...}, ...}}
+
+`use_export` makes `eval_set` read the sets from such a folder instead of generating them.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Iterable
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+import iclbench
+from iclbench.plugins import sha256_file
+from iclbench.provenance import provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, EvalSet, Task
 
 log = logging.getLogger(__name__)
 
+MANIFEST = "manifest.json"
+EXPORT_FORMAT = "iclbench-export"
+USE_AN_EXPORT = (
+    "use --data DIR, an export made by `iclbench export DIR` on a machine where `iclbench list --verify` passes"
+)
+"""What to do on a machine whose generated data do not match the suite's fingerprints."""
+
 _memory: dict[str, tuple[EvalSet, str]] = {}
+_export: tuple[Path, dict[str, Any]] | None = None
+"""The export folder `eval_set` reads from, and its manifest; None: sets are generated."""
+
+
+class ExportError(ValueError):
+    """An export that cannot be written or used; the message says what is wrong, on one line."""
 
 
 def cache_dir() -> Path | None:
@@ -35,13 +62,17 @@ def _path(task: Task, fingerprint: str) -> Path | None:
 def eval_set(task: Task) -> tuple[EvalSet, str]:
     """The task's evaluation set and its fingerprint.
 
-    Looks in memory, then in the cache folder under the registry's expected
-    fingerprint (a file whose content no longer matches is regenerated), then
-    generates; a set matching the expected fingerprint is written to the cache.
-    A set that does not match is still returned: the caller records the mismatch.
+    Looks in memory; then, when an export is in use (`use_export`), reads the set from it,
+    verified (`ExportError` when it cannot be). Otherwise looks in the cache folder under the
+    registry's expected fingerprint (a file whose content no longer matches is regenerated),
+    then generates; a set matching the expected fingerprint is written to the cache.
+    A generated set that does not match is still returned: the caller records the mismatch.
     """
     name = task.spec.name
     if name in _memory:
+        return _memory[name]
+    if _export is not None:
+        _memory[name] = _read_export(task, *_export)
         return _memory[name]
     expected = FINGERPRINTS.get(name)
     path = _path(task, expected) if expected else None
@@ -74,5 +105,116 @@ def _write(path: Path, data: EvalSet) -> None:
 
 
 def clear_memory() -> None:
-    """Forget the evaluation sets held in memory (the disk cache stays)."""
+    """Forget the evaluation sets held in memory (the disk cache and the export in use stay)."""
     _memory.clear()
+
+
+def _file_name(name: str) -> str:
+    return f"{name.replace('/', '--')}.safetensors"
+
+
+def write_export(directory: Path, tasks: Iterable[Task]) -> None:
+    """Write the tasks' evaluation sets and `manifest.json` into `directory`.
+
+    Raises `ExportError`, writing nothing, when a set does not match the registry's fingerprint.
+    """
+    sets = {t.spec.name: eval_set(t) for t in tasks}
+    bad = [name for name, (_, fingerprint) in sets.items() if fingerprint != FINGERPRINTS.get(name)]
+    if bad:
+        raise ExportError(
+            f"the evaluation data of {', '.join(bad)} do not match the suite's fingerprints on this machine; "
+            f"nothing exported: {USE_AN_EXPORT}"
+        )
+    entries = {}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, (data, fingerprint) in sets.items():
+            path = directory / _file_name(name)
+            save_file(data.tensors(), path)
+            path.chmod(0o644)  # safetensors creates files readable by their owner only
+            entries[name] = {"file": path.name, "sha256": sha256_file(path), "fingerprint": fingerprint}
+        manifest = {
+            "format": EXPORT_FORMAT,
+            "suite_version": SUITE_VERSION,
+            "iclbench_version": iclbench.__version__,
+            "provenance": provenance(),
+            "tasks": entries,
+        }
+        (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except OSError as exc:
+        raise ExportError(f"cannot write the export: {exc}") from None
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path}: not a readable export manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path}: not an iclbench export manifest (made by `iclbench export`)")
+    if not isinstance(manifest.get("tasks"), dict):
+        raise ExportError(f"{path}: field 'tasks' is missing or not a mapping")
+    if manifest.get("suite_version") != SUITE_VERSION:
+        raise ExportError(
+            f"{path}: an export of suite {manifest.get('suite_version')!r}; this is suite {SUITE_VERSION!r}: "
+            "export the current suite"
+        )
+    return manifest
+
+
+def _read_export(task: Task, directory: Path, manifest: dict[str, Any]) -> tuple[EvalSet, str]:
+    """The task's set from the export, checked against the manifest's SHA-256 and both fingerprints."""
+    name = task.spec.name
+    entry = manifest["tasks"].get(name)
+    if not isinstance(entry, dict):
+        raise ExportError(f"{directory / MANIFEST}: the export has no evaluation set of task {name}")
+    file = entry.get("file")
+    if not isinstance(file, str) or Path(file).name != file:
+        raise ExportError(f"{directory / MANIFEST}: tasks[{name!r}].file is {file!r}, not a file name in the folder")
+    path = directory / file
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read: {exc}") from None
+    if digest != entry.get("sha256"):
+        raise ExportError(
+            f"{path}: SHA-256 {digest[:16]}... is not the manifest's {str(entry.get('sha256'))[:16]}...: "
+            "the file was changed or damaged"
+        )
+    try:
+        data = EvalSet.from_tensors(load_file(path))
+    except (SafetensorError, KeyError) as exc:
+        raise ExportError(f"{path}: not an evaluation set: {exc}") from None
+    fingerprint, expected = data.fingerprint(), FINGERPRINTS.get(name)
+    if fingerprint != entry.get("fingerprint") or fingerprint != expected:
+        raise ExportError(
+            f"{path}: the data's fingerprint {fingerprint[:16]}... is not both the manifest's "
+            f"{str(entry.get('fingerprint'))[:16]}... and the suite's {str(expected)[:16]}... for {name}"
+        )
+    return data, fingerprint
+
+
+def use_export(directory: Path | None, tasks: Iterable[Task] = ()) -> None:
+    """Read evaluation sets from the export in `directory` from now on (None: generate them again).
+
+    The manifest and the sets of `tasks` are verified now, so that a bad export fails before
+    anything runs: `ExportError` says what is wrong, and the export is then not used.
+    """
+    global _export
+    _memory.clear()
+    _export = None
+    if directory is None:
+        return
+    _export = (directory, _read_manifest(directory))
+    try:
+        for task in tasks:
+            eval_set(task)
+    except ExportError:
+        use_export(None)
+        raise
+
+
+def export_in_use() -> Path | None:
+    """The export folder evaluation sets are read from, or None when they are generated."""
+    return None if _export is None else _export[0]

@@ -1,8 +1,9 @@
-"""The `iclbench` command line: `run`, `list`."""
+"""The `iclbench` command line: `run`, `list`, `export`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from iclbench import tasks as task_registry
 from iclbench import training
 from iclbench import leaderboard, submission
 from iclbench.alignment import load_references
-from iclbench.cache import eval_set
+from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.plugins import PluginError, load_model
+from iclbench.provenance import provenance
 from iclbench.results import ResultsError, slug
 from iclbench.runner import RunConfig, resolve_device, run
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
@@ -51,9 +53,20 @@ def summary_table(doc: dict[str, Any]) -> str:
     return tabulate(rows, headers, disable_numparse=True)
 
 
+def mismatch_advice(names: list[str]) -> str:
+    """What a fingerprint mismatch means for the tasks `names`, and what to do about it."""
+    return (
+        f"the evaluation data generated on this machine for {', '.join(names)} do not match the suite's "
+        f"fingerprints, so results on them are not eligible for the leaderboard: {USE_AN_EXPORT}, "
+        "and report this machine's provenance in an issue"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         selected = task_registry.select(args.tasks)
+        if args.data:
+            use_export(args.data, selected)
         resolve_device(args.device)
         loaded = load_model(args.model)
         references = load_references(args.align or [], resolve_device(args.device))
@@ -73,17 +86,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
     for message in failed:
         print(f"error: {message}", file=sys.stderr)
+    if doc["run"]["data_mismatch"]:
+        print(f"warning: {mismatch_advice(doc['run']['data_mismatch'])} (run.provenance in {out})", file=sys.stderr)
     print(f"results written to {out}")
     return 1 if failed else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = []
+    if args.data and not args.verify:
+        print("iclbench list: --data only applies with --verify", file=sys.stderr)
+        return 2
+    if args.data:
+        try:
+            use_export(args.data, task_registry.TASKS.values())
+        except ExportError as exc:
+            print(f"iclbench list: {exc}", file=sys.stderr)
+            return 2
+    rows, mismatched = [], []
     for task in task_registry.TASKS.values():
         s = task.spec
         fingerprint = FINGERPRINTS.get(s.name, "")
         if args.verify:
             actual = eval_set(task)[1]
+            if actual != fingerprint:
+                mismatched.append(s.name)
             fingerprint = f"{fingerprint[:16]} {'ok' if actual == fingerprint else 'MISMATCH ' + actual[:16]}"
         lengths = ", ".join(f"{n}*" if n == s.nominal else str(n) for n in s.lengths)
         params = ", ".join(f"{k}={v}" for k, v in s.params.items())
@@ -91,7 +117,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     headers = ["task", "d", "prompt lengths (nominal*)", "prompts", "queries", "noise", "parameters", "fingerprint"]
     print(f"suite {SUITE_VERSION}")
     print(tabulate(rows, headers, disable_numparse=True))
+    if not mismatched:
+        return 0
+    print("provenance of this machine (paste it into the report):")
+    print(json.dumps(provenance(), indent=1))
+    print(f"iclbench list: {mismatch_advice(mismatched)}", file=sys.stderr)
+    return 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    every = list(task_registry.TASKS.values())
+    if args.data:
+        try:
+            use_export(args.data, every)
+        except ExportError as exc:
+            print(f"iclbench export: {exc}", file=sys.stderr)
+            return 2
+    try:
+        write_export(args.folder, every)
+    except ExportError as exc:
+        print(f"iclbench export: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.folder}: the {len(every)} evaluation sets of suite {SUITE_VERSION}, verified, with manifest.json")
     return 0
+
+
+DATA_HELP = "read the evaluation sets from this export (`iclbench export`), verified, instead of generating them"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,11 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--align", nargs="+", metavar="BASELINE",
                    help="store the cosine similarity of per-layer residuals with these baselines' steps (e.g. gd newton)")
+    p.add_argument("--data", type=Path, metavar="DIR", help=DATA_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="list the tasks with their fingerprints")
     p.add_argument("--verify", action="store_true", help="generate every evaluation set and check its fingerprint")
+    p.add_argument("--data", type=Path, metavar="DIR", help="with --verify: " + DATA_HELP)
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="write every evaluation set, verified, as safetensors files with a manifest")
+    p.add_argument("folder", type=Path, metavar="DIR", help="folder to write (created if needed)")
+    p.add_argument("--data", type=Path, metavar="DIR", help="re-export a verified export instead of generating")
+    p.set_defaults(func=cmd_export)
     submission.add_parser(sub)
     leaderboard.add_parser(sub)
     training.add_parser(sub)

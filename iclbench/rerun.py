@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from iclbench import tasks as task_registry
+from iclbench.cache import USE_AN_EXPORT
 from iclbench.plugins import PluginError, load_model
 from iclbench.runner import RunConfig, run
+from iclbench.tasks import FINGERPRINTS
 
 TOL_DB = 0.1
 FLOOR_DB = -60.0
@@ -77,10 +79,33 @@ def compare_task(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[st
     return problems
 
 
+def check_rerun_data(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Whether a task was re-run on the suite's data and on the data of the submitted results."""
+    fingerprint = new.get("fingerprint")
+    if fingerprint is None:  # not scored: nothing was read
+        return []
+    if fingerprint != FINGERPRINTS.get(name):
+        return [
+            f"{name}: the re-run's evaluation set has fingerprint {fingerprint[:16]}..., not the suite's "
+            f"{str(FINGERPRINTS.get(name))[:16]}...: this machine does not reproduce the suite's data, so nothing "
+            f"was compared; {USE_AN_EXPORT}, and report this machine's provenance (`iclbench list --verify`)"
+        ]
+    if old.get("fingerprint") not in (None, fingerprint):
+        return [
+            f"{name}: the re-run's evaluation set has fingerprint {fingerprint[:16]}..., results.json has "
+            f"{str(old.get('fingerprint'))[:16]}...: the results were scored on other data"
+        ]
+    return []
+
+
 def rerun_and_compare(
     model_file: Path, submitted: dict[str, Any], patterns: list[str] | None, batch_size: int = 512
 ) -> list[str]:
-    """Score the model of `model_file` on the CPU and list every metric that differs from `submitted`."""
+    """Score the model of `model_file` on the CPU and list every metric that differs from `submitted`.
+
+    A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such
+    and its metrics are not compared.
+    """
     try:
         loaded = load_model(str(model_file))
         chosen = task_registry.select(patterns)
@@ -93,5 +118,6 @@ def rerun_and_compare(
         if k in ("name", "file_sha256", "checkpoint_sha256") and v != submitted["model"].get(k)
     ]
     for name, entry in fresh["tasks"].items():
-        problems += compare_task(name, submitted["tasks"][name], entry)
+        old = submitted["tasks"][name]
+        problems += check_rerun_data(name, old, entry) or compare_task(name, old, entry)
     return problems

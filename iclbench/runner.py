@@ -16,8 +16,9 @@ from tqdm import tqdm
 import iclbench
 from iclbench import alignment, metrics, results
 from iclbench.api import Batch, Prediction
-from iclbench.cache import eval_set
+from iclbench.cache import eval_set, export_in_use
 from iclbench.plugins import LoadedModel, sha256_file
+from iclbench.provenance import cpu_model, provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, EvalSet, Task, TaskSpec
 
 
@@ -212,7 +213,7 @@ def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
         "model": model_info(loaded),
         "run": {
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
             "dtype": cfg.dtype,
             "batch_size": cfg.batch_size,
             "prompts": cfg.prompts,
@@ -220,6 +221,9 @@ def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
             "torch_version": torch.__version__,
             "python_version": sys.version.split()[0],
             "platform": platform.platform(),
+            "provenance": provenance(),
+            "data_export": None if (export := export_in_use()) is None else str(export),
+            "data_mismatch": [],
             "started": _now(),
             "finished": None,
         },
@@ -228,10 +232,10 @@ def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
 
 
 def reusable(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """Tasks of `previous` that a resumed run may keep: same model files, suite and settings."""
+    """Tasks of `previous` (of the same suite) that a resumed run may keep: same model files and settings."""
     same_model = all(previous["model"].get(k) == v for k, v in fresh["model"].items() if k != "source")
     same_run = all(previous["run"].get(k) == fresh["run"][k] for k in ("dtype", "prompts", "device"))
-    if not (same_model and same_run and previous["suite_version"] == fresh["suite_version"]):
+    if not (same_model and same_run):
         return {}
     return {
         name: entry
@@ -253,17 +257,23 @@ def run(
 
     A failure in `setup` or in one task is recorded and the other tasks still run.
     With `resume`, finished tasks of an existing file at `out` for the same model and
-    settings are kept rather than re-run. `references`: set-up baselines to align with (see `run_task`).
+    settings are kept rather than re-run; a file of another suite version raises `ResultsError`.
+    `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
+    `references`: set-up baselines to align with (see `run_task`).
     """
+    previous = results.read(out) if resume and out is not None and out.exists() else None
+    if previous is not None and previous["suite_version"] != SUITE_VERSION:
+        raise results.ResultsError(
+            f"{out} was made on suite {previous['suite_version']!r}; this is suite {SUITE_VERSION!r}: "
+            "re-run without --resume, or into another --out"
+        )
     setup_error = None
     try:
         loaded.model.setup(cfg.torch_device())
     except Exception as exc:
         setup_error = f"setup raised {type(exc).__name__}: {exc}"
     doc = new_results(loaded, cfg)
-    kept: dict[str, Any] = {}
-    if resume and out is not None and out.exists():
-        kept = reusable(results.read(out), doc)
+    kept = reusable(previous, doc) if previous is not None else {}
     for task in tasks:
         name = task.spec.name
         if name in kept:
@@ -272,6 +282,8 @@ def run(
             doc["tasks"][name] = {"status": "failed", "spec": task.spec.to_dict(), "error": f"{name}: {setup_error}"}
         else:
             doc["tasks"][name] = run_task(loaded, task, cfg, progress, references)
+        if doc["tasks"][name].get("fingerprint_ok") is False:
+            doc["run"]["data_mismatch"].append(name)
         if out is not None:
             results.write(out, doc)
     doc["run"]["finished"] = _now()

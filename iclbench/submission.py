@@ -18,8 +18,9 @@ from typing import Any, Callable
 import yaml
 
 from iclbench import checkpoint, results
+from iclbench.cache import USE_AN_EXPORT, ExportError, use_export
 from iclbench.plugins import sha256_file
-from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS
+from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, UnknownTaskError, select
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
 """A submission id (its folder's name): 3-64 lowercase letters, digits and hyphens, no hyphen at either end."""
@@ -213,7 +214,8 @@ def check_results(doc: dict[str, Any], where: str) -> list[str]:
             if entry.get("fingerprint") != FINGERPRINTS[name]:
                 problems.append(
                     f"{where}: tasks[{name!r}].fingerprint {str(entry.get('fingerprint'))[:16]}... "
-                    f"is not the suite's {FINGERPRINTS[name][:16]}...: the evaluation set differs"
+                    f"is not the suite's {FINGERPRINTS[name][:16]}...: scored on other evaluation data; re-run and "
+                    f"{USE_AN_EXPORT}"
                 )
             if entry.get("n_prompts") != task.spec.n_prompts:
                 problems.append(
@@ -320,9 +322,16 @@ def validate(
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    if args.tasks and not args.rerun:
-        print("iclbench validate: --tasks only applies with --rerun", file=sys.stderr)
-        return 2
+    for flag, given in (("--tasks", args.tasks), ("--data", args.data)):
+        if given and not args.rerun:
+            print(f"iclbench validate: {flag} only applies with --rerun", file=sys.stderr)
+            return 2
+    if args.data:
+        try:
+            use_export(args.data, select(args.tasks))
+        except (ExportError, UnknownTaskError) as exc:
+            print(f"iclbench validate: {exc}", file=sys.stderr)
+            return 2
     failed = 0
     for folder in args.folders:
         problems = validate(folder, args.rerun, args.tasks, args.batch_size)
@@ -345,4 +354,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerun", action="store_true", help="score the model again on the CPU and compare every metric")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="with --rerun: re-run only these tasks (default: all)")
     p.add_argument("--batch-size", type=int, default=512, help="with --rerun: prompts per predict call")
+    p.add_argument(
+        "--data", type=Path, metavar="DIR", help="with --rerun: read the evaluation sets from this verified export"
+    )
     p.set_defaults(func=cmd_validate)
