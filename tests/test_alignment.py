@@ -86,7 +86,7 @@ def test_hand_built_lsa_aligns_with_gd_step_k_at_layer_k() -> None:
     entry = doc["tasks"]["linear/kappa1"]
     assert entry["status"] == "ok" and set(entry["alignment"]) == {"gd"}  # gp-posterior is for kernel tasks
     gd = entry["alignment"]["gd"]
-    assert gd["n"] == 20 and gd["closest_step"] == [1, 2, 3, 4]
+    assert gd["n"] == 40 and gd["closest_step"] == [1, 2, 3, 4]
     assert len(gd["cosine"]) == LAYERS and len(gd["cosine"][0]) == 1024
     for k in range(LAYERS):
         assert gd["cosine"][k][k] == pytest.approx(1.0, abs=1e-5)
@@ -101,8 +101,8 @@ def test_cli_align_writes_the_matrix(tmp_path, capsys) -> None:
     assert code == 0
     entry = json.loads((tmp_path / "newton.json").read_text())["tasks"]["linear/kappa1"]
     newton3 = entry["alignment"]["newton3"]
-    layers = len(entry["lengths"]["20"]["steps_rel_err_db"])  # newton's steps play the model's layers
-    assert newton3["n"] == 20 and len(newton3["cosine"]) == layers == len(newton3["closest_step"])
+    layers = len(entry["lengths"]["40"]["steps_rel_err_db"])  # newton's steps play the model's layers
+    assert newton3["n"] == 40 and len(newton3["cosine"]) == layers == len(newton3["closest_step"])
     ref_steps = len(newton3["cosine"][0])
     assert ref_steps > 1 and all(len(row) == ref_steps for row in newton3["cosine"])
     assert all(1 <= s <= ref_steps for s in newton3["closest_step"])

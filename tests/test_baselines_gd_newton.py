@@ -115,10 +115,10 @@ def test_tuned_steps_are_stable_on_fresh_prompts() -> None:
     for task in select(["linear", "logistic", "kernel"]):
         spec = task.spec
         for n in spec.lengths:
-            draw = task.family.draw(spec, task.train_generator(tune_gd.TUNING_SEED + 1), 256, n, 1)
-            batch = Batch(spec, draw.x, draw.y, draw.x_query)
+            generator = task.train_generator(tune_gd.TUNING_SEED + 1)
+            batch = task.sample(256, n, generator, n_queries=1, dtype=torch.float64).batch
             top = float(tune_gd.smoothness(batch).max())
-            x = draw.x[int(tune_gd.smoothness(batch).argmax())].numpy()
+            x = batch.x[int(tune_gd.smoothness(batch).argmax())].numpy()
             if spec.family == "kernel":
                 ref = np.linalg.eigvalsh(np_gram(x, x, spec.params["kernel"])).max() / n
             else:

@@ -12,7 +12,7 @@ import torch
 
 from iclbench import findings, results
 from iclbench.models import gd_lsa
-from iclbench.tasks import EvalSet, get
+from iclbench.tasks import SUITE_VERSION, EvalSet, get
 
 
 def task_entry(task: str, curves: dict[int, list[float]], alignment: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def task_entry(task: str, curves: dict[int, list[float]], alignment: dict[str, A
 
 def write_doc(path: Path, name: str, tasks: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema_version": results.SCHEMA_VERSION, "iclbench_version": "test", "suite_version": "v1",
+    doc = {"schema_version": results.SCHEMA_VERSION, "iclbench_version": "test", "suite_version": SUITE_VERSION,
            "model": {"name": name}, "run": {}, "tasks": tasks}
     results.write(path, doc)
 
@@ -36,16 +36,16 @@ def synthetic(tmp_path: Path) -> tuple[Path, Path]:
     subs, base = tmp_path / "submissions", tmp_path / "baselines"
     gd = [-1.0 * k for k in range(1, 101)]  # 1 dB per step
     newton = [-4.0 * k for k in range(1, 11)]  # 4 dB per step
-    align = {"gd": {"n": 20, "cosine": [[0.2, 0.9, 0.5], [0.1, 0.3, 0.95]], "closest_step": [2, 3]}}
+    align = {"gd": {"n": 40, "cosine": [[0.2, 0.9, 0.5], [0.1, 0.3, 0.95]], "closest_step": [2, 3]}}
     write_doc(subs / "lsa-4l-kappa100" / "results.json", "lsa-4l-kappa100",
-              {"linear/kappa100": task_entry("linear/kappa100", {20: [-3.0, -6.0, -9.0, -12.0]}, align)})
+              {"linear/kappa100": task_entry("linear/kappa100", {40: [-3.0, -6.0, -9.0, -12.0]}, align)})
     looped = next(iter(findings.Q3_MODELS))
     write_doc(subs / looped / "results.json", looped,
               {t: task_entry(t, {10: [-2.0, -5.0]}) for t in findings.Q3_TASKS})
     for name, err in (("kernel-relu-attn-relu", -5.0), ("kernel-relu-attn-linear", -2.0)):
         write_doc(subs / name / "results.json", name, {"kernel/relu": task_entry("kernel/relu", {14: [-1.0, err]})})
-    write_doc(base / "gd.json", "gd", {"linear/kappa100": task_entry("linear/kappa100", {20: gd})})
-    write_doc(base / "newton.json", "newton", {"linear/kappa100": task_entry("linear/kappa100", {20: newton})})
+    write_doc(base / "gd.json", "gd", {"linear/kappa100": task_entry("linear/kappa100", {40: gd})})
+    write_doc(base / "newton.json", "newton", {"linear/kappa100": task_entry("linear/kappa100", {40: newton})})
     write_doc(base / "ista.json", "ista", {"lasso/fixed": task_entry("lasso/fixed", {10: [-1.0, -1.5, -9.0]})})
     return subs, base
 
@@ -74,7 +74,7 @@ def test_build_on_synthetic_results(synthetic: tuple[Path, Path], tmp_path: Path
     assert numbers["q4"]["best_on_own_task"] == {"kernel/exp": None, "kernel/relu": "kernel-relu-attn-relu"}
     assert numbers["q4"]["per_layer_db"]["kernel/relu"]["kernel-relu-attn-linear"] == [-1.0, -2.0]
     q5 = numbers["q5"]["lsa-4l-kappa100 | linear/kappa100 | gd"]
-    assert q5 == {"n": 20, "closest_step": [2, 3], "best_cosine": [0.9, 0.95]}
+    assert q5 == {"n": 40, "closest_step": [2, 3], "best_cosine": [0.9, 0.95]}
     for name in ("q1_one_layer", "q2_depth", "q3_lasso", "q4_kernel", "q5_alignment"):
         assert (out / f"{name}.png").stat().st_size > 1000
 

@@ -12,7 +12,7 @@ from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.cli import main
 from iclbench.leaderboard import LeaderboardError, build, check, load_entries, rank
-from iclbench.tasks import TASKS
+from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
 
@@ -32,8 +32,8 @@ def write_baselines(folder: Path, *docs: dict) -> Path:
 def test_ranking_rule(tmp_path: Path) -> None:
     no_nominal = results_doc("f", every(-10.0))
     kappa1 = no_nominal["tasks"]["linear/kappa1"]
-    kappa1["unsupported_lengths"] = [20]
-    del kappa1["lengths"]["20"]
+    kappa1["unsupported_lengths"] = [40]
+    del kappa1["lengths"]["40"]
     docs = [
         results_doc("a", every(-10.0)),
         results_doc("b", {n: -20.0 for n, fam in FAMILY.items() if fam == "linear"}),
@@ -135,7 +135,7 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     mine = [r for r in rows if r["model"] == "tiny-gd"]
     n_lengths = sum(len(t.spec.lengths) for t in TASKS.values())
     assert len(mine) == 2 * n_lengths  # rel_err and rel_err_db at every length of every task
-    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "20" and r["metric"] == "rel_err_db"]
+    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40" and r["metric"] == "rel_err_db"]
     assert float(kappa1[0]["value"]) == -15.0 and kappa1[0]["nominal"] == "True"
     steps = [r for r in rows if r["model"] == "iter" and r["metric"] == "steps_rel_err_db"]
     assert len(steps) == 15 * n_lengths
@@ -143,7 +143,7 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
 
     summary = json.loads((out / "leaderboard.json").read_text())
     assert [m["name"] for m in summary["models"]] == names
-    assert summary["suite_version"] == "v1" and summary["models"][2]["meta"]["name"] == "tiny-gd"
+    assert summary["suite_version"] == SUITE_VERSION and summary["models"][2]["meta"]["name"] == "tiny-gd"
 
     plots = {p.name for p in (out / "plots").iterdir()}
     assert {f"task-{t.replace('/', '--')}.svg" for t in TASKS} <= plots
@@ -157,7 +157,7 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     assert page.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt; GD" in page
     assert "iclbench validate " in page and "submissions/tiny-gd --rerun" in page
     assert "iclbench run --model iter --out" in page
-    assert "Ranking rule" in page and "v1" in page and summary["built"] in page
+    assert "Ranking rule" in page and SUITE_VERSION in page and summary["built"] in page
     assert "http://" not in page.replace('"http://www.w3.org', "") and "<link" not in page
 
 

@@ -12,6 +12,7 @@ import torch
 from iclbench import metrics, results, tasks
 from iclbench.cache import eval_set
 from iclbench.plugins import load_model
+from iclbench.tasks import SUITE_VERSION
 from iclbench.runner import RunConfig, run
 
 LINEAR = tasks.select(["linear/kappa1", "linear/kappa100"])
@@ -95,7 +96,7 @@ def test_results_file_records_the_run(tmp_path: Path) -> None:
     out = tmp_path / "ridge.json"
     run(load_model("ridge"), tasks.select(["linear/kappa1", "logistic/kappa1"]), RunConfig(prompts=128), out)
     doc = results.read(out)
-    assert doc["schema_version"] == results.SCHEMA_VERSION and doc["suite_version"] == "v1"
+    assert doc["schema_version"] == results.SCHEMA_VERSION and doc["suite_version"] == SUITE_VERSION
     assert doc["model"]["name"] == "ridge" and len(doc["model"]["file_sha256"]) == 64
     assert doc["run"]["limited"] is True and doc["run"]["prompts"] == 128 and doc["run"]["finished"]
     entry = doc["tasks"]["linear/kappa1"]

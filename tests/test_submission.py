@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from iclbench.cli import main
 from iclbench.plugins import sha256_file
 from iclbench.submission import ID_RE, validate
+from iclbench.tasks import SUITE_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_truncated_safetensors(sub: Path) -> None:
 
 def test_results_from_another_suite_version(sub: Path) -> None:
     edit_results(sub, lambda d: d.update(suite_version="v0"))
-    only(validate(sub), "made on suite 'v0'; this is suite 'v1'")
+    only(validate(sub), f"made on suite 'v0'; this is suite {SUITE_VERSION!r}")
 
 
 def test_results_schema_fingerprint_and_limited(sub: Path) -> None:
