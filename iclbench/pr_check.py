@@ -198,7 +198,8 @@ def extract(repo: Path, head: str, sub_id: str, dest: Path) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m iclbench.pr_check`."""
     parser = argparse.ArgumentParser(
         prog="python -m iclbench.pr_check",
         description="Check that a pull request changes exactly one submissions/<id>/ folder; print it.",
@@ -207,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", required=True, help="the pull request's head (or merge) commit")
     parser.add_argument("--repo", type=Path, default=Path("."), help="the git checkout holding both commits")
     parser.add_argument("--extract", type=Path, metavar="DIR", help="write the submission's files to DIR/<id>/")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         sub_id, reasons, notes = judge(args.repo, args.base, args.head)
         if sub_id is not None and args.extract:
