@@ -8,18 +8,25 @@ against its declared SHA-256.
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import struct
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from iclbench.plugins import sha256_file
+from iclbench.untrusted import UntrustedError, load_yaml, parse_json
 
-MAX_HEADER_BYTES = 100 * 2**20
-"""Largest safetensors JSON header accepted (the safetensors library's own limit)."""
+MAX_HEADER_BYTES = 2**20
+"""Largest safetensors JSON header accepted (room for thousands of tensors)."""
+MAX_RANK = 8
+"""Most dimensions a checkpoint tensor may have."""
+MAX_YAML_BYTES = 64 * 2**10
+"""Largest submission.yaml read."""
+MAX_FILE_BYTES = 50 * 2**20
+"""Largest checkpoint in a submission's folder; a larger one goes on the Hugging Face Hub."""
+MAX_HUB_BYTES = 2 * 2**30
+"""Largest checkpoint on the Hub."""
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 DTYPE_BYTES = {
@@ -58,15 +65,15 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def check_safetensors(path: str | Path) -> dict[str, Any]:
-    """Parse and check a safetensors file's header without loading any tensor; return the header.
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
-    Only the 8-byte header length and the JSON header are read: nothing is unpickled or
-    executed. Every tensor's dtype, shape and byte range must be consistent and cover
-    the data section exactly.
-    """
-    path = Path(path)
+
+def _header(path: Path, max_bytes: int) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header of a safetensors file and the size of its data section, within the limits."""
     size = path.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
     with open(path, "rb") as fh:
         head = fh.read(8)
         kind = _sniff(head)
@@ -76,39 +83,63 @@ def check_safetensors(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise CheckpointError(f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file)")
+            raise CheckpointError(
+                f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file "
+                f"or is over the {MAX_HEADER_BYTES}-byte limit)"
+            )
         raw = fh.read(n)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {exc})") from None
+        header = parse_json(raw)
+    except UntrustedError as exc:
+        raise CheckpointError(f"{path}: not a safetensors file (header {exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    data_bytes = size - 8 - n
-    spans = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not (
-            isinstance(info, dict)
-            and info.get("dtype") in DTYPE_BYTES
-            and isinstance(info.get("shape"), list)
-            and isinstance(info.get("data_offsets"), list)
-            and len(info["data_offsets"]) == 2
-        ):
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry")
-        start, end = info["data_offsets"]
-        count = 1
-        for dim in info["shape"]:
-            count *= dim
-        if not (0 <= start <= end <= data_bytes) or end - start != count * DTYPE_BYTES[info["dtype"]]:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} has byte range {start}-{end}, inconsistent with its "
-                f"{info['dtype']} shape {info['shape']} or the file's {data_bytes} data bytes"
-            )
-        spans.append((start, end))
+    return header, size - 8 - n
+
+
+def _span(path: Path, name: str, info: Any, data_bytes: int) -> tuple[int, int]:
+    """The checked byte range of one tensor's header entry."""
+    if not (isinstance(info, dict) and sorted(info) == ["data_offsets", "dtype", "shape"]):
+        raise CheckpointError(f"{path}: tensor {name!r}: header entry must have exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise CheckpointError(f"{path}: tensor {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
+    if not (isinstance(shape, list) and len(shape) <= MAX_RANK and all(map(_int, shape))):
+        raise CheckpointError(
+            f"{path}: tensor {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers, got {shape!r}"[
+                :300
+            ]
+        )
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_int, offsets))):
+        raise CheckpointError(f"{path}: tensor {name!r}: data_offsets must be two non-negative integers, got {offsets!r}")
+    start, end = offsets
+    if not start <= end <= data_bytes or end - start != math.prod(shape) * DTYPE_BYTES[dtype]:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has byte range {start}-{end}, inconsistent with its "
+            f"{dtype} shape {shape} or the file's {data_bytes} data bytes"
+        )
+    return start, end
+
+
+def check_safetensors(path: str | Path, max_bytes: int) -> dict[str, Any]:
+    """Parse and check a safetensors file's header without loading any tensor; return the header.
+
+    The file's size (from `stat`) must be at most `max_bytes`, before anything is read;
+    then only the 8-byte little-endian header length and the JSON header (at most
+    `MAX_HEADER_BYTES`, nested at most `untrusted.MAX_DEPTH` deep) are read: nothing is
+    unpickled or executed. `__metadata__` must map strings to strings; every tensor's
+    dtype must be one of `DTYPE_BYTES`, its shape a list of non-negative integers, its
+    data_offsets two integers consistent with dtype and shape, and the tensors' byte
+    ranges must cover the data section exactly, without gaps or overlaps.
+    """
+    path = Path(path)
+    header, data_bytes = _header(path, max_bytes)
+    meta = header.get("__metadata__", {})
+    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
+    spans = sorted(_span(path, name, info, data_bytes) for name, info in header.items() if name != "__metadata__")
     covered = 0
-    for start, end in sorted(spans):
+    for start, end in spans:
         if start != covered:
             raise CheckpointError(f"{path}: tensor data is not contiguous (gap or overlap at byte {start})")
         covered = end
@@ -158,12 +189,14 @@ def locate(folder: Path, declared: dict[str, Any]) -> Path:
     return hub_download(str(declared["repo_id"]), str(declared["filename"]), str(declared["revision"]))
 
 
-def verify(path: Path, sha256: str, max_bytes: int | None = None) -> None:
+def max_bytes(declared: dict[str, Any]) -> int:
+    """The size limit of the checkpoint `declared`: `MAX_FILE_BYTES` in the folder, `MAX_HUB_BYTES` on the Hub."""
+    return MAX_FILE_BYTES if "file" in declared else MAX_HUB_BYTES
+
+
+def verify(path: Path, sha256: str, max_bytes: int) -> None:
     """Check that `path` is a safetensors file of at most `max_bytes` whose SHA-256 is `sha256`."""
-    size = path.stat().st_size
-    if max_bytes is not None and size > max_bytes:
-        raise CheckpointError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
-    check_safetensors(path)
+    check_safetensors(path, max_bytes)
     actual = sha256_file(path)
     if actual != sha256:
         raise CheckpointError(f"{path}: SHA-256 is {actual}, but submission.yaml declares {sha256}")
@@ -178,11 +211,11 @@ def resolve(model_file: str | Path) -> Path:
     folder = Path(model_file).resolve().parent
     meta_path = folder / "submission.yaml"
     try:
-        meta = yaml.safe_load(meta_path.read_text())
+        meta = load_yaml(meta_path, MAX_YAML_BYTES)
         declared = meta["checkpoint"]
         sha256 = declared["sha256"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (OSError, UntrustedError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{meta_path}: cannot read the checkpoint declaration: {exc}") from None
     path = locate(folder, declared)
-    verify(path, str(sha256))
+    verify(path, str(sha256), max_bytes(declared))
     return path

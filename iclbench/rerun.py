@@ -1,10 +1,18 @@
 """Re-running a submitted model and comparing every metric with its results file.
 
 Tolerances: the evaluation sets and the bootstrap are fixed-seed, so a re-run differs
-only by floating-point round-off (another device, another BLAS, batch size). Errors in
-dB (`rel_err`, `recovery` and their 90% intervals, `steps_rel_err_db`) must agree within
-`TOL_DB`, except that two values both below `FLOOR_DB` count as equal (float32 round-off
-territory); error rates and their intervals within `TOL_RATE`.
+only by floating-point round-off (another device, another BLAS, batch size). Every
+number a metric holds is compared: errors in dB (`rel_err`, `recovery` and their 90%
+intervals, `steps_rel_err_db`) and the ratios they are made from (`value`, `ci90`, in
+dB) must agree within `TOL_DB`, or differ by at most the run's dtype round-off floor
+`ROUNDOFF[dtype]` in linear terms (so two values both below the floor count as equal);
+error rates and their intervals agree within `TOL_RATE`.
+
+The round-off floor is eps², eps the dtype's machine epsilon: a prediction carries a
+relative round-off of at least eps, so a relative squared error below eps² (-138.5 dB
+in float32, -313 dB in float64, that is below the -300 dB reporting floor) is
+round-off, not a property of the model. Above it, nothing is left unchecked: -150 dB
+claimed against -88 dB re-run is a difference.
 """
 
 from __future__ import annotations
@@ -12,40 +20,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from iclbench import tasks as task_registry
 from iclbench.cache import USE_AN_EXPORT
+from iclbench.metrics import db
 from iclbench.plugins import PluginError, load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import FINGERPRINTS
 
 TOL_DB = 0.1
-FLOOR_DB = -60.0
 TOL_RATE = 0.002
+ROUNDOFF = {dtype: float(torch.finfo(getattr(torch, dtype)).eps) ** 2 for dtype in ("float32", "float64")}
+"""The round-off floor of a relative squared error computed in each dtype: eps²."""
 
 
-def _db_close(a: float, b: float) -> bool:
-    return abs(a - b) <= TOL_DB or (a <= FLOOR_DB and b <= FLOOR_DB)
+def _db_close(a: float, b: float, dtype: str) -> bool:
+    """Whether two errors in dB agree: within `TOL_DB`, or within the dtype's round-off floor in linear terms."""
+    return abs(a - b) <= TOL_DB or (max(a, b) < 0 and abs(10 ** (a / 10) - 10 ** (b / 10)) <= ROUNDOFF[dtype])
 
 
-def _pairs(metric: str, old: Any, new: Any) -> list[tuple[str, float, float, bool]]:
+def _pairs(metric: str, old: Any, new: Any, dtype: str) -> list[tuple[str, float, float, bool]]:
     """(what, old, new, close) for every number of one metric."""
     if metric in ("rel_err", "recovery"):
-        values = [("db", old["db"], new["db"])] + [
-            (f"ci90_db[{i}]", old["ci90_db"][i], new["ci90_db"][i]) for i in (0, 1)
+        values = [
+            ("db", old["db"], new["db"]),
+            ("value", db(old["value"]), db(new["value"])),
+            *[(f"ci90_db[{i}]", old["ci90_db"][i], new["ci90_db"][i]) for i in (0, 1)],
+            *[(f"ci90[{i}]", db(old["ci90"][i]), db(new["ci90"][i])) for i in (0, 1)],
         ]
-        return [(w, a, b, _db_close(a, b)) for w, a, b in values]
+        return [(w, a, b, _db_close(a, b, dtype)) for w, a, b in values]
     if metric == "error_rate":
         values = [("value", old["value"], new["value"])] + [
             (f"ci90[{i}]", old["ci90"][i], new["ci90"][i]) for i in (0, 1)
         ]
         return [(w, a, b, abs(a - b) <= TOL_RATE) for w, a, b in values]
     if metric == "steps_rel_err_db":
-        return [(f"[{k}]", a, b, _db_close(a, b)) for k, (a, b) in enumerate(zip(old, new))]
+        return [(f"[{k}]", a, b, _db_close(a, b, dtype)) for k, (a, b) in enumerate(zip(old, new))]
     raise KeyError(metric)
 
 
-def compare_task(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Differences between a task's submitted entry and its re-run, beyond the tolerances."""
+def compare_task(name: str, old: dict[str, Any], new: dict[str, Any], dtype: str) -> list[str]:
+    """Differences between a task's submitted entry and its re-run in `dtype`, beyond the tolerances."""
     if old["status"] != new["status"]:
         extra = f": {new['error']}" if new.get("error") else ""
         return [f"{name}: status {old['status']!r} in results.json, {new['status']!r} on re-run{extra}"]
@@ -67,7 +83,7 @@ def compare_task(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[st
                 )
                 continue
             try:
-                pairs = _pairs(metric, submitted[metric], metrics[metric])
+                pairs = _pairs(metric, submitted[metric], metrics[metric], dtype)
             except KeyError:
                 problems.append(f"{name} n={n}: metric {metric!r} cannot be compared (unknown to this iclbench)")
                 continue
@@ -119,5 +135,5 @@ def rerun_and_compare(
     ]
     for name, entry in fresh["tasks"].items():
         old = submitted["tasks"][name]
-        problems += check_rerun_data(name, old, entry) or compare_task(name, old, entry)
+        problems += check_rerun_data(name, old, entry) or compare_task(name, old, entry, submitted["run"]["dtype"])
     return problems

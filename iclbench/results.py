@@ -8,10 +8,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "unsupported")
+MAX_INT = 2**53
+"""Largest integer accepted in a results file (exactly representable as a float)."""
 
 
 class ResultsError(ValueError):
@@ -64,8 +66,165 @@ def read(path: str | Path) -> dict[str, Any]:
     return results
 
 
+def shown(v: Any) -> str:
+    """A value as a message shows it: its type and its (shortened) repr."""
+    text = repr(v)
+    return f"{type(v).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _is_number(v: Any) -> bool:
+    """A finite JSON number: an int or float, not a bool, NaN, Infinity or an int beyond float range."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return abs(v) <= MAX_INT if isinstance(v, int) else math.isfinite(v)
+
+
+def _need(ok: bool, where: str, what: str, value: Any) -> None:
+    if not ok:
+        raise ResultsError(f"{where} must be {what}, got {shown(value)}")
+
+
+def _interval(v: Any, where: str, lowest: float | None = None, highest: float | None = None) -> None:
+    _need(isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)), where, "a list of 2 finite numbers", v)
+    _need(v[0] <= v[1], where, "an interval [low, high] with low <= high", v)
+    _need(lowest is None or v[0] >= lowest, where, f"an interval within [{lowest}, {highest}]", v)
+    _need(highest is None or v[1] <= highest, where, f"an interval within [{lowest}, {highest}]", v)
+
+
+def _fields(obj: Any, where: str, names: tuple[str, ...]) -> None:
+    _need(isinstance(obj, dict) and sorted(obj) == sorted(names), where, f"an object with fields {', '.join(names)}", obj)
+
+
+def _ratio(m: Any, where: str) -> None:
+    """A ratio metric (`rel_err`, `recovery`): value, db and their 90% intervals."""
+    _fields(m, where, ("value", "db", "ci90", "ci90_db"))
+    _need(_is_number(m["value"]) and m["value"] >= 0, f"{where}.value", "a finite number >= 0", m["value"])
+    _need(_is_number(m["db"]), f"{where}.db", "a finite number", m["db"])
+    _interval(m["ci90"], f"{where}.ci90", lowest=0)
+    _interval(m["ci90_db"], f"{where}.ci90_db")
+
+
+def _rate(m: Any, where: str) -> None:
+    """A rate metric (`error_rate`): value and its 90% interval, within [0, 1]."""
+    _fields(m, where, ("value", "ci90"))
+    _need(_is_number(m["value"]) and 0 <= m["value"] <= 1, f"{where}.value", "a number in [0, 1]", m["value"])
+    _interval(m["ci90"], f"{where}.ci90", lowest=0, highest=1)
+
+
+def _curve(m: Any, where: str) -> None:
+    """A per-step error curve in dB (`steps_rel_err_db`)."""
+    _need(isinstance(m, list) and len(m) > 0, where, "a non-empty list of finite numbers", m)
+    for k, v in enumerate(m):
+        _need(_is_number(v), f"{where}[{k}]", "a finite number", v)
+
+
+METRICS = {"rel_err": _ratio, "recovery": _ratio, "error_rate": _rate, "steps_rel_err_db": _curve}
+"""Every metric a results file may hold per prompt length, with its check."""
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _typed(obj: dict[str, Any], where: str, fields: dict[str, tuple[bool, Callable[[Any], bool], str]]) -> None:
+    """Check the fields of `obj` named in `fields` (required?, predicate, what it must be); others are left alone."""
+    for key, (required, ok, what) in fields.items():
+        if key in obj:
+            _need(ok(obj[key]), f"{where}.{key}", what, obj[key])
+        elif required:
+            raise ResultsError(f"{where}: field {key!r} is missing ({what})")
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _count(least: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and least <= v <= MAX_INT
+
+
+def _optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or ok(v)
+
+
+_SHA = (True, _optional(lambda v: isinstance(v, str) and _HEX64.fullmatch(v) is not None), "64 hex digits or null")
+MODEL_FIELDS = {
+    "name": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "source": (False, _str, "a string"),
+    "class": (False, _str, "a string"),
+    "file_sha256": _SHA,
+    "checkpoint_sha256": _SHA,
+}
+RUN_FIELDS = {
+    "dtype": (True, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+    "device": (True, _str, "a string"),
+    "batch_size": (False, _count(1), "a positive integer"),
+    "prompts": (False, _optional(_count(1)), "a positive integer or null"),
+    "limited": (False, lambda v: isinstance(v, bool), "true or false"),
+    "data_mismatch": (False, lambda v: isinstance(v, list) and all(map(_str, v)), "a list of task names"),
+    **{
+        key: (False, _optional(_str), "a string or null")
+        for key in ("device_name", "torch_version", "python_version", "platform", "started", "finished", "data_export")
+    },
+}
+TASK_FIELDS = {
+    "spec": (True, lambda v: isinstance(v, dict), "an object: the task's definition"),
+    "error": (False, _str, "a string"),
+    "fingerprint": (False, lambda v: isinstance(v, str) and _HEX64.fullmatch(v) is not None, "64 hex digits"),
+    "fingerprint_ok": (False, lambda v: isinstance(v, bool), "true or false"),
+    "n_prompts": (False, _count(1), "a positive integer"),
+    "unsupported_lengths": (False, lambda v: isinstance(v, list) and all(map(_count(1), v)), "a list of lengths"),
+    "seconds": (False, lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
+    "alignment": (False, lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _field(at: str, key: str) -> str:
+    """The path of `key` in the object at `at`: `at.key`, or `at['key']` for keys that are not identifiers."""
+    if re.fullmatch(r"[A-Za-z_]\w*", key, flags=re.ASCII):
+        return f"{at}.{key}" if at else key
+    return f"{at}[{key!r}]"
+
+
+def _every_number_finite(doc: Any, where: str) -> None:
+    """Every number anywhere in `doc` (known fields or not) is finite and within float range (iterative walk)."""
+    stack = [(doc, where)]
+    while stack:
+        obj, at = stack.pop()
+        if isinstance(obj, dict):
+            stack.extend((v, _field(at, k)) for k, v in obj.items())
+        elif isinstance(obj, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(obj))
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            _need(_is_number(obj), at, "a finite number", obj)
+
+
+def _task(entry: Any, where: str) -> None:
+    status = entry.get("status") if isinstance(entry, dict) else None
+    if status not in STATUSES:
+        raise ResultsError(f"{where}.status is {status!r}, expected one of {STATUSES}")
+    _typed(entry, where, TASK_FIELDS)
+    if status == "failed":
+        _typed(entry, where, {"error": (True, _str, "a string: why the task failed")})
+    if status != "ok":
+        return
+    lengths = entry.get("lengths")
+    _need(isinstance(lengths, dict), f"{where}.lengths", "an object of metrics per prompt length", lengths)
+    for n, metrics in lengths.items():
+        at = f"{where}.lengths[{n!r}]"
+        _need(re.fullmatch(r"[1-9][0-9]{0,5}", n) is not None, at, "keyed by a prompt length", n)
+        _need(isinstance(metrics, dict) and "rel_err" in metrics, at, "an object of metrics with rel_err", metrics)
+        for metric, value in metrics.items():
+            if metric not in METRICS:
+                raise ResultsError(f"{at}: unknown metric {metric!r}; known metrics: {', '.join(METRICS)}")
+            METRICS[metric](value, f"{at}.{metric}")
+
+
 def check(results: Any, where: str = "results") -> None:
-    """Raise `ResultsError` naming the first field that breaks the schema."""
+    """Raise `ResultsError` naming the first field that breaks the schema.
+
+    Every number anywhere must be finite; the model, run and task fields the harness,
+    the re-run and the leaderboard read are typed, and every metric is one of `METRICS`
+    with exactly its fields. Fields the schema does not name are left alone.
+    """
     if not isinstance(results, dict):
         raise ResultsError(f"{where}: expected a JSON object")
     if results.get("schema_version") != SCHEMA_VERSION:
@@ -73,11 +232,11 @@ def check(results: Any, where: str = "results") -> None:
     for key, kind in (("iclbench_version", str), ("suite_version", str), ("model", dict), ("run", dict), ("tasks", dict)):
         if not isinstance(results.get(key), kind):
             raise ResultsError(f"{where}: field {key!r} is missing or not a {kind.__name__}")
-    if not isinstance(results["model"].get("name"), str):
-        raise ResultsError(f"{where}: field 'model.name' is missing or not a string")
-    for name, task in results["tasks"].items():
-        status = task.get("status") if isinstance(task, dict) else None
-        if status not in STATUSES:
-            raise ResultsError(f"{where}: tasks[{name!r}].status is {status!r}, expected one of {STATUSES}")
-        if status == "ok" and not isinstance(task.get("lengths"), dict):
-            raise ResultsError(f"{where}: tasks[{name!r}] is ok but has no 'lengths'")
+    try:
+        _every_number_finite(results, "")
+        _typed(results["model"], "model", MODEL_FIELDS)
+        _typed(results["run"], "run", RUN_FIELDS)
+        for name, entry in results["tasks"].items():
+            _task(entry, f"tasks[{name!r}]")
+    except ResultsError as exc:
+        raise ResultsError(f"{where}: {exc}") from None

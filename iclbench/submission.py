@@ -1,13 +1,14 @@
 """A leaderboard submission (`submissions/<id>/`): its metadata schema and its validation.
 
-Validation reads files and parses YAML (`yaml.safe_load`), JSON and safetensors headers
-only; it imports the submission's `model.py` only when asked to re-run it.
+Validation reads files and parses YAML and JSON with bounded readers (`iclbench.untrusted`:
+size limits checked before reading, no YAML anchors or aliases, limited nesting) and
+safetensors headers with its own bounded reader (`iclbench.checkpoint`); it imports the
+submission's `model.py` only when asked to re-run it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -15,29 +16,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from iclbench import checkpoint, results
 from iclbench.cache import USE_AN_EXPORT, ExportError, use_export
-from iclbench.plugins import sha256_file
+from iclbench.plugins import baseline_names, sha256_file
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, UnknownTaskError, select
+from iclbench.untrusted import UntrustedError, load_json, load_yaml
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
-"""A submission id (its folder's name): 3-64 lowercase letters, digits and hyphens, no hyphen at either end."""
+"""A submission id (its folder's name) and a model's name: 3-64 lowercase ASCII letters, digits and
+hyphens, no hyphen at either end. Ids and names are unique ignoring case across submissions and baselines."""
+ID_RULE = "3-64 lowercase ASCII letters, digits and hyphens, starting and ending with a letter or digit"
 
 REQUIRED_FILES = ("model.py", "submission.yaml", "results.json")
 ALLOWED_SUFFIXES = (".py", ".yaml", ".json", ".md", ".txt", ".safetensors")
 MAX_BYTES = {
     ".py": 256 * 2**10,
-    ".yaml": 64 * 2**10,
+    ".yaml": checkpoint.MAX_YAML_BYTES,
     ".json": 4 * 2**20,
     ".md": 256 * 2**10,
     ".txt": 256 * 2**10,
-    ".safetensors": 50 * 2**20,
+    ".safetensors": checkpoint.MAX_FILE_BYTES,
 }
 """Largest accepted file of each kind; a larger checkpoint goes on the Hugging Face Hub."""
 MAX_FOLDER_BYTES = 64 * 2**20
-MAX_HUB_CHECKPOINT_BYTES = 2 * 2**30
 
 Check = tuple[bool, Callable[[Any], bool], str]
 """(required, predicate, what the value must be) for one field of submission.yaml."""
@@ -60,11 +61,26 @@ def _match(pattern: str) -> Callable[[Any], bool]:
 
 
 _url = _match(r"https?://\S+")
-_safetensors_name = _match(r"[^\s]+\.safetensors")
 _sha256 = _match(r"[0-9a-f]{64}")
+_HUB_PART = r"(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
+
+
+def _hub_repo_id(v: Any) -> bool:
+    """A Hub model id `owner/name`: each part 1-96 ASCII letters, digits, '-', '_', '.', starting and ending with a
+    letter or digit, without '--' or '..' (the Hub's own rules), and the name not ending in '.git'."""
+    return _match(rf"{_HUB_PART}/{_HUB_PART}")(v) and not v.endswith(".git")
+
+
+def _relative_safetensors(v: Any) -> bool:
+    """A relative path of '/'-separated ASCII parts (letters, digits, '-', '_', '.') ending in .safetensors: no
+    leading '/', no '.' or '..' part."""
+    return (
+        _match(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*\.safetensors")(v)
+        and not {".", ".."} & set(v.split("/"))
+    )
 
 SCHEMA: dict[str, Check] = {
-    "name": (True, _text, "a non-empty string: the model's name, equal to its Model.name"),
+    "name": (True, lambda v: isinstance(v, str) and ID_RE.fullmatch(v) is not None, f"the model's name, equal to its Model.name: {ID_RULE}"),
     "description": (False, _text, "a non-empty string"),
     "authors": (True, _list(_text), "a non-empty list of names"),
     "contact": (True, _match(r"[^@\s]+@[^@\s]+\.[^@\s]+"), "an e-mail address"),
@@ -87,12 +103,24 @@ TRAINING: dict[str, Check] = {
     "command": (False, _text, "the command that trained the checkpoint"),
 }
 CHECKPOINT_FILE: dict[str, Check] = {
-    "file": (True, _safetensors_name, "the name of a .safetensors file in the submission folder"),
+    "file": (
+        True,
+        _relative_safetensors,
+        "a relative path inside the submission folder to a .safetensors file (ASCII, no '..', no leading '/')",
+    ),
     "sha256": (True, _sha256, "the file's SHA-256 as 64 lowercase hex digits"),
 }
 CHECKPOINT_HUB: dict[str, Check] = {
-    "repo_id": (True, _match(r"[A-Za-z0-9][\w.-]*/[\w.-]+"), "a Hugging Face Hub model id such as org/name"),
-    "filename": (True, _safetensors_name, "the path of a .safetensors file in the Hub repository"),
+    "repo_id": (
+        True,
+        _hub_repo_id,
+        "a Hugging Face Hub model id owner/name (ASCII letters, digits, '-', '_', '.'; no '--' or '..')",
+    ),
+    "filename": (
+        True,
+        _relative_safetensors,
+        "the relative path of a .safetensors file in the Hub repository (ASCII, no '..', no leading '/')",
+    ),
     "revision": (True, _match(r"[0-9a-f]{40}"), "the 40-hex-digit commit hash the file is pinned to (not a branch)"),
     "sha256": (True, _sha256, "the file's SHA-256 as 64 lowercase hex digits"),
 }
@@ -108,11 +136,6 @@ class Submission:
     results: dict[str, Any]
 
 
-def _shown(v: Any) -> str:
-    text = repr(v)
-    return f"{type(v).__name__} {text[:60] + '...' if len(text) > 60 else text}"
-
-
 def check_fields(obj: dict[str, Any], schema: dict[str, Check], where: str) -> list[str]:
     """Problems of `obj` against `schema`: missing, unknown and mistyped fields, each named."""
     problems = [
@@ -120,7 +143,7 @@ def check_fields(obj: dict[str, Any], schema: dict[str, Check], where: str) -> l
     ]
     problems += [f"{where}: unknown field '{k}'; known fields: {', '.join(schema)}" for k in obj if k not in schema]
     problems += [
-        f"{where}: field '{k}' must be {what}, got {_shown(obj[k])}"
+        f"{where}: field '{k}' must be {what}, got {results.shown(obj[k])}"
         for k, (_, ok, what) in schema.items()
         if k in obj and not ok(obj[k])
     ]
@@ -130,7 +153,7 @@ def check_fields(obj: dict[str, Any], schema: dict[str, Check], where: str) -> l
 def check_meta(meta: Any, where: str) -> list[str]:
     """Problems of a parsed submission.yaml against the schema."""
     if not isinstance(meta, dict):
-        return [f"{where}: expected a YAML mapping of fields, got {_shown(meta)}"]
+        return [f"{where}: expected a YAML mapping of fields, got {results.shown(meta)}"]
     problems = check_fields(meta, SCHEMA, where)
     if isinstance(meta.get("training"), dict):
         problems += check_fields(meta["training"], TRAINING, f"{where}: training")
@@ -152,8 +175,7 @@ def check_files(folder: Path) -> list[str]:
     problems = []
     if not ID_RE.fullmatch(folder.name):
         problems.append(
-            f"{folder}: the folder name {folder.name!r} is not a valid submission id "
-            "(3-64 lowercase letters, digits and hyphens, starting and ending with a letter or digit)"
+            f"{folder}: the folder name {folder.name!r} is not a valid submission id ({ID_RULE})"
         )
     problems += [f"{folder}: missing {name}" for name in REQUIRED_FILES if not (folder / name).is_file()]
     total = 0
@@ -167,7 +189,7 @@ def check_files(folder: Path) -> list[str]:
             if name in dirs:
                 continue
             size = path.stat().st_size
-            total += size
+            total += size if size <= MAX_BYTES.get(path.suffix, 0) else 0  # one problem per oversized file
             if path.suffix not in ALLOWED_SUFFIXES:
                 problems.append(
                     f"{path}: file type not accepted (accepted: {', '.join(ALLOWED_SUFFIXES)}; "
@@ -230,11 +252,32 @@ def check_results(doc: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
-def _read_meta(path: Path) -> tuple[Any, list[str]]:
+def _read(path: Path, reader: Callable[[Path, int], Any]) -> tuple[Any, list[str]]:
+    """Parse `path` with a bounded reader of `iclbench.untrusted`; (None, []) when it is missing or over its
+    size limit, which `check_files` reports."""
+    limit = MAX_BYTES[path.suffix]
+    if not path.is_file() or path.stat().st_size > limit:
+        return None, []
     try:
-        return yaml.safe_load(path.read_text()), []
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return None, [f"{path}: not readable YAML: {exc}"]
+        return reader(path, limit), []
+    except (OSError, UntrustedError) as exc:
+        return None, [f"{path}: {exc}"]
+
+
+def check_unique(folder: Path, name: str) -> list[str]:
+    """Problems of an id (`folder`'s name) or model name already used, ignoring case, by a baseline or by
+    another submission beside `folder` (its id or its name)."""
+    taken = {b.casefold(): f"the name of the baseline {b!r}" for b in baseline_names()}
+    for other in sorted(p for p in folder.parent.iterdir() if p.is_dir() and not p.is_symlink() and p != folder):
+        taken.setdefault(other.name.casefold(), f"the id of {other}")
+        other_meta, _ = _read(other / "submission.yaml", load_yaml)  # its own validation reports its problems
+        if isinstance(other_meta, dict) and isinstance(other_meta.get("name"), str):
+            taken.setdefault(other_meta["name"].casefold(), f"the model name of {other}")
+    return [
+        f"{folder}: {what} {value!r} is already {taken[value.casefold()]} (ids and names must be unique ignoring case)"
+        for what, value in (("id", folder.name), ("name", name))
+        if value.casefold() in taken
+    ]
 
 
 def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
@@ -246,30 +289,32 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
     if not folder.is_dir():
         return None, [f"{folder}: not a folder"]
     problems = check_files(folder)
-    meta, bad = _read_meta(folder / "submission.yaml") if (folder / "submission.yaml").is_file() else (None, [])
+    meta, bad = _read(folder / "submission.yaml", load_yaml)
     problems += bad
     if meta is not None:
         problems += check_meta(meta, str(folder / "submission.yaml"))
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str) and ID_RE.fullmatch(meta["name"]):
+        problems += check_unique(folder, meta["name"])
     declared = (
         meta["checkpoint"].get("file") if isinstance(meta, dict) and isinstance(meta.get("checkpoint"), dict) else None
     )
     problems += [
         f"{p}: a .safetensors file that is not the declared checkpoint (checkpoint.file in submission.yaml)"
         for p in sorted(folder.rglob("*.safetensors"))
-        if p.relative_to(folder).as_posix() != declared
+        if isinstance(meta, dict) and p.relative_to(folder).as_posix() != declared  # unknown when unreadable
     ]
     where = str(folder / "results.json")
-    try:
-        doc = json.loads((folder / "results.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, problems + ([f"{where}: not readable JSON: {exc}"] if (folder / "results.json").is_file() else [])
+    doc, bad = _read(folder / "results.json", load_json)
+    if doc is None:
+        return None, problems + bad
     problems += check_results(doc, where)
     if not isinstance(meta, dict) or not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         return None, problems
     model = doc["model"]
     if "name" in meta and model.get("name") != meta["name"]:
         problems.append(f"{where}: model.name is {model.get('name')!r}, submission.yaml says {meta['name']!r}")
-    if (folder / "model.py").is_file() and model.get("file_sha256") != sha256_file(folder / "model.py"):
+    code = folder / "model.py"
+    if code.is_file() and code.stat().st_size <= MAX_BYTES[".py"] and model.get("file_sha256") != sha256_file(code):
         problems.append(f"{where}: model.file_sha256 is not the SHA-256 of model.py: re-run after the last edit")
     declared = meta["checkpoint"].get("sha256") if isinstance(meta.get("checkpoint"), dict) else None
     if declared and model.get("checkpoint_sha256") != declared:
@@ -280,14 +325,18 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
     return Submission(folder.name, folder, meta, doc), problems
 
 
-def _checkpoint_declared(meta: dict[str, Any]) -> bool:
-    """Whether submission.yaml's checkpoint field is well formed (so that it can be checked)."""
-    ckpt = meta.get("checkpoint")
-    return (
+def _checkpoint_declared(sub: Submission) -> bool:
+    """Whether submission.yaml's checkpoint field is well formed, and a file in the folder within its size
+    limit (`check_files` reports one over it), so that it can be checked."""
+    ckpt = sub.meta.get("checkpoint")
+    if not (
         isinstance(ckpt, dict)
         and ("file" in ckpt) != ("repo_id" in ckpt)
         and not check_fields(ckpt, CHECKPOINT_FILE if "file" in ckpt else CHECKPOINT_HUB, "")
-    )
+    ):
+        return False
+    local = sub.folder / ckpt["file"] if "file" in ckpt else None
+    return local is None or not local.is_file() or local.stat().st_size <= checkpoint.MAX_FILE_BYTES
 
 
 def check_checkpoint(sub: Submission) -> list[str]:
@@ -295,7 +344,7 @@ def check_checkpoint(sub: Submission) -> list[str]:
     declared = sub.meta["checkpoint"]
     try:
         path = checkpoint.locate(sub.folder, declared)
-        checkpoint.verify(path, declared["sha256"], None if "file" in declared else MAX_HUB_CHECKPOINT_BYTES)
+        checkpoint.verify(path, declared["sha256"], checkpoint.max_bytes(declared))
     except checkpoint.CheckpointError as exc:
         return [f"{sub.folder / 'submission.yaml'}: checkpoint: {exc}"]
     return []
@@ -313,7 +362,7 @@ def validate(
     sub, problems = load(folder)
     if sub is None:
         return problems
-    problems += check_checkpoint(sub) if _checkpoint_declared(sub.meta) else []
+    problems += check_checkpoint(sub) if _checkpoint_declared(sub) else []
     if rerun and not problems:
         from iclbench.rerun import rerun_and_compare
 

@@ -209,10 +209,11 @@ def test_checkpoint_path_escaping_the_folder(sub: Path) -> None:
     write_meta(sub, checkpoint={"file": "../../outside.safetensors", "sha256": digest})
     only(
         validate(sub),
-        "checkpoint.file '../../outside.safetensors' must be a relative path inside the submission folder",
+        "checkpoint: field 'file' must be a relative path inside the submission folder to a .safetensors file "
+        "(ASCII, no '..', no leading '/'), got str '../../outside.safetensors'",
     )
     write_meta(sub, checkpoint={"file": str(outside), "sha256": digest})
-    only(validate(sub), "must be a relative path inside the submission folder")
+    only(validate(sub), "field 'file' must be a relative path inside the submission folder", f"got str '{str(outside)[:40]}")
 
 
 def test_symlinks_are_rejected(sub: Path) -> None:
