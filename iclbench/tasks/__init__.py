@@ -1,4 +1,4 @@
-"""The task registry: `get`, `select` and the `Task` objects of suite v1."""
+"""The task registry: `get`, `select` and the `Task` objects of the suite (`SUITE_VERSION`)."""
 
 from __future__ import annotations
 
