@@ -120,9 +120,11 @@ def fresh_sets(seed: int) -> Iterator[None]:
     """Within the block, `eval_set` returns fresh sets drawn with verification seed `seed`
     (`Task.generate(seed)`): held in memory for the block only, never read from or written to the
     disk cache or an export, never compared with the suite's fingerprints (the caller records theirs).
+    A block inside a block of the same seed uses the sets the outer block drew.
     """
     global _fresh
-    outer, _fresh = _fresh, (seed, {})
+    outer = _fresh
+    _fresh = outer if outer is not None and outer[0] == seed else (seed, {})
     try:
         yield
     finally:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.cheaters import KINDS, write_cheater
 from fixtures.submission_kit import results_doc, static_submission
-from safetensors.torch import save_file
 
 from iclbench import results
 from iclbench.cache import eval_set, fresh_sets
@@ -25,61 +25,6 @@ TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 SEED = 20261129
 TEMPLATE = str(Path(__file__).parents[1] / "examples" / "template_model.py")
 
-LOOKUP = '''
-import torch
-from iclbench import Batch, Model, TaskSpec
-from iclbench.cache import eval_set
-from iclbench.tasks import get
-
-TABLES = {name: eval_set(get(name))[0] for name in NAMES}  # the public sets, regenerated at import
-
-
-class LookUp(Model):
-    """Finds each prompt in the public evaluation set by its first query and returns that set's targets."""
-
-    name = "look-up"
-
-    def supports(self, task: TaskSpec) -> bool:
-        return task.name in TABLES
-
-    def predict(self, batch: Batch) -> torch.Tensor:
-        data = TABLES[batch.task.name]
-        return answer(data.x_query[:, 0, 0], data.targets[batch.n], batch)
-'''
-MEMORY = '''
-import torch
-from pathlib import Path
-from safetensors.torch import load_file
-from iclbench import Batch, Model, TaskSpec
-
-
-class MemoryBank(Model):
-    """Returns the targets stored in its checkpoint under each prompt's first query (0 when not found)."""
-
-    name = "memory-bank"
-
-    def setup(self, device: torch.device) -> None:
-        self.checkpoint = str(Path(__file__).parent / "memory.safetensors")
-        self.memory = load_file(self.checkpoint)
-
-    def supports(self, task: TaskSpec) -> bool:
-        return f"{task.name}/keys" in self.memory
-
-    def predict(self, batch: Batch) -> torch.Tensor:
-        name = batch.task.name
-        return answer(self.memory[f"{name}/keys"], self.memory[f"{name}/targets/{batch.n}"], batch)
-'''
-ANSWER = '''
-
-def answer(keys: torch.Tensor, targets: torch.Tensor, batch) -> torch.Tensor:
-    """targets[i] for the prompts whose first query's first coordinate is keys[i]; 0 for the others."""
-    order = keys.argsort()
-    query = batch.x_query[:, 0, 0].contiguous()
-    at = torch.searchsorted(keys[order], query).clamp(max=len(keys) - 1)
-    found = keys[order][at] == query
-    return torch.where(found[:, None], targets[order][at].to(batch.x.dtype), torch.zeros_like(batch.x_query[..., 0]))
-'''
-
 
 def public_results(model: str, folder: Path | None = None) -> dict:
     """The model's results on the public sets of TASK_NAMES (written to folder/results.json when given)."""
@@ -88,21 +33,8 @@ def public_results(model: str, folder: Path | None = None) -> dict:
 
 
 def cheater(tmp_path: Path, kind: str) -> Path:
-    """A folder with a look-up plugin or a memorising model (and its checkpoint)."""
-    folder = tmp_path / kind
-    folder.mkdir()
-    if kind == "look-up":
-        source = f"NAMES = {TASK_NAMES!r}\n" + LOOKUP.replace("\nclass", ANSWER + "\n\nclass", 1)
-    else:
-        memory = {}
-        for name in TASK_NAMES:
-            data = get(name).generate()  # what a model trained on the public sets could have stored
-            memory[f"{name}/keys"] = data.x_query[:, 0, 0].contiguous()
-            memory.update({f"{name}/targets/{n}": t.contiguous() for n, t in data.targets.items()})
-        save_file(memory, str(folder / "memory.safetensors"))
-        source = MEMORY + ANSWER
-    (folder / "model.py").write_text(source)
-    return folder
+    """A folder with a cheating model (`fixtures.cheaters`) for TASK_NAMES."""
+    return write_cheater(tmp_path / kind, kind, TASK_NAMES).parent
 
 
 def test_fresh_sets_are_new_draws_of_the_same_tasks() -> None:
@@ -164,7 +96,7 @@ def test_an_absurd_public_score_fails_with_a_reason(public: object) -> None:
     assert got["verdict"] == "fail" and got["reason"].startswith("public rel_err")
 
 
-@pytest.mark.parametrize("kind", ["look-up", "memory-bank"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_cheating_models_fail(tmp_path: Path, kind: str) -> None:
     folder = cheater(tmp_path, kind)
     public = public_results(str(folder / "model.py"))
