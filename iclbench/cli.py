@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, metavar="FOLDER", help="a submission folder (model.py and results.json)")
     p.add_argument("--seed", type=int, help="verification seed (default: drawn now with `secrets`)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="verify only these tasks (default: all)")
-    p.add_argument("--prompts", type=_positive, help="score only the first N fresh prompts per task (a partial check)")
+    p.add_argument("--prompts", type=_positive, help="score only the first N fresh prompts per task (partial)")
     p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
     p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -57,6 +57,8 @@ CI_Z = NormalDist().inv_cdf(0.5 + CI_LEVEL / 2)
 FLOOR_DB = {name: db(float(torch.finfo(getattr(torch, name)).eps) ** 2) for name in ("float32", "float64")}
 """The round-off floor of a relative squared error computed in each dtype, in dB (eps²)."""
 LOWEST_DB = db(DB_FLOOR)
+IDENTITY = ("name", "file_sha256", "checkpoint_sha256")
+"""The fields of `model` in results that name the files scored."""
 
 
 class VerifyError(ValueError):
@@ -110,11 +112,13 @@ def compare_task(name: str, public: Any, fresh: dict[str, Any], dtype: str) -> d
         return {**out, "verdict": "unsupported"}
     if fresh["status"] != "ok" or status != "ok":
         why = f": {fresh['error']}" if fresh.get("error") else ""
-        return {**out, "verdict": "fail", "reason": f"status {status!r} in results.json, {fresh['status']!r} on fresh data{why}"}
+        reason = f"status {status!r} in results.json, {fresh['status']!r} on fresh data{why}"
+        return {**out, "verdict": "fail", "reason": reason}
     lengths = public.get("lengths")
     if not isinstance(lengths, dict) or sorted(lengths, key=str) != sorted(fresh["lengths"]):
         scored = sorted(lengths, key=str) if isinstance(lengths, dict) else lengths
-        return {**out, "verdict": "fail", "reason": f"lengths {scored} in results.json, {sorted(fresh['lengths'])} on fresh data"}
+        reason = f"lengths {scored} in results.json, {sorted(fresh['lengths'])} on fresh data"
+        return {**out, "verdict": "fail", "reason": reason}
     compared = {
         n: compare_length(lengths[n].get("rel_err") if isinstance(lengths[n], dict) else None, m["rel_err"], dtype)
         for n, m in fresh["lengths"].items()
@@ -153,7 +157,9 @@ def verify(
     no task or the model cannot be loaded.
     """
     if public.get("suite_version") != SUITE_VERSION:
-        raise VerifyError(f"results.json was made on suite {public.get('suite_version')!r}; this is suite {SUITE_VERSION!r}")
+        raise VerifyError(
+            f"results.json was made on suite {public.get('suite_version')!r}; this is suite {SUITE_VERSION!r}"
+        )
     dtype = public["run"].get("dtype")
     if dtype not in FLOOR_DB:
         raise VerifyError(f"results.json: run.dtype is {dtype!r}, expected one of {', '.join(FLOOR_DB)}")
@@ -172,7 +178,7 @@ def verify(
     problems = [
         f"model.{k} is {v!r} on fresh data, {public['model'].get(k)!r} in results.json"
         for k, v in fresh["model"].items()
-        if k in ("name", "file_sha256", "checkpoint_sha256") and v != public["model"].get(k)
+        if k in IDENTITY and v != public["model"].get(k)
     ]
     checked = {
         name: compare_task(name, public["tasks"].get(name), entry, dtype) for name, entry in fresh["tasks"].items()
@@ -188,7 +194,7 @@ def verify(
         "iclbench_version": iclbench.__version__,
         "suite_version": SUITE_VERSION,
         "torch_version": torch.__version__,
-        "model": {k: fresh["model"][k] for k in ("name", "file_sha256", "checkpoint_sha256")},
+        "model": {k: fresh["model"][k] for k in IDENTITY},
         "dtype": dtype,
         "prompts": prompts,
         "rule": {"z": Z, "false_alarm": FALSE_ALARM, "comparisons": COMPARISONS, "floor_db": FLOOR_DB[dtype]},
@@ -209,9 +215,15 @@ def status(report: Any, public: dict[str, Any]) -> str:
     if report.get("verdict") == "fail":
         return f"failed {date}"
     model = report.get("model")
-    same = isinstance(model, dict) and all(model.get(k) == public["model"].get(k) for k in ("name", "file_sha256", "checkpoint_sha256"))
-    complete = isinstance(report.get("tasks"), dict) and set(report["tasks"]) == set(TASKS) and report.get("prompts") is None
-    if report.get("verdict") == "pass" and same and complete and report.get("seed_drawn") is True and report.get("suite_version") == SUITE_VERSION:
+    same = isinstance(model, dict) and all(model.get(k) == public["model"].get(k) for k in IDENTITY)
+    complete = isinstance(report.get("tasks"), dict) and set(report["tasks"]) == set(TASKS)
+    counts = (
+        report.get("verdict") == "pass"
+        and report.get("suite_version") == SUITE_VERSION
+        and report.get("prompts") is None
+        and report.get("seed_drawn") is True
+    )
+    if counts and same and complete:
         return f"verified {date}"
     return "not verified"
 
@@ -234,6 +246,11 @@ def summary_lines(report: dict[str, Any], folder: Path) -> list[str]:
             )
     lines += [f"error: {p}" for p in report["problems"]]
     failed = sum(t["verdict"] == "fail" for t in report["tasks"].values())
-    verdict = "verified" if report["verdict"] == "pass" else f"FAILED verification ({failed} task(s), {len(report['problems'])} other problem(s))"
+    problems = len(report["problems"])
+    verdict = (
+        "verified"
+        if report["verdict"] == "pass"
+        else f"FAILED verification ({failed} task(s), {problems} other problem(s))"
+    )
     lines.append(f"{folder}: {verdict} on fresh data, seed {report['seed']}")
     return lines
