@@ -6,7 +6,8 @@ with the tensor names of `EvalSet.tensors()`, and `manifest.json`:
     {"format": "iclbench-export", "suite_version": ..., "iclbench_version": ..., "provenance": {...},
      "tasks": {"linear/kappa1": {"file": "linear--kappa1.safetensors", "sha256": ..., "fingerprint": ...}, ...}}
 
-`use_export` makes `eval_set` read the sets from such a folder instead of generating them.
+`use_export` makes `eval_set` read the sets from such a folder instead of generating them;
+`fresh_sets` makes it return fresh sets drawn with a verification seed (`iclbench.verify`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -38,6 +40,8 @@ USE_AN_EXPORT = (
 _memory: dict[str, tuple[EvalSet, str]] = {}
 _export: tuple[Path, dict[str, Any]] | None = None
 """The export folder `eval_set` reads from, and its manifest; None: sets are generated."""
+_fresh: tuple[int, dict[str, tuple[EvalSet, str]]] | None = None
+"""The verification seed `eval_set` draws fresh sets with, and those drawn so far; None: the suite's sets."""
 
 
 class ExportError(ValueError):
@@ -62,13 +66,20 @@ def _path(task: Task, fingerprint: str) -> Path | None:
 def eval_set(task: Task) -> tuple[EvalSet, str]:
     """The task's evaluation set and its fingerprint.
 
-    Looks in memory; then, when an export is in use (`use_export`), reads the set from it,
+    Within `fresh_sets(seed)`, a fresh set of that seed (generated once per block). Otherwise
+    looks in memory; then, when an export is in use (`use_export`), reads the set from it,
     verified (`ExportError` when it cannot be). Otherwise looks in the cache folder under the
     registry's expected fingerprint (a file whose content no longer matches is regenerated),
     then generates; a set matching the expected fingerprint is written to the cache.
     A generated set that does not match is still returned: the caller records the mismatch.
     """
     name = task.spec.name
+    if _fresh is not None:
+        seed, drawn = _fresh
+        if name not in drawn:
+            data = task.generate(seed)
+            drawn[name] = (data, data.fingerprint())
+        return drawn[name]
     if name in _memory:
         return _memory[name]
     if _export is not None:
@@ -102,6 +113,22 @@ def _write(path: Path, data: EvalSet) -> None:
         os.replace(tmp, path)
     except OSError as exc:  # a read-only or full disk only costs the cache
         log.warning("could not write cache file %s: %s", path, exc)
+
+
+@contextmanager
+def fresh_sets(seed: int) -> Iterator[None]:
+    """Within the block, `eval_set` returns fresh sets drawn with verification seed `seed`
+    (`Task.generate(seed)`): held in memory for the block only, never read from or written to the
+    disk cache or an export, never compared with the suite's fingerprints (the caller records theirs).
+    A block inside a block of the same seed uses the sets the outer block drew.
+    """
+    global _fresh
+    outer = _fresh
+    _fresh = outer if outer is not None and outer[0] == seed else (seed, {})
+    try:
+        yield
+    finally:
+        _fresh = outer
 
 
 def clear_memory() -> None:

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from iclbench import tasks as task_registry
 from iclbench import training
-from iclbench import leaderboard, submission
+from iclbench import leaderboard, results, submission, verify
 from iclbench.alignment import load_references
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.plugins import PluginError, load_model
@@ -142,6 +142,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    out = args.out or args.folder / verify.REPORT
+    try:
+        public = results.read(args.folder / "results.json")
+        report = verify.verify(
+            str(args.folder / "model.py"), public, args.seed, args.tasks, args.prompts, args.batch_size, not args.quiet
+        )
+        results.write(out, report)
+    except (ResultsError, verify.VerifyError, OSError) as exc:
+        print(f"iclbench verify: {exc}", file=sys.stderr)
+        return 2
+    for line in verify.summary_lines(report, args.folder):
+        print(line)
+    print(f"report written to {out}")
+    return 0 if report["verdict"] == "pass" else 1
+
+
 DATA_HELP = "read the evaluation sets from this export (`iclbench export`), verified, instead of generating them"
 
 
@@ -173,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, metavar="DIR", help="folder to write (created if needed)")
     p.add_argument("--data", type=Path, metavar="DIR", help="re-export a verified export instead of generating")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", help="score a submission on fresh evaluation sets and compare with its results")
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="a submission folder (model.py and results.json)")
+    p.add_argument("--seed", type=int, help="verification seed (default: drawn now with `secrets`)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="verify only these tasks (default: all)")
+    p.add_argument("--prompts", type=_positive, help="score only the first N fresh prompts per task (partial)")
+    p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
+    p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_verify)
     submission.add_parser(sub)
     leaderboard.add_parser(sub)
     training.add_parser(sub)

@@ -24,7 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 import iclbench
-from iclbench import submission
+from iclbench import submission, verify
 from iclbench.plugins import sha256_file
 from iclbench.results import slug
 from iclbench.tasks import SUITE_VERSION, TASKS
@@ -61,6 +61,8 @@ class Entry:
     meta: dict[str, Any]
     command: str
     budget: int | None = None
+    verification: str = "–"
+    """A submission's fresh-draw verification (`iclbench.verify.status`); "–" for baselines, which CI computes."""
     scores: dict[str, float | None] = field(default_factory=dict)
     family_scores: dict[str, float] = field(default_factory=dict)
     overall: float = 0.0
@@ -131,7 +133,12 @@ def load_entries(submissions: Path, baselines: Path) -> list[Entry]:
                 f"iclbench run --model {(folder / 'model.py').as_posix()} --out results\n"
                 f"iclbench validate {folder.as_posix()} --rerun  # re-runs on CPU and compares with results.json"
             )
-            entries.append(Entry(f"sub-{sub.id}", sub.meta["name"], "submission", sub.results, sub.meta, cmd))
+            report, bad = _report(folder / verify.REPORT)
+            problems += bad
+            status = verify.status(report, sub.results)
+            entries.append(
+                Entry(f"sub-{sub.id}", sub.meta["name"], "submission", sub.results, sub.meta, cmd, verification=status)
+            )
     for path in sorted(baselines.glob("*.json")) if baselines.is_dir() else []:
         try:
             doc = json.loads(path.read_text())
@@ -166,6 +173,16 @@ def load_entries(submissions: Path, baselines: Path) -> list[Entry]:
     return entries
 
 
+def _report(path: Path) -> tuple[Any, list[str]]:
+    """A submission's verification report (None when there is none), or why it cannot be read."""
+    if not path.is_file():
+        return None, []
+    try:
+        return json.loads(path.read_text()), []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [f"{path}: not readable JSON: {exc}"]
+
+
 def inputs_digest(submissions: Path, baselines: Path) -> str:
     """SHA-256 over the names and contents of every input file, the suite version and iclbench's version."""
     h = hashlib.sha256(f"{SUITE_VERSION}\n{iclbench.__version__}\n".encode())
@@ -192,6 +209,7 @@ def tables(entries: list[Entry]) -> dict[str, str]:
             e.rank,
             e.name,
             e.kind,
+            e.verification,
             f"{e.overall:.2f}",
             *[f"{e.family_scores[f]:.2f}" for f in FAMILIES],
             sum(v is not None for v in e.scores.values()),
@@ -200,7 +218,7 @@ def tables(entries: list[Entry]) -> dict[str, str]:
     ]
     out["overall"] = tabulate(
         rows,
-        ["rank", "model", "kind", "score (dB)", *FAMILIES, "tasks scored"],
+        ["rank", "model", "kind", "verification", "score (dB)", *FAMILIES, "tasks scored"],
         tablefmt="github",
         disable_numparse=True,
     )
@@ -225,7 +243,9 @@ def readme(entries: list[Entry], built: str) -> str:
         "The interactive page is [index.html](index.html); every number is in [leaderboard.csv](leaderboard.csv) "
         "and [leaderboard.json](leaderboard.json); plots are in [plots/](plots/).",
         "Scores are relative errors in dB (lower is better; 0 dB is the zero predictor); "
-        "– marks a task the model does not support (scored 0 dB).",
+        "– marks a task the model does not support (scored 0 dB). "
+        "Verification: the submission's scores on fresh evaluation sets drawn by CI (`iclbench verify`) "
+        "agree with its public ones (verified), or do not (failed).",
         f"[Findings: what the reference transformers do]({FINDINGS_LINK}).",
         "## Ranking rule",
         RANKING_RULE,
@@ -272,6 +292,7 @@ def summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any]:
                 "key": e.key,
                 "name": e.name,
                 "kind": e.kind,
+                "verification": e.verification,
                 "budget_steps": e.budget,
                 "rank": e.rank,
                 "score_db": e.overall,

@@ -96,6 +96,7 @@ def _table(entries: list[Entry], families: list[str]) -> str:
         '<th data-type="num">rank</th>',
         '<th class="t" data-type="text">model</th>',
         '<th class="t" data-type="text">kind</th>',
+        '<th class="t" data-type="text" title="fresh-draw verification (iclbench verify)">verification</th>',
         '<th data-type="num" data-score="all">score (dB)</th>',
     ]
     head += [f'<th data-type="num" data-fam="{f}" data-score="{f}">{f} (dB)</th>' for f in families]
@@ -111,6 +112,7 @@ def _table(entries: list[Entry], families: list[str]) -> str:
             f'<td data-v="{e.rank}">{e.rank}</td>',
             f'<td class="t" data-v="{escape(e.name.lower())}"><a href="#model-{e.key}">{escape(e.name)}</a></td>',
             f'<td class="t" data-v="{e.kind}">{e.kind}</td>',
+            f'<td class="t" data-v="{escape(e.verification)}">{escape(e.verification)}</td>',
             _num(e.overall, 2),
         ]
         cells += [_num(e.family_scores[f], 2).replace("<td", f'<td data-fam="{f}"', 1) for f in families]
@@ -129,6 +131,7 @@ def _table(entries: list[Entry], families: list[str]) -> str:
 def _detail(e: Entry, plots: dict[str, Any], folder: Path, parent: str) -> str:
     run = e.results["run"]
     info = _flat(e.meta) + [
+        ("verification", e.verification),
         ("results.model.class", e.results["model"].get("class")),
         ("results.model.checkpoint_sha256", e.results["model"].get("checkpoint_sha256")),
         (

@@ -15,6 +15,13 @@ from iclbench.tasks.spec import EvalSet, TaskSpec, f32
 
 EVAL_STREAM = 0
 TRAIN_STREAM = 1
+VERIFY_STREAM = 2
+VERIFY_SEED_BITS = 128
+"""Seed streams: `SeedSequence(spec.seed, spawn_key=(EVAL_STREAM,))` draws the pinned evaluation set,
+`(spec.seed, (TRAIN_STREAM, seed))` training batches and `(seed, (VERIFY_STREAM, spec.seed))`, for a
+seed below 2^`VERIFY_SEED_BITS`, a fresh verification set. `SeedSequence` hashes its first argument,
+as 32-bit words zero-padded to 4, followed by the key's words: the fifth word is 0, 1 or 2 in the
+three streams, so none can reproduce another's."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,15 @@ class Task:
         """Tensors published with the task (for example the lasso family's `X0`)."""
         return self.family.public(self.spec)
 
-    def generate(self) -> EvalSet:
-        """Generate the evaluation set from the task's evaluation seed stream (no cache)."""
+    def generate(self, seed: int | None = None) -> EvalSet:
+        """Generate the evaluation set (no cache): the pinned one from the task's evaluation stream
+        when `seed` is None, else a fresh set of the same size and distribution from the
+        verification stream of `seed` (0 <= seed < 2^`VERIFY_SEED_BITS`)."""
         s = self.spec
-        draw = self.family.draw(s, stream(s.seed, EVAL_STREAM), s.n_prompts, s.max_length, s.n_queries)
+        if seed is not None and not 0 <= seed < 2**VERIFY_SEED_BITS:
+            raise ValueError(f"a verification seed is an integer from 0 to 2^{VERIFY_SEED_BITS} - 1, got {seed}")
+        rng = stream(s.seed, EVAL_STREAM) if seed is None else stream(seed, VERIFY_STREAM, s.seed)
+        draw = self.family.draw(s, rng, s.n_prompts, s.max_length, s.n_queries)
         as32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         hidden = {"y_query": draw.y_query, **draw.hidden}
         hidden.pop("f_query", None)

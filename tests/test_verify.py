@@ -1,0 +1,203 @@
+"""Fresh-draw verification: fresh sets, the comparison rule, cheating models caught, honest ones passing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.cheaters import KINDS, write_cheater
+from fixtures.submission_kit import results_doc, static_submission
+
+from iclbench import results
+from iclbench.cache import eval_set, fresh_sets
+from iclbench.cli import main
+from iclbench.leaderboard import load_entries, rank, tables
+from iclbench.plugins import load_model
+from iclbench.runner import RunConfig, run
+from iclbench.tasks import TASKS, get, select
+from iclbench.verify import FLOOR_DB, FORMAT, Z, compare_length, status, verify
+
+TASK_NAMES = ["lasso/fixed", "kernel/linear"]
+"""Two tasks whose sets generate in milliseconds; lasso/fixed has one matrix X0 shared by every prompt."""
+SEED = 20261129
+TEMPLATE = str(Path(__file__).parents[1] / "examples" / "template_model.py")
+
+
+def public_results(model: str, folder: Path | None = None) -> dict:
+    """The model's results on the public sets of TASK_NAMES (written to folder/results.json when given)."""
+    out = None if folder is None else folder / "results.json"
+    return run(load_model(model), select(TASK_NAMES), RunConfig("cpu"), out, progress=False)
+
+
+def cheater(tmp_path: Path, kind: str) -> Path:
+    """A folder with a cheating model (`fixtures.cheaters`) for TASK_NAMES."""
+    return write_cheater(tmp_path / kind, kind, TASK_NAMES).parent
+
+
+def test_fresh_sets_are_new_draws_of_the_same_tasks() -> None:
+    task = get("lasso/fixed")
+    pinned, fresh, again, other = task.generate(), task.generate(SEED), task.generate(SEED), task.generate(SEED + 1)
+    assert fresh.fingerprint() == again.fingerprint()
+    assert len({pinned.fingerprint(), fresh.fingerprint(), other.fingerprint()}) == 3
+    assert {k: t.shape for k, t in fresh.tensors().items()} == {k: t.shape for k, t in pinned.tensors().items()}
+    assert torch.equal(fresh.public["X0"], pinned.public["X0"])  # the fixed matrix belongs to the task
+    assert not torch.equal(fresh.x_query, pinned.x_query)
+    with pytest.raises(ValueError, match="verification seed"):
+        task.generate(-1)
+
+
+def test_fresh_sets_switch_eval_set_in_memory_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICLBENCH_CACHE", str(tmp_path / "cache"))
+    task = get("kernel/linear")
+    pinned = eval_set(task)[1]
+    with fresh_sets(SEED):
+        data, fingerprint = eval_set(task)
+        assert fingerprint == task.generate(SEED).fingerprint() != pinned
+        assert eval_set(task)[0] is data  # generated once per block
+    assert eval_set(task)[1] == pinned
+    assert not [p for p in (tmp_path / "cache").rglob("*") if fingerprint[:16] in p.name]
+
+
+def fresh(db: float, half: float) -> dict:
+    return {"db": db, "ci90_db": [db - half, db + half]}
+
+
+def test_the_rule_is_one_sided_and_scaled_by_both_intervals() -> None:
+    se = math.hypot(0.5, 1.0) / 1.6448536269514722  # public upper half 0.5 dB, fresh lower half 1.0 dB
+    edge = -20.0 + Z * se
+    public = {"db": -20.0, "ci90_db": [-20.5, -19.5]}
+    assert compare_length(public, fresh(edge - 0.01, 1.0), "float32")["verdict"] == "pass"
+    worse = compare_length(public, fresh(edge + 0.01, 1.0), "float32")
+    assert worse["verdict"] == "fail" and worse["tolerance_db"] == pytest.approx(Z * se)
+    assert compare_length(public, fresh(-60.0, 0.0), "float32")["verdict"] == "pass"  # better on fresh data
+    floor = FLOOR_DB["float32"]
+    both_round_off = compare_length({"db": -300.0, "ci90_db": [-300.0, -300.0]}, fresh(floor - 1, 0.0), "float32")
+    assert both_round_off["verdict"] == "pass" and both_round_off["difference_db"] == 0.0
+    assert compare_length({"db": -300.0, "ci90_db": [-300.0, -300.0]}, fresh(floor + 1, 0.0), "float32")["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "public",
+    [
+        {"db": float("nan"), "ci90_db": [-20.0, -19.0]},
+        {"db": -20.0, "ci90_db": [-20.0, float("inf")]},
+        {"db": "-20", "ci90_db": [-20.0, -19.0]},
+        {"db": -400.0, "ci90_db": [-400.0, -399.0]},
+        {"db": -20.0, "ci90_db": [-19.0, -21.0]},
+        {"db": -20.0},
+        None,
+    ],
+)
+def test_an_absurd_public_score_fails_with_a_reason(public: object) -> None:
+    got = compare_length(public, fresh(-20.0, 0.5), "float32")
+    assert got["verdict"] == "fail" and got["reason"].startswith("public rel_err")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cheating_models_fail(tmp_path: Path, kind: str) -> None:
+    folder = cheater(tmp_path, kind)
+    public = public_results(str(folder / "model.py"))
+    for name in TASK_NAMES:
+        assert public["tasks"][name]["lengths"][str(TASKS[name].spec.nominal)]["rel_err"]["db"] == -300.0
+    report = verify(str(folder / "model.py"), public, SEED, TASK_NAMES)
+    assert report["verdict"] == "fail"
+    for name in TASK_NAMES:
+        task = report["tasks"][name]
+        assert task["verdict"] == "fail" and "better on the public set" in task["reason"]
+        assert all(c["fresh_db"] > -1.0 for c in task["lengths"].values())  # no better than predicting zero
+
+
+@pytest.mark.parametrize("model", ["ridge", TEMPLATE])
+def test_honest_models_pass(model: str) -> None:
+    report = verify(model, public_results(model), SEED, TASK_NAMES)
+    assert report["verdict"] == "pass", report
+    assert report["seed"] == SEED and report["seed_drawn"] is False
+    fingerprints = {name: report["tasks"][name]["fingerprint"] for name in TASK_NAMES}
+    assert fingerprints == {name: get(name).generate(SEED).fingerprint() for name in TASK_NAMES}
+
+
+def test_cli_draws_a_seed_writes_the_report_and_exits_by_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = cheater(tmp_path, "memory-bank")
+    public_results(str(folder / "model.py"), folder)
+    assert main(["verify", str(folder), "--tasks", *TASK_NAMES, "--quiet"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out[:2]] == TASK_NAMES and all(": FAIL: n=" in line for line in out[:2])
+    assert "FAILED verification (2 task(s)" in out[2]
+    report = json.loads((folder / "verification.json").read_text())
+    assert report["format"] == FORMAT and report["seed_drawn"] is True and 0 <= report["seed"] < 2**128
+    assert f"seed {report['seed']}" in out[2]
+
+    honest = tmp_path / "honest"
+    honest.mkdir()
+    (honest / "model.py").write_text(Path(TEMPLATE).read_text())
+    public_results(str(honest / "model.py"), honest)
+    assert main(["verify", str(honest), "--tasks", *TASK_NAMES, "--prompts", "256", "--out", str(tmp_path / "r.json"), "--quiet"]) == 0
+    assert "verified on fresh data" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["prompts"] == 256
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seed", "-3"], "--seed -3: expected an integer from 0 to 2^128 - 1"),
+        (["--tasks", "nope/none"], "no task matches 'nope/none'"),
+        ([], "results.json: not a readable JSON results file"),
+    ],
+)
+def test_cli_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.py").write_text(Path(TEMPLATE).read_text())
+    if args:
+        results.write(folder / "results.json", results_doc("template-knn", {}))
+    assert main(["verify", str(folder), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("iclbench verify: ") and message in err
+    assert not (folder / "verification.json").exists()
+
+
+def full_report(public: dict, **changes: object) -> dict:
+    report = {
+        "format": FORMAT,
+        "verdict": "pass",
+        "seed": 5,
+        "seed_drawn": True,
+        "date": "2026-11-29T12:00:00+00:00",
+        "suite_version": public["suite_version"],
+        "model": {k: public["model"][k] for k in ("name", "file_sha256", "checkpoint_sha256")},
+        "prompts": None,
+        "tasks": {name: {"verdict": "pass"} for name in TASKS},
+    }
+    report.update(changes)
+    return report
+
+
+def test_leaderboard_status_of_a_report() -> None:
+    public = results_doc("m", {})
+    public["model"]["file_sha256"] = "a" * 64
+    assert status(None, public) == "not verified"
+    assert status(full_report(public), public) == "verified 2026-11-29"
+    assert status(full_report(public, verdict="fail", tasks={}), public) == "failed 2026-11-29"
+    stale = full_report(public, model={"name": "m", "file_sha256": "b" * 64, "checkpoint_sha256": None})
+    assert status(stale, public) == "not verified"  # made with other files: the submission changed since
+    assert status(full_report(public, tasks={"lasso/fixed": {"verdict": "pass"}}), public) == "not verified"
+    assert status(full_report(public, prompts=256), public) == "not verified"
+    assert status(full_report(public, seed_drawn=False), public) == "not verified"
+    assert status({"format": "something else"}, public) == "not verified"
+
+
+def test_leaderboard_shows_verification(tmp_path: Path) -> None:
+    subs = tmp_path / "submissions"
+    scores = {name: -10.0 for name in TASKS}
+    verified = static_submission(subs / "verified-one", scores)
+    static_submission(subs / "unverified-one", scores, name="other")
+    doc = json.loads((verified / "results.json").read_text())
+    (verified / "verification.json").write_text(json.dumps(full_report(doc)))
+    entries = {e.name: e for e in rank(load_entries(subs, tmp_path / "no-baselines"))}
+    assert entries["tiny-gd"].verification == "verified 2026-11-29"
+    assert entries["other"].verification == "not verified"
+    overall = tables(list(entries.values()))["overall"]
+    assert "| verification " in overall and "verified 2026-11-29" in overall
