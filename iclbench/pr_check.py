@@ -11,6 +11,7 @@ A pull request is refused as a submission when:
   workflows, `leaderboard/`, baselines: their results and every leaderboard artifact are
   computed by CI, never taken from a pull request);
 - it changes files in two or more submission folders, or removes a submission's folder;
+- it adds or changes a folder's `verification.json` (written by CI's `iclbench verify` only);
 - the id is not a submission id (`iclbench.submission.ID_RE`: 3-64 lowercase ASCII letters,
   digits and hyphens, no hyphen at either end);
 - the folder at HEAD holds a symbolic link, a submodule, a name that is not ASCII letters, digits,
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iclbench.submission import ID_RE, MAX_FOLDER_BYTES
+from iclbench.verify import REPORT
 
 REGULAR_MODES = ("100644", "100755")
 SYMLINK_MODE = "120000"
@@ -143,6 +145,8 @@ def judge(repo: Path, base: str, head: str) -> tuple[str | None, list[str], list
         elif len(parts) < 3 or parts[0] != "submissions":
             what = {"A": "adds", "D": "deletes"}.get(change.status, "changes")
             reasons.append(f"{shown(change.path)}: {what} a path outside submissions/<id>/")
+        elif parts[2:] == [REPORT]:
+            reasons.append(f"{shown(change.path)}: {REPORT} is written by CI's verification, never by a pull request")
         else:
             ids.add(parts[1])
     for sub_id in sorted(ids):

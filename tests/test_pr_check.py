@@ -101,6 +101,16 @@ def test_extract_writes_the_committed_files(
     assert code == 2 and err == [f"pr_check: {tmp_path / 'out'}: --extract needs a new or empty folder"]
 
 
+@pytest.mark.parametrize("folder", ["new-model", "existing"])
+def test_a_verification_report_comes_from_ci_only(repo: Path, capsys: pytest.CaptureFixture[str], folder: str) -> None:
+    write(repo, {**NEW, f"submissions/{folder}/verification.json": '{"verdict": "pass"}\n'})
+    commit(repo, "verified, says the pull request")
+    assert refused(repo, capsys) == [
+        f"error: submissions/{folder}/verification.json: verification.json is written by CI's verification, "
+        "never by a pull request"
+    ]
+
+
 def test_update_of_own_folder_passes_with_a_note(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(repo, {"submissions/existing/results.json": '{"new": 1}\n'})
     (repo / "submissions/existing/weights.safetensors").unlink()  # moved to the Hub, say
