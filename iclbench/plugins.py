@@ -69,9 +69,12 @@ class LoadedModel:
 
     def supported_lengths(self, spec: TaskSpec) -> list[int] | None:
         """The prompt lengths of `spec` the model is scored at; None when it does not support the task."""
-        if not self.model.supports(spec):
-            return None
-        return [n for n in spec.lengths if self.model.supports_length(spec, n)]
+        try:
+            if not self.model.supports(spec):
+                return None
+            return [n for n in spec.lengths if self.model.supports_length(spec, n)]
+        except Exception as exc:
+            raise TaskFailure(f"supports({spec.name}) raised {type(exc).__name__}: {exc}") from exc
 
     def predict(self, batch: Batch) -> Prediction:
         """The model's checked prediction for a copy of `batch` on its device, returned on the CPU."""

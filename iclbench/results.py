@@ -64,14 +64,13 @@ def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     return out
 
 
-def merge(previous: dict[str, Any], fresh: dict[str, Any], selected: list[str], where: str) -> dict[str, Any]:
+def merge(previous: dict[str, Any], differences: list[str], selected: list[str], where: str) -> dict[str, Any]:
     """The tasks of `previous` (the file at `where`) a run of `selected` tasks into it keeps.
 
-    All of them when it was made with the same model files, versions and settings (`changes`);
-    none when they differ and the run re-runs every task the file holds; otherwise `ResultsError`,
-    since finished tasks would be lost.
+    All of them when it was made with the same model files, versions and settings (`differences`,
+    from `changes`, is empty); none when they differ and the run re-runs every task the file holds;
+    otherwise `ResultsError`, since finished tasks would be lost.
     """
-    differences = changes(previous, fresh)
     if not differences:
         return dict(previous["tasks"])
     outside = [name for name in previous["tasks"] if name not in selected]

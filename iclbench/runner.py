@@ -305,9 +305,11 @@ def run(
         except PluginError as exc:
             raise results.ResultsError(str(exc)) from None
         selected = [task.spec.name for task in tasks]
-        kept = results.merge(previous, doc, selected, str(out)) if previous is not None else {}
-        if resume and previous is not None and not kept and previous["tasks"]:
-            log.warning("--resume: %s was made with other model files or settings; re-running every task", out)
+        differences = results.changes(previous, doc) if previous is not None else []
+        kept = results.merge(previous, differences, selected, str(out)) if previous is not None else {}
+        if resume and differences:
+            log.warning("--resume: re-running every task of %s, made with other model files or settings: %s",
+                        out, "; ".join(differences))
         order: dict[str, int] = {}
         for name in [*TASKS, *kept]:
             order.setdefault(name, len(order))

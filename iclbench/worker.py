@@ -272,7 +272,7 @@ class IsolatedModel:
         """The model's prediction for `batch` (on the CPU), checked and returned on the CPU."""
         header = {"op": "predict", "task": public_spec(batch.task)}
         tensors = {"x": batch.x, "y": batch.y, "x_query": batch.x_query}
-        reply, out = self._request(header, f"predicting (n={batch.n})", tensors)
+        reply, out = self._request(header, "predicting", tensors)
         if "error" in reply:
             raise TaskFailure(str(reply["error"]))
         if "y" not in out or set(out) - set(_PREDICTION_NAMES):
