@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from iclbench.api import TaskFailure
 from iclbench.tasks import EvalSet, TaskSpec
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def with_references(
     fails on the task is recorded with its error rather than failing the model's task.
     """
     # imported here: the runner imports this module
-    from iclbench.runner import TaskFailure, predict_all
+    from iclbench.runner import predict_all
 
     out: dict[str, Any] = {}
     for name, ref in references.items():

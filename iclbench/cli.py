@@ -14,11 +14,12 @@ from tabulate import tabulate
 from iclbench import tasks as task_registry
 from iclbench import training
 from iclbench import leaderboard, submission
+from iclbench.api import TaskFailure
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.plugins import PluginError
 from iclbench.provenance import provenance
 from iclbench.results import ResultsError, slug
-from iclbench.runner import RunConfig, TaskFailure, resolve_device, run
+from iclbench.runner import RunConfig, resolve_device, run
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
 from iclbench.worker import IsolatedModel, Limits
 

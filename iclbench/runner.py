@@ -22,8 +22,6 @@ from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
 from iclbench.provenance import cpu_model, provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
 
-__all__ = ["RunConfig", "ScoredModel", "TaskFailure", "check_prediction", "run", "run_task"]
-
 log = logging.getLogger(__name__)
 
 

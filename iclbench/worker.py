@@ -27,6 +27,7 @@ started again, loaded and set up, for the next task. The worker runs with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -44,9 +45,8 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from iclbench.api import Batch, Prediction
+from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
 from iclbench.plugins import PluginError
-from iclbench.runner import TaskFailure, check_prediction
 from iclbench.tasks import TaskSpec
 
 _FRAME = struct.Struct("<QQ")
@@ -337,14 +337,14 @@ class _Worker:
             self._limit_memory()
             try:
                 model.setup(self.device)
-            except BaseException as exc:  # noqa: BLE001 - a model may raise anything, SystemExit included
+            except (Exception, SystemExit) as exc:
                 return {"error": _describe("setup", exc, self.memory)}, None
             return {"checkpoint": None if model.checkpoint is None else str(Path(model.checkpoint).resolve())}, None
         spec = _spec(header["task"])
         if op == "supports":
             try:
                 lengths = [n for n in spec.lengths if model.supports_length(spec, n)] if model.supports(spec) else None
-            except BaseException as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:
                 return {"error": _describe(f"supports({spec.name})", exc, self.memory)}, None
             return {"lengths": lengths}, None
         batch = Batch(spec, *(tensors[k].to(self.device) for k in ("x", "y", "x_query")))
@@ -352,7 +352,7 @@ class _Worker:
             pred = check_prediction(model.predict(batch), batch)
         except TaskFailure as exc:
             return {"error": str(exc)}, None
-        except BaseException as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:
             return {"error": _describe("predict", exc, self.memory)}, None
         out = {k: getattr(pred, k) for k in _PREDICTION_NAMES if getattr(pred, k) is not None}
         return {}, out
@@ -368,8 +368,18 @@ class _Worker:
             resource.setrlimit(resource.RLIMIT_AS, (self.memory, self.memory))
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the harness dies (elsewhere the closed pipe ends it)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
     """The worker: read requests from the pipe on stdin, answer on the pipe on stdout, until told to exit."""
+    _die_with_parent()
     rfd, wfd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
