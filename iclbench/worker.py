@@ -122,7 +122,11 @@ def _receive(fd: int, deadline: float | None) -> tuple[dict[str, Any], dict[str,
     header = json.loads(bytes(_read_exact(fd, head_size, deadline)))
     if not isinstance(header, dict):
         raise ValueError("a message whose header is not a JSON object")
-    tensors = load_tensors(bytes(_read_exact(fd, blob_size, deadline))) if blob_size else {}
+    blob = bytes(_read_exact(fd, blob_size, deadline)) if blob_size else b""
+    try:
+        tensors = load_tensors(blob) if blob else {}
+    except Exception as exc:  # safetensors' own error type
+        raise ValueError(f"a tensor blob that is not safetensors ({exc})") from None
     return header, tensors
 
 
@@ -138,7 +142,8 @@ def _signal_name(code: int) -> str:
         name = signal.Signals(code).name
     except ValueError:
         return f"signal {code}"
-    return f"{name} (segmentation fault)" if name == "SIGSEGV" else name
+    notes = {"SIGSEGV": " (segmentation fault)", "SIGKILL": " (by hand, or by the system when memory ran out)"}
+    return name + notes.get(name, "")
 
 
 class IsolatedModel:
@@ -209,9 +214,7 @@ class IsolatedModel:
         except subprocess.TimeoutExpired:
             return "the model's worker process closed its pipe and stopped answering"
         if code < 0:
-            memory = self.limits.max_memory_gb
-            hint = f"; its memory limit was {memory:g} GB (--max-memory)" if memory is not None else ""
-            return f"the model's worker process was killed by {_signal_name(-code)}{hint}"
+            return f"the model's worker process was killed by {_signal_name(-code)}"
         return f"the model's worker process exited with status {code} (sys.exit or os._exit in the model?)"
 
     def _request(
@@ -244,7 +247,7 @@ class IsolatedModel:
         self._deadline = time.monotonic() + self.limits.task_timeout
         reply, _ = self._request({"op": "setup", "device": str(device)}, "running setup")
         if "error" in reply:
-            raise TaskFailure(reply["error"])
+            raise TaskFailure(str(reply["error"]))
         checkpoint = reply.get("checkpoint")
         self.checkpoint = checkpoint if isinstance(checkpoint, str) else None
 
@@ -260,7 +263,7 @@ class IsolatedModel:
         """The prompt lengths of `spec` the model is scored at; None when it does not support the task."""
         reply, _ = self._request({"op": "supports", "task": public_spec(spec)}, f"asking supports({spec.name})")
         if "error" in reply:
-            raise TaskFailure(reply["error"])
+            raise TaskFailure(str(reply["error"]))
         lengths = reply.get("lengths")
         if lengths is None:
             return None

@@ -178,6 +178,9 @@ def test_an_honest_submission_after_a_mutating_one_stays_valid(honest: Path, tmp
     model = mutating / "model.py"
     line = "        x, y = batch.x, batch.y\n"
     model.write_text(model.read_text().replace(line, line + "        batch.y.mul_(-1)\n        batch.x_query.mul_(3)\n"))
+    doc = json.loads((mutating / "results.json").read_text())
+    doc["model"]["file_sha256"] = sha256_file(model)  # so that validation reaches the re-run
+    (mutating / "results.json").write_text(json.dumps(doc))
     code = main(["validate", str(mutating), str(honest), "--rerun", "--tasks", "linear/kappa1", "kernel/linear"])
     out = capsys.readouterr().out
     assert code == 1 and f"{mutating}: INVALID" in out
