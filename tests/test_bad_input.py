@@ -173,7 +173,7 @@ def test_a_crash_mid_run_keeps_finished_tasks(tmp_path: Path) -> None:
     results.check(doc)
     assert list(doc["tasks"]) == ["linear/kappa1", "lasso/fixed"]
     assert not list(tmp_path.glob(".*.tmp"))
-    again = subprocess.run([*cmd[:-6], "linear/kappa1", "--out", str(tmp_path)], capture_output=True, text=True)
+    again = subprocess.run([*cmd[:-5], "linear/kappa1", "--out", str(tmp_path)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr  # the dead run's lock does not block
     assert list(json.loads((tmp_path / "dies.json").read_text())["tasks"]) == ["linear/kappa1", "lasso/fixed"]
 

@@ -52,7 +52,7 @@ CASES = {
     "sys.exit": ("sys.exit(0)", [], "predict called sys.exit(0)"),
     "os._exit": ("os._exit(0)", [], "worker process exited with status 0 (sys.exit or os._exit in the model?), while predicting"),
     "segfault": ("ctypes.string_at(0)", [], "worker process was killed by SIGSEGV (segmentation fault)"),
-    "hang": ("time.sleep(3600)", ["--task-timeout", "4"], "ran past the time limit of 4 s per task (--task-timeout)"),
+    "hang": ("time.sleep(3600)", ["--task-timeout", "20"], "ran past the time limit of 20 s per task (--task-timeout)"),
     "memory": ("torch.empty(1 << 31, dtype=torch.float64)", ["--max-memory", "3"],
                "predict raised RuntimeError"),
 }
