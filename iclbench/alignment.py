@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from iclbench.api import TaskFailure
 from iclbench.tasks import EvalSet, TaskSpec
 
 if TYPE_CHECKING:
-    from iclbench.plugins import LoadedModel
-    from iclbench.runner import RunConfig
+    from iclbench.runner import References, RunConfig
 
 
 def cosine_matrix(steps: torch.Tensor, ref_steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -65,47 +65,33 @@ def align(steps: torch.Tensor, ref_steps: torch.Tensor, target: torch.Tensor, di
 
 
 def with_references(
-    references: dict[str, LoadedModel],
+    references: References,
     spec: TaskSpec,
     data: EvalSet,
-    on_device: EvalSet,
+    inputs: EvalSet,
     n: int,
     steps: torch.Tensor,
     cfg: RunConfig,
 ) -> dict[str, Any]:
     """`align` entries for the model's `steps` at length `n` against every reference that returns steps there.
 
-    `data` holds the targets, `on_device` the prompts on the run's device; a reference that
+    `data` holds the targets, `inputs` the prompts in the run's dtype; a reference that
     fails on the task is recorded with its error rather than failing the model's task.
     """
     # imported here: the runner imports this module
-    from iclbench.runner import TaskFailure, predict_all
+    from iclbench.runner import predict_all
 
     out: dict[str, Any] = {}
     for name, ref in references.items():
-        if not (ref.model.supports(spec) and ref.model.supports_length(spec, n)):
-            continue
         try:
+            ref.begin_task()
+            if n not in (ref.supported_lengths(spec) or ()):
+                continue
             with tqdm(disable=True) as bar:
-                ref_steps = predict_all(ref, spec, on_device, n, cfg, bar).steps
+                ref_steps = predict_all(ref, spec, inputs, n, cfg, bar).steps
         except TaskFailure as exc:
             out[name] = {"n": n, "error": f"reference {name}: {exc}"}
             continue
         if ref_steps is not None:
             out[name] = {"n": n, **align(steps, ref_steps, data.targets[n])}
     return out
-
-
-def load_references(names: list[str], device: torch.device) -> dict[str, LoadedModel]:
-    """The baselines (or plugins) `names`, loaded and set up on `device`; ValueError naming the one that fails."""
-    from iclbench.plugins import load_model
-
-    references = {}
-    for name in names:
-        loaded = load_model(name)
-        try:
-            loaded.model.setup(device)
-        except Exception as exc:  # noqa: BLE001 - a plugin's setup may raise anything; name it
-            raise ValueError(f"--align {name}: setup raised {type(exc).__name__}: {exc}") from None
-        references[name] = loaded
-    return references

@@ -1,10 +1,10 @@
-"""The plugin contract: what a model receives (`Batch`) and returns (`Prediction`)."""
+"""The plugin contract: what a model receives (`Batch`) and returns (`Prediction`), and the check of a return."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -70,3 +70,33 @@ class Model(ABC):
     @abstractmethod
     def predict(self, batch: Batch) -> torch.Tensor | Prediction:
         """Predict the (B, q) query labels of `batch`, on its device and in its dtype."""
+
+
+class TaskFailure(Exception):
+    """A task that could not be scored; the message names the task and what is wrong."""
+
+
+def _check_tensor(t: Any, what: str, shape: tuple[int, ...], batch: Batch) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TaskFailure(f"{what} is a {type(t).__name__}, expected a torch.Tensor")
+    if tuple(t.shape) != shape:
+        raise TaskFailure(f"{what} has shape {tuple(t.shape)}, expected {shape}")
+    if t.dtype != batch.x.dtype:
+        raise TaskFailure(f"{what} has dtype {t.dtype}, expected {batch.x.dtype} (the batch's)")
+    if t.device != batch.x.device:
+        raise TaskFailure(f"{what} is on {t.device}, expected {batch.x.device} (the batch's)")
+    return t
+
+
+def check_prediction(out: Any, batch: Batch) -> Prediction:
+    """The model's output as a `Prediction`, or `TaskFailure` saying what is wrong with it."""
+    pred = out if isinstance(out, Prediction) else Prediction(out)
+    b, q = batch.x_query.shape[:2]
+    _check_tensor(pred.y, "prediction", (b, q), batch)
+    if pred.steps is not None:
+        if not isinstance(pred.steps, torch.Tensor) or pred.steps.dim() != 3:
+            raise TaskFailure("Prediction.steps must be a (B, K, q) tensor")
+        _check_tensor(pred.steps, "Prediction.steps", (b, pred.steps.shape[1], q), batch)
+    if pred.w is not None:
+        _check_tensor(pred.w, "Prediction.w", (b, batch.task.d), batch)
+    return pred

@@ -14,19 +14,40 @@ from tabulate import tabulate
 from iclbench import tasks as task_registry
 from iclbench import training
 from iclbench import leaderboard, results, submission, verify
-from iclbench.alignment import load_references
+from iclbench.api import TaskFailure
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
-from iclbench.plugins import PluginError, load_model
+from iclbench.plugins import PluginError
 from iclbench.provenance import provenance
 from iclbench.results import ResultsError, slug
 from iclbench.runner import RunConfig, resolve_device, run
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
+from iclbench.worker import IsolatedModel, Limits
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of GB, 0 for no limit, got {text}")
     return value
 
 
@@ -62,28 +83,52 @@ def mismatch_advice(names: list[str]) -> str:
     )
 
 
+def _start_models(args: argparse.Namespace) -> tuple[IsolatedModel, dict[str, IsolatedModel]]:
+    """The model and the `--align` references, each in its worker; the references set up on the device."""
+    device = resolve_device(args.device)
+    limits = Limits(args.task_timeout, args.max_memory or None)
+    started: list[IsolatedModel] = []
+    try:
+        started.append(IsolatedModel(args.model, limits))
+        references = {}
+        for name in args.align or []:
+            references[name] = ref = IsolatedModel(name, limits)
+            started.append(ref)
+            try:
+                ref.setup(device)
+            except TaskFailure as exc:
+                raise ValueError(f"--align {name}: {exc}") from None
+    except (PluginError, ValueError):
+        for model in started:
+            model.close()
+        raise
+    return started[0], references
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         selected = task_registry.select(args.tasks)
         if args.data:
             use_export(args.data, selected)
-        resolve_device(args.device)
-        loaded = load_model(args.model)
-        references = load_references(args.align or [], resolve_device(args.device))
+        model, references = _start_models(args)
     except (PluginError, UnknownTaskError, ValueError) as exc:
         print(f"iclbench run: {exc}", file=sys.stderr)
         return 2
     cfg = RunConfig(args.device, args.dtype, args.batch_size, args.prompts)
-    out = args.out / f"{slug(loaded.model.name)}.json"
+    out = args.out / f"{slug(model.name)}.json"
     try:
-        doc = run(loaded, selected, cfg, out, resume=args.resume, progress=not args.quiet, references=references)
+        doc = run(model, selected, cfg, out, resume=args.resume, progress=not args.quiet, references=references)
     except ResultsError as exc:
-        print(f"iclbench run: cannot resume: {exc}", file=sys.stderr)
+        print(f"iclbench run: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for m in (model, *references.values()):
+            m.close()
     limited = f", first {args.prompts} prompts per task" if args.prompts else ""
-    print(f"{loaded.model.name} on suite {SUITE_VERSION} ({doc['run']['device']}, {args.dtype}{limited})")
+    print(f"{model.name} on suite {SUITE_VERSION} ({doc['run']['device']}, {args.dtype}{limited})")
     print(summary_table(doc))
-    failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
+    names = {task.spec.name for task in selected}
+    failed = [e["error"] for name, e in doc["tasks"].items() if e["status"] == "failed" and name in names]
     for message in failed:
         print(f"error: {message}", file=sys.stderr)
     if doc["run"]["data_mismatch"]:
@@ -175,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=_positive, help="score only the first N prompts per task (marked as limited)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the results file")
     p.add_argument("--resume", action="store_true", help="keep finished tasks of an existing results file")
+    p.add_argument("--task-timeout", type=_seconds, default=Limits.task_timeout, metavar="SECONDS",
+                   help="wall time allowed per task (and for loading and setup) before the model's worker is stopped")
+    p.add_argument("--max-memory", type=_gigabytes, default=Limits.max_memory_gb, metavar="GB",
+                   help="memory allowed to the model's worker: address space on the CPU, GPU memory on CUDA (0: no limit)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--align", nargs="+", metavar="BASELINE",
                    help="store the cosine similarity of per-layer residuals with these baselines' steps (e.g. gd newton)")

@@ -351,17 +351,21 @@ def check(submissions: Path, baselines: Path, out: Path) -> list[str]:
 
 def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
     """Score the named baselines (all available when empty) on the full suite into `baselines`; return failures."""
-    from iclbench.plugins import PluginError, baseline_names, load_model
+    from iclbench.plugins import PluginError, baseline_names
     from iclbench.runner import RunConfig, run
+    from iclbench.worker import IsolatedModel
 
     failures = []
     for name in names or baseline_names():
         try:
-            loaded = load_model(name)
+            model = IsolatedModel(name)
         except PluginError as exc:
             failures.append(f"{name}: {exc}")
             continue
-        doc = run(loaded, list(TASKS.values()), RunConfig(device), baselines / f"{slug(loaded.model.name)}.json")
+        try:
+            doc = run(model, list(TASKS.values()), RunConfig(device), baselines / f"{slug(model.name)}.json")
+        finally:
+            model.close()
         failures += [f"{name}: {t['error']}" for t in doc["tasks"].values() if t["status"] == "failed"]
     return failures
 

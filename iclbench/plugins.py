@@ -6,30 +6,88 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
+import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from iclbench.api import Model
+import torch
+
+from iclbench.api import Batch, Model, Prediction, TaskFailure, check_prediction
+
+if TYPE_CHECKING:
+    from iclbench.tasks import TaskSpec
+
+MAX_MODEL_FILES = 1000
+"""Most files `folder_sha256` hashes beside a model before refusing."""
 
 
 class PluginError(Exception):
     """A model that cannot be loaded: the message says what is wrong and where."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedModel:
-    """An instantiated model, the `--model` string it came from, and its source file."""
+    """An instantiated model, the `--model` string it came from, and its source file.
+
+    It is driven by the runner in this process (`iclbench.runner.ScoredModel`), for models
+    of one's own code (tests, notebooks); `iclbench.worker.IsolatedModel` runs one in a
+    worker process instead. Every batch reaches the model as a fresh copy on its device.
+    """
 
     model: Model
     source: str
     path: Path | None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def name(self) -> str:
+        return self.model.name
 
     @property
     def qualname(self) -> str:
         cls = type(self.model)
         return f"{cls.__module__}:{cls.__qualname__}"
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.model.checkpoint
+
+    def setup(self, device: torch.device) -> None:
+        """The model's `setup(device)`; `TaskFailure` with what it raised."""
+        self.device = device
+        try:
+            self.model.setup(device)
+        except Exception as exc:
+            raise TaskFailure(f"setup raised {type(exc).__name__}: {exc}") from exc
+
+    def begin_task(self) -> None:
+        """Nothing to do in this process: no limits apply."""
+
+    def supported_lengths(self, spec: TaskSpec) -> list[int] | None:
+        """The prompt lengths of `spec` the model is scored at; None when it does not support the task."""
+        try:
+            if not self.model.supports(spec):
+                return None
+            return [n for n in spec.lengths if self.model.supports_length(spec, n)]
+        except Exception as exc:
+            raise TaskFailure(f"supports({spec.name}) raised {type(exc).__name__}: {exc}") from exc
+
+    def predict(self, batch: Batch) -> Prediction:
+        """The model's checked prediction for a copy of `batch` on its device, returned on the CPU."""
+        copy = Batch(batch.task, *(t.to(self.device, copy=True) for t in (batch.x, batch.y, batch.x_query)))
+        try:
+            out = self.model.predict(copy)
+        except Exception as exc:
+            raise TaskFailure(f"predict raised {type(exc).__name__}: {exc}") from exc
+        pred = check_prediction(out, copy)
+        return Prediction(*(None if t is None else t.cpu() for t in (pred.y, pred.steps, pred.w)))
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -39,6 +97,48 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def regular_file_sha256(path: str | Path | None) -> str | None:
+    """`sha256_file(path)` when `path` is a regular file (never a device or a pipe), else None."""
+    if path is None:
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    return sha256_file(path)
+
+
+def _skipped(name: str, is_dir: bool) -> bool:
+    if name.startswith(".") or name == "__pycache__" or name.endswith((".lock", ".tmp")):
+        return True
+    return name == "results" if is_dir else name == "results.json"
+
+
+def folder_sha256(folder: Path, exclude: Path | None = None) -> dict[str, str]:
+    """SHA-256 of every file a model may depend on: every regular file under its folder, by relative path.
+
+    Skipped: hidden files and folders, `__pycache__`, folders named `results`, files named
+    `results.json`, lock and temporary files, and `exclude` (the results file being written).
+    More than `MAX_MODEL_FILES` files raise `PluginError`.
+    """
+    out: dict[str, str] = {}
+    skip = None if exclude is None else exclude.resolve()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d, True))
+        for name in sorted(files):
+            path = Path(root) / name
+            if _skipped(name, False) or path.resolve() == skip or (digest := regular_file_sha256(path)) is None:
+                continue
+            if len(out) == MAX_MODEL_FILES:
+                raise PluginError(
+                    f"{folder} holds more than {MAX_MODEL_FILES} files; every file beside a model is hashed to know "
+                    "when results must be re-run: keep the model in a folder of its own"
+                )
+            out[path.relative_to(folder).as_posix()] = digest
+    return out
 
 
 def _import_file(path: Path) -> ModuleType:

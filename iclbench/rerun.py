@@ -25,9 +25,10 @@ import torch
 from iclbench import tasks as task_registry
 from iclbench.cache import USE_AN_EXPORT
 from iclbench.metrics import db
-from iclbench.plugins import PluginError, load_model
+from iclbench.plugins import PluginError
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import FINGERPRINTS
+from iclbench.worker import IsolatedModel, Limits
 
 TOL_DB = 0.1
 TOL_RATE = 0.002
@@ -115,19 +116,27 @@ def check_rerun_data(name: str, old: dict[str, Any], new: dict[str, Any]) -> lis
 
 
 def rerun_and_compare(
-    model_file: Path, submitted: dict[str, Any], patterns: list[str] | None, batch_size: int = 512
+    model_file: Path,
+    submitted: dict[str, Any],
+    patterns: list[str] | None,
+    batch_size: int = 512,
+    limits: Limits = Limits(),
 ) -> list[str]:
-    """Score the model of `model_file` on the CPU and list every metric that differs from `submitted`.
+    """Score the model of `model_file` on the CPU, in a worker process, and list every metric that differs
+    from `submitted`; this process never imports the model's code.
 
     A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such
     and its metrics are not compared.
     """
     try:
-        loaded = load_model(str(model_file))
         chosen = task_registry.select(patterns)
+        model = IsolatedModel(str(model_file), limits)
     except (PluginError, task_registry.UnknownTaskError) as exc:
         return [f"{model_file}: {exc}"]
-    fresh = run(loaded, chosen, RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size), progress=False)
+    try:
+        fresh = run(model, chosen, RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size), progress=False)
+    finally:
+        model.close()
     problems = [
         f"{model_file}: re-run model.{k} is {v!r}, results.json has {submitted['model'].get(k)!r}"
         for k, v in fresh["model"].items()

@@ -2,32 +2,65 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
 import iclbench
 from iclbench import alignment, metrics, results
-from iclbench.api import Batch, Prediction
+from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
 from iclbench.cache import eval_set, export_in_use
-from iclbench.plugins import LoadedModel, sha256_file
+from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
 from iclbench.provenance import cpu_model, provenance
-from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, EvalSet, Task, TaskSpec
+from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
+
+log = logging.getLogger(__name__)
 
 
-References = dict[str, LoadedModel]
+class ScoredModel(Protocol):
+    """What the runner drives: a model in a worker process (`iclbench.worker.IsolatedModel`, what
+    `iclbench run` and `validate --rerun` use) or in this process (`iclbench.plugins.LoadedModel`)."""
+
+    source: str
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def qualname(self) -> str: ...
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def checkpoint(self) -> str | None: ...
+
+    def setup(self, device: torch.device) -> None:
+        """The model's `setup`; `TaskFailure` saying what went wrong."""
+
+    def begin_task(self) -> None:
+        """Start a task's clock (and a worker that is gone)."""
+
+    def supported_lengths(self, spec: TaskSpec) -> list[int] | None:
+        """Prompt lengths scored on `spec`; None: the task is unsupported."""
+
+    def predict(self, batch: Batch) -> Prediction:
+        """The prediction for a CPU batch, on the CPU; `TaskFailure` saying what went wrong."""
+
+    def close(self) -> None:
+        """Release the model (stop its worker)."""
+
+
+References = dict[str, ScoredModel]
 """Reference algorithms for `iclbench run --align`, by name, already set up on the run's device."""
-
-
-class TaskFailure(Exception):
-    """A task that could not be scored; the message names the task and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -65,40 +98,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _check_tensor(t: Any, what: str, shape: tuple[int, ...], batch: Batch) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TaskFailure(f"{what} is a {type(t).__name__}, expected a torch.Tensor")
-    if tuple(t.shape) != shape:
-        raise TaskFailure(f"{what} has shape {tuple(t.shape)}, expected {shape}")
-    if t.dtype != batch.x.dtype:
-        raise TaskFailure(f"{what} has dtype {t.dtype}, expected {batch.x.dtype} (the batch's)")
-    if t.device != batch.x.device:
-        raise TaskFailure(f"{what} is on {t.device}, expected {batch.x.device} (the batch's)")
-    return t
-
-
-def check_prediction(out: Any, batch: Batch) -> Prediction:
-    """The model's output as a `Prediction`, or `TaskFailure` saying what is wrong with it."""
-    pred = out if isinstance(out, Prediction) else Prediction(out)
-    b, q = batch.x_query.shape[:2]
-    _check_tensor(pred.y, "prediction", (b, q), batch)
-    if pred.steps is not None:
-        if not isinstance(pred.steps, torch.Tensor) or pred.steps.dim() != 3:
-            raise TaskFailure("Prediction.steps must be a (B, K, q) tensor")
-        _check_tensor(pred.steps, "Prediction.steps", (b, pred.steps.shape[1], q), batch)
-    if pred.w is not None:
-        _check_tensor(pred.w, "Prediction.w", (b, batch.task.d), batch)
-    return pred
-
-
 def _first_bad(t: torch.Tensor) -> int | None:
     bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1)
     return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
 
-def predict_all(loaded: LoadedModel, spec: TaskSpec, data: EvalSet, n: int, cfg: RunConfig, bar: tqdm) -> Prediction:
-    """Predictions for every prompt of length `n`, chunked by `cfg.batch_size`, on the device."""
-    model = loaded.model
+def predict_all(model: ScoredModel, spec: TaskSpec, data: EvalSet, n: int, cfg: RunConfig, bar: tqdm) -> Prediction:
+    """Predictions for every prompt of length `n` of `data` (CPU tensors in the run's dtype), chunked by
+    `cfg.batch_size`, on the CPU."""
     total = data.n_prompts
     ys: torch.Tensor | None = None
     steps: torch.Tensor | None = None
@@ -108,11 +115,7 @@ def predict_all(loaded: LoadedModel, spec: TaskSpec, data: EvalSet, n: int, cfg:
         where = f"n={n}, prompts {sl.start}-{sl.stop - 1}"
         batch = Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl])
         try:
-            out = model.predict(batch)
-        except Exception as exc:
-            raise TaskFailure(f"predict raised {type(exc).__name__}: {exc} ({where})") from exc
-        try:
-            pred = check_prediction(out, batch)
+            pred = check_prediction(model.predict(batch), batch)
             if ys is None:
                 ys = pred.y.new_empty((total, *pred.y.shape[1:]))
                 steps = None if pred.steps is None else pred.steps.new_empty((total, *pred.steps.shape[1:]))
@@ -133,11 +136,11 @@ def predict_all(loaded: LoadedModel, spec: TaskSpec, data: EvalSet, n: int, cfg:
     for what, t in (("prediction", ys), ("Prediction.steps", steps), ("Prediction.w", ws)):
         if t is not None and (bad := _first_bad(t)) is not None:
             raise TaskFailure(f"{what} contains NaN or Inf (n={n}, first at prompt {bad})")
-    return Prediction(ys.cpu(), None if steps is None else steps.cpu(), None if ws is None else ws.cpu())
+    return Prediction(ys, steps, ws)
 
 
 def run_task(
-    loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool = True, references: References | None = None
+    model: ScoredModel, task: Task, cfg: RunConfig, progress: bool = True, references: References | None = None
 ) -> dict[str, Any]:
     """Score the model on one task; a failure is recorded in the returned entry, never raised.
 
@@ -148,10 +151,10 @@ def run_task(
     entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict()}
     start = time.perf_counter()
     try:
-        _score_task(loaded, task, cfg, progress, entry, references or {})
+        _score_task(model, task, cfg, progress, entry, references or {})
     except TaskFailure as exc:
         entry.update(status="failed", error=f"{spec.name}: {exc}")
-    except Exception as exc:  # a model's supports(), a solver, the device: still only this task fails
+    except Exception as exc:  # a solver, the device: still only this task fails
         entry.update(status="failed", error=f"{spec.name}: {type(exc).__name__}: {exc}")
     if entry["status"] != "unsupported":
         entry["seconds"] = round(time.perf_counter() - start, 4)
@@ -159,43 +162,54 @@ def run_task(
 
 
 def _score_task(
-    loaded: LoadedModel, task: Task, cfg: RunConfig, progress: bool, entry: dict[str, Any], references: References
+    model: ScoredModel, task: Task, cfg: RunConfig, progress: bool, entry: dict[str, Any], references: References
 ) -> None:
     spec = task.spec
-    if not loaded.model.supports(spec):
+    model.begin_task()
+    scored = model.supported_lengths(spec)
+    if scored is None:
         entry["status"] = "unsupported"
         return
-    device, dtype = cfg.torch_device(), cfg.torch_dtype()
+    dtype = cfg.torch_dtype()
     data, fingerprint = eval_set(task)
     entry["fingerprint"] = fingerprint
     entry["fingerprint_ok"] = fingerprint == FINGERPRINTS.get(spec.name)
     if cfg.prompts is not None and cfg.prompts < data.n_prompts:
         data = data.head(cfg.prompts)
     entry["n_prompts"] = data.n_prompts
-    on_device = EvalSet(data.x.to(device, dtype), data.y.to(device, dtype), data.x_query.to(device, dtype), {}, {}, {})
-    scored = [n for n in spec.lengths if loaded.model.supports_length(spec, n)]
+    inputs = EvalSet(data.x.to(dtype), data.y.to(dtype), data.x_query.to(dtype), {}, {}, {})
     entry["unsupported_lengths"] = [n for n in spec.lengths if n not in scored]
     chunks = -(-data.n_prompts // cfg.batch_size) * len(scored)
     entry["lengths"] = lengths = {}
     with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
         for n in scored:
-            pred = predict_all(loaded, spec, on_device, n, cfg, bar)
-            lengths[str(n)] = metrics.score(spec, data, n, pred.y, pred.steps, pred.w)
+            pred = predict_all(model, spec, inputs, n, cfg, bar)
+            scores = metrics.score(spec, data, n, pred.y, pred.steps, pred.w)
+            if (where := results.non_finite(scores)) is not None:
+                largest = max(float(t.abs().max()) for t in (pred.y, pred.steps, pred.w) if t is not None)
+                raise TaskFailure(
+                    f"n={n}: {where} is not a finite number: the predictions are too large to score "
+                    f"(largest magnitude {largest:.3g})"
+                )
+            lengths[str(n)] = scores
             if references and n == spec.nominal and pred.steps is not None:
-                entry["alignment"] = alignment.with_references(references, spec, data, on_device, n, pred.steps, cfg)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+                entry["alignment"] = alignment.with_references(references, spec, data, inputs, n, pred.steps, cfg)
 
 
-def model_info(loaded: LoadedModel) -> dict[str, Any]:
-    """The model's identity as recorded in results: name, source and file hashes."""
-    model = loaded.model
+def model_info(model: ScoredModel, out: Path | None = None) -> dict[str, Any]:
+    """The model's identity as recorded in results: name, source and file hashes.
+
+    `files_sha256` holds the SHA-256 of every file beside the model (`iclbench.plugins.folder_sha256`,
+    `out`, the results file, excluded): what `--resume` compares to know that nothing changed.
+    """
+    path = model.path
     return {
         "name": model.name,
-        "source": loaded.source,
-        "class": loaded.qualname,
-        "file_sha256": sha256_file(loaded.path) if loaded.path else None,
-        "checkpoint_sha256": sha256_file(model.checkpoint) if model.checkpoint else None,
+        "source": model.source,
+        "class": model.qualname,
+        "file_sha256": regular_file_sha256(path),
+        "checkpoint_sha256": regular_file_sha256(model.checkpoint),
+        "files_sha256": folder_sha256(path.parent, out) if path is not None else {},
     }
 
 
@@ -203,14 +217,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
+def new_results(model: ScoredModel, cfg: RunConfig, out: Path | None = None) -> dict[str, Any]:
     """A results document with no task scored yet."""
     device = cfg.torch_device()
     return {
         "schema_version": results.SCHEMA_VERSION,
         "iclbench_version": iclbench.__version__,
         "suite_version": SUITE_VERSION,
-        "model": model_info(loaded),
+        "model": model_info(model, out),
         "run": {
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
@@ -231,21 +245,33 @@ def new_results(loaded: LoadedModel, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def reusable(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """Tasks of `previous` (of the same suite) that a resumed run may keep: same model files and settings."""
-    same_model = all(previous["model"].get(k) == v for k, v in fresh["model"].items() if k != "source")
-    same_run = all(previous["run"].get(k) == fresh["run"][k] for k in ("dtype", "prompts", "device"))
-    if not (same_model and same_run):
-        return {}
-    return {
-        name: entry
-        for name, entry in previous["tasks"].items()
-        if entry.get("status") in ("ok", "unsupported") and entry.get("fingerprint") in (None, FINGERPRINTS.get(name))
-    }
+def _finished(name: str, entry: dict[str, Any]) -> bool:
+    """Whether a task's entry may be kept by `--resume`: finished, and scored on the data this run would use."""
+    if entry.get("status") == "unsupported":
+        return True
+    return entry.get("status") == "ok" and entry.get("fingerprint") == eval_set(TASKS[name])[1]
+
+
+def _previous(out: Path | None, model: ScoredModel, resume: bool) -> dict[str, Any] | None:
+    """The results already at `out`, when it is a file of this model (`ResultsError` otherwise)."""
+    if out is None or not out.exists():
+        return None
+    previous = results.read(out)
+    if previous["model"]["name"] != model.name:
+        raise results.ResultsError(
+            f"{out} holds the results of model {previous['model']['name']!r}, not {model.name!r} "
+            "(both names give this file name): use another --out"
+        )
+    if resume and previous["suite_version"] != SUITE_VERSION:
+        raise results.ResultsError(
+            f"{out} was made on suite {previous['suite_version']!r}; this is suite {SUITE_VERSION!r}: "
+            "re-run without --resume, or into another --out"
+        )
+    return previous
 
 
 def run(
-    loaded: LoadedModel,
+    model: ScoredModel,
     tasks: list[Task],
     cfg: RunConfig,
     out: Path | None = None,
@@ -253,40 +279,55 @@ def run(
     progress: bool = True,
     references: References | None = None,
 ) -> dict[str, Any]:
-    """Score `loaded` on `tasks`, writing the results file at `out` after every task.
+    """Score `model` on `tasks`, writing the results file at `out` after every task scored.
 
     A failure in `setup` or in one task is recorded and the other tasks still run.
-    With `resume`, finished tasks of an existing file at `out` for the same model and
-    settings are kept rather than re-run; a file of another suite version raises `ResultsError`.
+    An existing file at `out` is never silently lost (`iclbench.results.merge`): its tasks
+    outside `tasks` are kept when it was made with the same model files and settings, and the
+    run is refused (`ResultsError`) when they were not, when it holds another model's results,
+    or when another run is writing it (`iclbench.results.locked`). With `resume`, tasks of
+    `tasks` already finished in that file with the same model files, settings, versions and data
+    are kept rather than re-run; a file of another suite version is then refused.
     `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
-    `references`: set-up baselines to align with (see `run_task`).
+    `references`: set-up models to align with (see `run_task`).
     """
-    previous = results.read(out) if resume and out is not None and out.exists() else None
-    if previous is not None and previous["suite_version"] != SUITE_VERSION:
-        raise results.ResultsError(
-            f"{out} was made on suite {previous['suite_version']!r}; this is suite {SUITE_VERSION!r}: "
-            "re-run without --resume, or into another --out"
-        )
-    setup_error = None
-    try:
-        loaded.model.setup(cfg.torch_device())
-    except Exception as exc:
-        setup_error = f"setup raised {type(exc).__name__}: {exc}"
-    doc = new_results(loaded, cfg)
-    kept = reusable(previous, doc) if previous is not None else {}
-    for task in tasks:
-        name = task.spec.name
-        if name in kept:
-            doc["tasks"][name] = kept[name]
-        elif setup_error is not None:
-            doc["tasks"][name] = {"status": "failed", "spec": task.spec.to_dict(), "error": f"{name}: {setup_error}"}
-        else:
-            doc["tasks"][name] = run_task(loaded, task, cfg, progress, references)
-        if doc["tasks"][name].get("fingerprint_ok") is False:
-            doc["run"]["data_mismatch"].append(name)
+    with results.locked(out):
+        previous = _previous(out, model, resume)
+        setup_error = None
+        try:
+            model.setup(cfg.torch_device())
+        except TaskFailure as exc:
+            setup_error = str(exc)
+        try:
+            doc = new_results(model, cfg, out)
+        except PluginError as exc:
+            raise results.ResultsError(str(exc)) from None
+        selected = [task.spec.name for task in tasks]
+        differences = results.changes(previous, doc) if previous is not None else []
+        kept = results.merge(previous, differences, selected, str(out)) if previous is not None else {}
+        if resume and differences:
+            log.warning("--resume: re-running every task of %s, made with other model files or settings: %s",
+                        out, "; ".join(differences))
+        order: dict[str, int] = {}
+        for name in [*TASKS, *kept]:
+            order.setdefault(name, len(order))
+        by_name = {task.spec.name: task for task in tasks}
+        for name in sorted(set(selected) | set(kept), key=order.__getitem__):
+            if name in kept and (name not in by_name or (resume and _finished(name, kept[name]))):
+                doc["tasks"][name] = kept[name]
+                continue
+            if setup_error is not None:
+                doc["tasks"][name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
+            else:
+                doc["tasks"][name] = run_task(model, by_name[name], cfg, progress, references)
+            if out is not None:
+                _write(out, doc)
+        doc["run"]["finished"] = _now()
         if out is not None:
-            results.write(out, doc)
-    doc["run"]["finished"] = _now()
-    if out is not None:
-        results.write(out, doc)
+            _write(out, doc)
     return doc
+
+
+def _write(out: Path, doc: dict[str, Any]) -> None:
+    doc["run"]["data_mismatch"] = [name for name, e in doc["tasks"].items() if e.get("fingerprint_ok") is False]
+    results.write(out, doc)

@@ -39,11 +39,12 @@ import iclbench
 from iclbench import tasks as task_registry
 from iclbench.cache import fresh_sets
 from iclbench.metrics import CI_LEVEL, DB_FLOOR, db
-from iclbench.plugins import PluginError, load_model
+from iclbench.plugins import PluginError
 from iclbench.rerun import ROUNDOFF
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import SUITE_VERSION, TASKS
 from iclbench.tasks.family import VERIFY_SEED_BITS
+from iclbench.worker import IsolatedModel
 
 FORMAT = "iclbench-verification"
 REPORT = "verification.json"
@@ -170,12 +171,15 @@ def verify(
         raise VerifyError(f"--seed {seed}: expected an integer from 0 to 2^{VERIFY_SEED_BITS} - 1")
     try:
         chosen = task_registry.select(patterns)
-        loaded = load_model(model)
+        isolated = IsolatedModel(model)
     except (PluginError, task_registry.UnknownTaskError) as exc:
         raise VerifyError(str(exc)) from None
     started = _now()
-    with fresh_sets(seed):
-        fresh = run(loaded, chosen, RunConfig("cpu", dtype, batch_size, prompts), progress=progress)
+    try:
+        with fresh_sets(seed):  # the worker receives prompts only: it never learns the seed
+            fresh = run(isolated, chosen, RunConfig("cpu", dtype, batch_size, prompts), progress=progress)
+    finally:
+        isolated.close()
     problems = [
         f"model.{k} is {v!r} on fresh data, {public['model'].get(k)!r} in results.json"
         for k, v in fresh["model"].items()

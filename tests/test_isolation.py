@@ -1,0 +1,187 @@
+"""Models run in a worker process: exits, crashes, hangs and limits fail one task; inputs cannot alter later data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from iclbench import results, tasks
+from iclbench.cli import main
+from iclbench.plugins import load_model, sha256_file
+from iclbench.runner import RunConfig, run
+from iclbench.submission import validate
+from tests.fixtures.submission_kit import make_submission
+
+HEADER = """
+import torch
+from iclbench import Model, Prediction
+"""
+
+
+def plugin(folder: Path, body: str, name: str = "model.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(HEADER + textwrap.dedent(body))
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(["run", "--quiet", "--prompts", "64", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def bad_on_linear(statement: str) -> str:
+    """A model that predicts zeros, except that it runs `statement` on the linear tasks."""
+    return f"""
+    import ctypes, os, sys, time
+    class Bad(Model):
+        name = "bad"
+        def predict(self, batch):
+            if batch.task.family == "linear":
+                {statement}
+            return batch.x_query.new_zeros(batch.x_query.shape[:2])
+    """
+
+
+CASES = {
+    "sys.exit": ("sys.exit(0)", [], "predict called sys.exit(0)"),
+    "os._exit": ("os._exit(0)", [], "worker process exited with status 0 (sys.exit or os._exit in the model?), while predicting"),
+    "segfault": ("ctypes.string_at(0)", [], "worker process was killed by SIGSEGV (segmentation fault)"),
+    "hang": ("time.sleep(3600)", ["--task-timeout", "20"], "ran past the time limit of 20 s per task (--task-timeout)"),
+    "memory": ("torch.empty(1 << 31, dtype=torch.float64)", ["--max-memory", "3"],
+               "predict raised RuntimeError"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_an_exit_crash_hang_or_limit_in_predict_fails_that_task_only(case: str, tmp_path: Path, capsys) -> None:
+    statement, flags, message = CASES[case]
+    path = plugin(tmp_path, bad_on_linear(statement))
+    code, out, err = run_cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "lasso/fixed", "kernel/exp",
+                             "--out", str(tmp_path), *flags)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: linear/kappa1: ") and message in errors[0], err
+    assert "Traceback" not in err
+    doc = results.read(tmp_path / "bad.json")
+    assert doc["tasks"]["linear/kappa1"]["status"] == "failed"
+    assert doc["tasks"]["lasso/fixed"]["status"] == "ok" and doc["tasks"]["kernel/exp"]["status"] == "ok"
+    assert "results written to" in out
+    if case == "memory":
+        assert "(the worker's memory limit is 3 GB: --max-memory)" in errors[0]
+
+
+def test_an_exit_at_import_is_one_message(tmp_path: Path, capsys) -> None:
+    path = plugin(tmp_path, "import os\nos._exit(0)\n")
+    code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "exited with status 0" in err and "while loading the model" in err
+    assert not list(tmp_path.glob("*.json"))
+
+
+MUTATOR = """
+class Mutator(Model):
+    name = "mutator"
+    def predict(self, batch):
+        pred = batch.y.mean(1, keepdim=True).expand(-1, batch.x_query.shape[1]).clone()
+        y, x, xq = batch.y, batch.x, batch.x_query
+        y -= 1000.0
+        x.mul_(0)
+        xq.add_(7)
+        return pred
+"""
+MEAN = MUTATOR.replace("Mutator", "Mean").replace('"mutator"', '"mean"').split("        y, x, xq")[0] + "        return pred\n"
+
+
+def test_a_model_that_writes_into_its_inputs_cannot_alter_later_data(tmp_path: Path, capsys) -> None:
+    chosen = ["--tasks", "linear/kappa1", "--out"]
+    assert run_cli(capsys, "--model", "ridge", *chosen, str(tmp_path / "before"))[0] == 0
+    assert run_cli(capsys, "--model", str(plugin(tmp_path / "m", MUTATOR)), *chosen, str(tmp_path))[0] == 0
+    assert run_cli(capsys, "--model", str(plugin(tmp_path / "n", MEAN)), *chosen, str(tmp_path))[0] == 0
+    assert run_cli(capsys, "--model", "ridge", *chosen, str(tmp_path / "after"))[0] == 0
+
+    def lengths(path: Path) -> dict:
+        return json.loads(path.read_text())["tasks"]["linear/kappa1"]["lengths"]
+
+    assert lengths(tmp_path / "mutator.json") == lengths(tmp_path / "mean.json")  # its own later lengths intact
+    assert lengths(tmp_path / "after" / "ridge.json") == lengths(tmp_path / "before" / "ridge.json")
+    assert lengths(tmp_path / "after" / "ridge.json")["40"]["rel_err"]["db"] < -100
+    # a model run in this process (`run(load_model(...))`) gets copies too
+    chosen_tasks, cfg = tasks.select(["linear/kappa1"]), RunConfig("cpu", prompts=64)
+    inprocess = run(load_model(str(tmp_path / "m" / "model.py")), chosen_tasks, cfg, progress=False)
+    assert inprocess["tasks"]["linear/kappa1"]["lengths"] == lengths(tmp_path / "mean.json")
+    assert run(load_model("ridge"), chosen_tasks, cfg, progress=False)["tasks"]["linear/kappa1"]["lengths"] == lengths(
+        tmp_path / "before" / "ridge.json")
+
+
+def test_a_prediction_too_large_to_score_fails_its_task_only(tmp_path: Path, capsys) -> None:
+    path = plugin(tmp_path, """
+    class Huge(Model):
+        name = "huge"
+        def predict(self, batch):
+            return batch.x_query.new_full(batch.x_query.shape[:2], 1e200 if batch.task.family == "linear" else 0.0)
+    """)
+    code, _, err = run_cli(capsys, "--model", str(path), "--dtype", "float64", "--tasks", "linear/kappa1", "kernel/exp",
+                           "--out", str(tmp_path))
+    assert code == 1 and "Traceback" not in err and "cannot resume" not in err
+    assert "error: linear/kappa1: n=5: rel_err.value is not a finite number: the predictions are too large to score " \
+           "(largest magnitude 1e+200)" in err
+    doc = results.read(tmp_path / "huge.json")
+    assert doc["tasks"]["linear/kappa1"]["status"] == "failed" and doc["tasks"]["kernel/exp"]["status"] == "ok"
+
+
+def _forged(folder: Path, model_lines: str) -> Path:
+    """The tiny submission with `model_lines` at the top of model.py and every error claimed at -300 dB."""
+    model = folder / "model.py"
+    future = "from __future__ import annotations\n"
+    model.write_text(model.read_text().replace(future, future + model_lines, 1))
+    doc = json.loads((folder / "results.json").read_text())
+    doc["model"]["file_sha256"] = sha256_file(model)
+    for entry in doc["tasks"].values():
+        for metric in entry.get("lengths", {}).values():
+            metric["rel_err"].update(value=1e-30, db=-300.0, ci90=[1e-30, 1e-30], ci90_db=[-300.0, -300.0])
+    (folder / "results.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_submission(tmp_path_factory.mktemp("subs") / "honest")
+
+
+def _copy(honest: Path, folder: Path) -> Path:
+    shutil.copytree(honest, folder)
+    return folder
+
+
+@pytest.mark.parametrize("lines", [
+    "import os\nos._exit(0)\n",
+    "import iclbench.rerun\niclbench.rerun.compare_task = lambda *a: []\n",
+])
+def test_a_model_cannot_end_or_patch_the_validator(lines: str, honest: Path, tmp_path: Path, capsys) -> None:
+    folder = _forged(_copy(honest, tmp_path / "forged"), lines)
+    code = main(["validate", str(folder), "--rerun", "--tasks", "linear/kappa1"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "INVALID" in out and "Traceback" not in err + out
+    problems = validate(folder, rerun=True, tasks=["linear/kappa1"])
+    assert problems, "a forged submission passed"
+    expected = "exited with status 0" if "_exit" in lines else "rel_err.db is -300 in results.json"
+    assert any(expected in p for p in problems), problems
+
+
+def test_an_honest_submission_after_a_mutating_one_stays_valid(honest: Path, tmp_path: Path, capsys) -> None:
+    mutating = _copy(honest, tmp_path / "mutating")
+    model = mutating / "model.py"
+    line = "        x, y = batch.x, batch.y\n"
+    model.write_text(model.read_text().replace(line, line + "        batch.y.mul_(-1)\n        batch.x_query.mul_(3)\n"))
+    doc = json.loads((mutating / "results.json").read_text())
+    doc["model"]["file_sha256"] = sha256_file(model)  # so that validation reaches the re-run
+    (mutating / "results.json").write_text(json.dumps(doc))
+    code = main(["validate", str(mutating), str(honest), "--rerun", "--tasks", "linear/kappa1", "kernel/linear"])
+    out = capsys.readouterr().out
+    assert code == 1 and f"{mutating}: INVALID" in out
+    assert f"{honest}: valid (re-run matches)" in out.splitlines(), out

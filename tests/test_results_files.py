@@ -1,0 +1,168 @@
+"""Results files never lose finished work: subset runs merge, concurrent runs and colliding names are refused,
+and --resume re-runs a task when anything that can change its numbers changed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from iclbench import results, tasks
+from iclbench.cli import main
+from iclbench.plugins import load_model
+from iclbench.runner import RunConfig, run
+
+SCALED = """
+import json
+from pathlib import Path
+import torch
+from iclbench import Model
+
+class Scaled(Model):
+    name = "scaled"
+    def setup(self, device):
+        self.scale = json.loads((Path(__file__).parent / "config.json").read_text())["scale"]
+    def predict(self, batch):
+        return self.scale * batch.x_query.sum(-1)
+"""
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    code = main(["run", "--quiet", "--prompts", "32", *args])
+    return code, capsys.readouterr().err
+
+
+def scaled_model(folder: Path, scale: float) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "model.py").write_text(SCALED)
+    (folder / "config.json").write_text(json.dumps({"scale": scale}))
+    return folder / "model.py"
+
+
+def db(out: Path, task: str) -> float:
+    entry = json.loads(out.read_text())["tasks"][task]
+    return entry["lengths"][str(entry["spec"]["nominal"])]["rel_err"]["db"]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_subset_run_merges_into_the_file(resume: bool, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ridge.json"
+    assert cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path))[0] == 0
+    first = json.loads(out.read_text())["tasks"]
+    again = ["--resume"] if resume else []
+    assert cli(capsys, "--model", "ridge", "--tasks", "linear/noisy", "--out", str(tmp_path), *again)[0] == 0
+    merged = json.loads(out.read_text())["tasks"]
+    assert list(merged) == ["linear/kappa1", "linear/noisy", "kernel/exp"]  # the suite's order
+    assert merged["linear/kappa1"] == first["linear/kappa1"] and merged["kernel/exp"] == first["kernel/exp"]
+
+
+def test_a_subset_run_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ridge.json"
+    assert cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path))[0] == 0
+    before = out.read_text()
+    code, err = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "--dtype", "float64", "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"iclbench run: {out} holds tasks this run does not re-run (kernel/exp), made with other "
+                          "model files or settings (run.dtype 'float32' -> 'float64')"), err
+    assert out.read_text() == before
+    # re-running every task of the file with the new settings is fine
+    code, _ = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "kernel/exp", "--dtype", "float64",
+                  "--out", str(tmp_path))
+    assert code == 0 and json.loads(out.read_text())["run"]["dtype"] == "float64"
+
+
+def test_names_that_give_the_same_file_name_are_refused(tmp_path: Path, capsys) -> None:
+    for i, name in enumerate(("a b", "a/b")):
+        (tmp_path / f"m{i}.py").write_text(SCALED.replace('"scaled"', repr(name)).replace(
+            '(Path(__file__).parent / "config.json").read_text())["scale"]', '"1")'))
+    assert cli(capsys, "--model", str(tmp_path / "m0.py"), "--tasks", "linear/kappa1", "--out", str(tmp_path))[0] == 0
+    before = (tmp_path / "a-b.json").read_text()
+    code, err = cli(capsys, "--model", str(tmp_path / "m1.py"), "--tasks", "linear/kappa1", "--out", str(tmp_path))
+    assert code == 2 and err == (f"iclbench run: {tmp_path / 'a-b.json'} holds the results of model 'a b', not 'a/b' "
+                                 "(both names give this file name): use another --out\n")
+    assert (tmp_path / "a-b.json").read_text() == before
+
+
+def test_a_second_run_into_the_same_file_is_refused_while_the_first_runs(tmp_path: Path, capsys) -> None:
+    model = tmp_path / "slow.py"
+    model.write_text(textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from iclbench import Model
+        class Slow(Model):
+            name = "slow"
+            def predict(self, batch):
+                while not Path({str(tmp_path / 'go')!r}).exists():
+                    time.sleep(0.05)
+                return batch.x_query.new_zeros(batch.x_query.shape[:2])
+    """))
+    out = tmp_path / "slow.json"
+    args = ["run", "--quiet", "--prompts", "32", "--model", str(model), "--out", str(tmp_path), "--tasks"]
+    first = subprocess.Popen([sys.executable, "-m", "iclbench.cli", *args, "linear/kappa1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "slow.json.lock"
+    deadline = time.monotonic() + 120
+    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        code = main(args[:-1] + ["--tasks", "kernel/exp"])
+        err = capsys.readouterr().err
+        assert code == 2 and err == (f"iclbench run: {out} is being written by another run (process {first.pid}, "
+                                     f"lock {lock}): wait for it to finish, or use another --out\n")
+    finally:
+        (tmp_path / "go").touch()
+        _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert list(json.loads(out.read_text())["tasks"]) == ["linear/kappa1"] and not lock.exists()
+
+
+def test_resume_reruns_a_task_when_a_file_beside_the_model_changed(tmp_path: Path, capsys, caplog) -> None:
+    path = scaled_model(tmp_path / "model", 1.0)
+    out = tmp_path / "scaled.json"
+    assert cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "--out", str(tmp_path))[0] == 0
+    assert cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "--out", str(tmp_path), "--resume")[0] == 0
+    first = db(out, "linear/kappa1")
+    scaled_model(tmp_path / "model", 0.0)  # the zero predictor: 0 dB
+    code, err = cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "--out", str(tmp_path), "--resume")
+    assert code == 0 and db(out, "linear/kappa1") == 0.0 != first
+    assert "re-running every task" in caplog.text and "files changed beside the model: config.json" in caplog.text
+
+
+def test_a_resumed_run_keeps_a_task_only_when_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "ridge.json"
+    chosen, cfg = tasks.select(["linear/kappa1"]), RunConfig("cpu", prompts=32)
+    run(load_model("ridge"), chosen, cfg, out, progress=False)
+
+    def predicts_after(edit: dict[str, str]) -> int:
+        doc = json.loads(out.read_text())
+        for key, value in edit.items():
+            part, _, field = key.rpartition(".")
+            (doc[part] if part else doc)[field] = value
+        results.write(out, doc)
+        loaded = load_model("ridge")
+        calls = []
+        original = loaded.model.predict
+        monkeypatch.setattr(loaded.model, "predict", lambda batch: calls.append(1) or original(batch))
+        run(loaded, chosen, cfg, out, resume=True, progress=False)
+        return len(calls)
+
+    assert predicts_after({}) == 0
+    assert predicts_after({"iclbench_version": "0.0.1"}) > 0
+    assert predicts_after({"run.torch_version": "1.0.0"}) > 0
+    assert predicts_after({"model.checkpoint_sha256": "0" * 64}) > 0
+    doc = json.loads(out.read_text())
+    doc["tasks"]["linear/kappa1"]["fingerprint"] = "0" * 64  # scored on other data
+    results.write(out, doc)
+    assert predicts_after({}) > 0
+
+
+def test_a_file_that_is_not_a_results_file_is_not_overwritten(tmp_path: Path, capsys) -> None:
+    (tmp_path / "ridge.json").write_text("my notes\n")
+    code, err = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "--out", str(tmp_path))
+    assert code == 2 and err.startswith(f"iclbench run: {tmp_path / 'ridge.json'}: not a readable JSON results file")
+    assert (tmp_path / "ridge.json").read_text() == "my notes\n"
