@@ -118,6 +118,21 @@ def test_a_model_that_writes_into_its_inputs_cannot_alter_later_data(tmp_path: P
         tmp_path / "before" / "ridge.json")
 
 
+def test_outputs_that_share_storage_cross_the_worker_boundary(tmp_path: Path, capsys) -> None:
+    """A model whose prediction is a view of its per-step predictions (the reference models' layout)."""
+    path = plugin(tmp_path, """
+    class Views(Model):
+        name = "views"
+        def predict(self, batch):
+            steps = batch.x_query.new_zeros(batch.x_query.shape[0], 3, batch.x_query.shape[1])
+            return Prediction(steps[:, -1], steps=steps)
+    """)
+    code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "kernel/exp", "--out", str(tmp_path))
+    assert code == 0, err
+    entry = results.read(tmp_path / "views.json")["tasks"]["kernel/exp"]
+    assert entry["status"] == "ok" and len(entry["lengths"]["14"]["steps_rel_err_db"]) == 3
+
+
 def test_a_prediction_too_large_to_score_fails_its_task_only(tmp_path: Path, capsys) -> None:
     path = plugin(tmp_path, """
     class Huge(Model):
