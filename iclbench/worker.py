@@ -110,8 +110,8 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
 
 def _send(fd: int, header: dict[str, Any], tensors: dict[str, torch.Tensor] | None, deadline: float | None) -> None:
     head = json.dumps(header).encode()
-    # clone: a model's outputs may share storage (y a view of steps), which safetensors refuses
-    blob = save_tensors({k: v.detach().cpu().clone() for k, v in tensors.items()}) if tensors else b""
+    # a contiguous copy of each: outputs may be strided views sharing storage (y of steps), which safetensors refuses
+    blob = save_tensors({k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}) if tensors else b""
     _write_all(fd, _FRAME.pack(len(head), len(blob)) + head, deadline)
     _write_all(fd, blob, deadline)
 

@@ -124,8 +124,8 @@ def test_outputs_that_share_storage_cross_the_worker_boundary(tmp_path: Path, ca
     class Views(Model):
         name = "views"
         def predict(self, batch):
-            steps = batch.x_query.new_zeros(batch.x_query.shape[0], 3, batch.x_query.shape[1])
-            return Prediction(steps[:, -1], steps=steps)
+            steps = batch.x_query.new_zeros(3, batch.x_query.shape[0], batch.x_query.shape[1])
+            return Prediction(steps[-1], steps=steps.transpose(0, 1))  # a view of a strided view
     """)
     code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "kernel/exp", "--out", str(tmp_path))
     assert code == 0, err

@@ -1,7 +1,0 @@
-"""4-layer exp-attention linear transformer, 1 head(s), width 6, no MLP, trained with `iclbench train` (command in submission.yaml)."""
-
-from iclbench.models.plugin import TrainedModel
-
-
-class Trained(TrainedModel):
-    name = 'kernel-exp-attn-exp'
