@@ -39,7 +39,7 @@ Q3_MODELS = {"looped-lsa-norm-lasso": "lasso/fixed", "looped-lsa-norm-lasso-rand
 Q3_BASELINES = ("ista", "fista", "lista", "lista-cp")
 Q3_TASKS = ("lasso/fixed", "lasso/shift0.1", "lasso/shift0.5", "lasso/random")
 Q4_MODELS = {
-    "kernel/exp": ("kernel-exp-attn-exp", "kernel-exp-attn-linear", "kernel-exp-attn-softmax"),
+    "kernel/exp": ("kernel-exp-attn-linear", "kernel-exp-attn-softmax"),
     "kernel/relu": ("kernel-relu-attn-relu", "kernel-relu-attn-linear"),
 }
 Q4_BASELINES = ("gp-posterior", "gd", "newton")
