@@ -31,24 +31,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _limit(text: str, what: str, zero_means_none: bool) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+        value = float("nan")
+    if not (0 <= value if zero_means_none else 0 < value) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+def _seconds(text: str) -> float:
+    return _limit(text, "a positive number of seconds", zero_means_none=False)
 
 
 def _gigabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of GB, 0 for no limit, got {text}")
-    return value
+    return _limit(text, "a number of GB, 0 for no limit", zero_means_none=True)
 
 
 def summary_table(doc: dict[str, Any]) -> str:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from fixtures.plugins import HEADER, plugin, run_cli
 
 from iclbench import results
 from iclbench.cli import main
 
-HEADER = """
-import torch
-from iclbench import Model, Prediction
-"""
 
 GOOD = HEADER + """
 class Good(Model):
@@ -26,16 +22,8 @@ class Good(Model):
 """
 
 
-def plugin(tmp_path: Path, body: str, name: str = "model.py") -> Path:
-    path = tmp_path / name
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
 
 
-def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    code = main(["run", "--quiet", "--prompts", "64", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def broken_on(task_family: str, bad_return: str) -> str:

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
+from fixtures.plugins import plugin, run_cli
+from fixtures.submission_kit import make_submission
 
 from iclbench import results, tasks
 from iclbench.cli import main
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
 from iclbench.submission import validate
-from tests.fixtures.submission_kit import make_submission
-
-HEADER = """
-import torch
-from iclbench import Model, Prediction
-"""
 
 
-def plugin(folder: Path, body: str, name: str = "model.py") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(HEADER + textwrap.dedent(body))
-    return path
 
 
-def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    code = main(["run", "--quiet", "--prompts", "64", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+
 
 
 def bad_on_linear(statement: str) -> str:
