@@ -15,9 +15,15 @@ from iclbench.models import gd_lsa
 from iclbench.tasks import SUITE_VERSION, EvalSet, get
 
 
+def rel_err(db: float) -> dict[str, Any]:
+    """A relative-error metric of `db` with a degenerate interval."""
+    value = 10 ** (db / 10)
+    return {"value": value, "db": db, "ci90": [value, value], "ci90_db": [db, db]}
+
+
 def task_entry(task: str, curves: dict[int, list[float]], alignment: dict[str, Any] | None = None) -> dict[str, Any]:
     """An ok task entry whose error at each length is the last value of its per-step curve."""
-    lengths = {str(n): {"rel_err": {"db": c[-1]}, "steps_rel_err_db": c} for n, c in curves.items()}
+    lengths = {str(n): {"rel_err": rel_err(c[-1]), "steps_rel_err_db": c} for n, c in curves.items()}
     out = {"status": "ok", "spec": get(task).spec.to_dict(), "lengths": lengths}
     if alignment:
         out["alignment"] = alignment
@@ -27,7 +33,8 @@ def task_entry(task: str, curves: dict[int, list[float]], alignment: dict[str, A
 def write_doc(path: Path, name: str, tasks: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"schema_version": results.SCHEMA_VERSION, "iclbench_version": "test", "suite_version": SUITE_VERSION,
-           "model": {"name": name}, "run": {}, "tasks": tasks}
+           "model": {"name": name, "file_sha256": None, "checkpoint_sha256": None},
+           "run": {"dtype": "float32", "device": "cpu"}, "tasks": tasks}
     results.write(path, doc)
 
 
