@@ -1,6 +1,6 @@
 """False-alarm rate of fresh-draw verification on honest models, and its detection rate on cheating ones.
 
-Each model is scored once on the public sets, then verified (`iclbench.verify.verify`) on the
+Each model is scored once on the public sets, then verified (`iclbench.submissions.verify.verify`) on the
 fresh sets of `--seeds` verification seeds drawn now with `secrets`. The models of one seed share
 its fresh sets (one `fresh_sets` block), except the look-up cheater: it regenerates the public sets
 with `eval_set` when imported, and imported inside that block, in this process, it would read the
@@ -30,7 +30,7 @@ from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import select
 from iclbench.tasks.family import VERIFY_SEED_BITS
-from iclbench.verify import CI_Z, COMPARISONS, FALSE_ALARM, Z, verify
+from iclbench.submissions.verify import CI_Z, COMPARISONS, FALSE_ALARM, Z, verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fixtures.cheaters import KINDS, write_cheater  # noqa: E402

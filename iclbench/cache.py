@@ -7,7 +7,7 @@ with the tensor names of `EvalSet.tensors()`, and `manifest.json`:
      "tasks": {"linear/kappa1": {"file": "linear--kappa1.safetensors", "sha256": ..., "fingerprint": ...}, ...}}
 
 `use_export` makes `eval_set` read the sets from such a folder instead of generating them;
-`fresh_sets` makes it return fresh sets drawn with a verification seed (`iclbench.verify`).
+`fresh_sets` makes it return fresh sets drawn with a verification seed (`iclbench.submissions.verify`).
 """
 
 from __future__ import annotations

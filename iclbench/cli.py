@@ -1,4 +1,5 @@
-"""The `iclbench` command line: `run`, `list`, `export`."""
+"""The `iclbench` command line: `run`, `list`, `export`, `verify`, and the commands of `iclbench.submissions`,
+`iclbench.leaderboard` and `iclbench.training`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from tabulate import tabulate
 
 from iclbench import tasks as task_registry
 from iclbench import training
-from iclbench import leaderboard, results, submission, verify
+from iclbench import results
+from iclbench.leaderboard import build as leaderboard_build
+from iclbench.submissions import schema, verify
 from iclbench.api import TaskFailure
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.plugins import PluginError
@@ -247,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_verify)
-    submission.add_parser(sub)
-    leaderboard.add_parser(sub)
+    schema.add_parser(sub)
+    leaderboard_build.add_parser(sub)
     training.add_parser(sub)
     return parser
 

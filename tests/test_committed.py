@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from iclbench import findings, leaderboard, results, submission
+from iclbench import results
+from iclbench.leaderboard import build as leaderboard, findings
+from iclbench.submissions import schema as submission
 from iclbench.tasks import SUITE_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from fixtures.submission_kit import results_doc, static_submission
 
-from iclbench import results, submission, tasks
+from iclbench import results, tasks
+from iclbench.submissions import schema as submission
 from iclbench.cli import main
-from iclbench.leaderboard import LeaderboardError, load_entries
+from iclbench.leaderboard.build import LeaderboardError, load_entries
 from iclbench.plugins import load_model
-from iclbench.rerun import rerun_and_compare
+from iclbench.submissions.rerun import rerun_and_compare
 from iclbench.runner import RunConfig, run
 
 SMALL = ["lasso/fixed", "lasso/random"]  # the quickest to generate

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from iclbench import findings, results
+from iclbench import results
+from iclbench.leaderboard import findings
 from iclbench.models import gd_lsa
 from iclbench.tasks import SUITE_VERSION, EvalSet, get
 

@@ -14,7 +14,7 @@ from iclbench import results, tasks
 from iclbench.cli import main
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
-from iclbench.submission import validate
+from iclbench.submissions.schema import validate
 
 
 
@@ -162,7 +162,7 @@ def _copy(honest: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize("lines", [
     "import os\nos._exit(0)\n",
-    "import iclbench.rerun\niclbench.rerun.compare_task = lambda *a: []\n",
+    "import iclbench.submissions.rerun\niclbench.submissions.rerun.compare_task = lambda *a: []\n",
 ])
 def test_a_model_cannot_end_or_patch_the_validator(lines: str, honest: Path, tmp_path: Path, capsys) -> None:
     folder = _forged(_copy(honest, tmp_path / "forged"), lines)

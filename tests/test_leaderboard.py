@@ -11,7 +11,7 @@ import pytest
 from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.cli import main
-from iclbench.leaderboard import LeaderboardError, build, check, load_entries, rank
+from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}

@@ -21,7 +21,7 @@ import pytest
 import websocket
 from fixtures.submission_kit import results_doc, static_submission
 
-from iclbench.leaderboard import build
+from iclbench.leaderboard.build import build
 from iclbench.tasks import TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from iclbench import pr_check
+from iclbench.submissions import pr_check
 
 BASE_TREE = {
     "submissions/README.md": "How to submit.\n",
@@ -253,12 +253,12 @@ def test_unknown_commit_and_not_a_repository(
 
 
 def test_module_entry_point_in_isolated_mode(repo: Path) -> None:
-    """The workflow's invocation, `python -I -m iclbench.pr_check`, never imports the checkout's iclbench."""
+    """The workflow's invocation, `python -I -m iclbench.submissions.pr_check`, never imports the checkout's iclbench."""
     write(repo, NEW)
     commit(repo, "add new-model")
     write(repo, {"iclbench/__init__.py": "raise SystemExit('the checkout was imported')\n"})
     proc = subprocess.run(
-        [sys.executable, "-I", "-m", "iclbench.pr_check", "--base", "main", "--head", "pr"],
+        [sys.executable, "-I", "-m", "iclbench.submissions.pr_check", "--base", "main", "--head", "pr"],
         cwd=repo,
         capture_output=True,
         text=True,

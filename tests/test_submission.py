@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from iclbench.cli import main
 from iclbench.plugins import sha256_file
-from iclbench.submission import ID_RE, validate
+from iclbench.submissions.schema import ID_RE, validate
 from iclbench.tasks import SUITE_VERSION
 
 

@@ -18,10 +18,10 @@ import pytest
 from fixtures.submission_kit import static_submission, write_meta
 
 from iclbench import checkpoint
-from iclbench.leaderboard import LeaderboardError, load_entries
+from iclbench.leaderboard.build import LeaderboardError, load_entries
 from iclbench.plugins import sha256_file
-from iclbench.rerun import compare_task
-from iclbench.submission import CHECKPOINT_HUB, check_fields
+from iclbench.submissions.rerun import compare_task
+from iclbench.submissions.schema import CHECKPOINT_HUB, check_fields
 from iclbench.tasks import TASKS
 from iclbench.untrusted import UntrustedError, load_yaml
 

@@ -14,11 +14,11 @@ from fixtures.submission_kit import results_doc, static_submission
 from iclbench import results
 from iclbench.cache import eval_set, fresh_sets
 from iclbench.cli import main
-from iclbench.leaderboard import load_entries, rank, tables
+from iclbench.leaderboard.build import load_entries, rank, tables
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import TASKS, get, select
-from iclbench.verify import FLOOR_DB, FORMAT, Z, compare_length, status, verify
+from iclbench.submissions.verify import FLOOR_DB, FORMAT, Z, compare_length, status, verify
 
 TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """Two tasks whose sets generate in milliseconds; lasso/fixed has one matrix X0 shared by every prompt."""

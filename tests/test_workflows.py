@@ -1,7 +1,7 @@
 """The GitHub workflows: triggers, permissions, pinned actions and torch, and commands that exist.
 
 The submission workflow must judge with the base commit's code: install the validator from a
-checkout of the base commit, read the pull request only through `iclbench.pr_check`, and
+checkout of the base commit, read the pull request only through `iclbench.submissions.pr_check`, and
 compute the leaderboard itself.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from iclbench import pr_check
+from iclbench.submissions import pr_check
 from iclbench.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def test_torch_is_pinned_as_in_the_readme_from_the_cpu_index(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_iclbench_commands_exist(name: str) -> None:
-    """Every `iclbench ...` and `python -I -m iclbench.pr_check ...` line parses with today's command line."""
+    """Every `iclbench ...` and `python -I -m iclbench.submissions.pr_check ...` line parses with today's command line."""
     found = 0
     for line in commands(load(name)):
         inner = re.fullmatch(r"\w+=\$\((.*)\)", line)  # folder=$(python ...)
@@ -86,7 +86,7 @@ def test_iclbench_commands_exist(name: str) -> None:
             build_parser().parse_args(words[1:])
             found += 1
         else:
-            assert words[:4] == ["python", "-I", "-m", "iclbench.pr_check"], text
+            assert words[:4] == ["python", "-I", "-m", "iclbench.submissions.pr_check"], text
             pr_check.build_parser().parse_args(words[4:])
             found += 1
     assert found or name == "tests"
@@ -102,8 +102,8 @@ def test_submissions_judges_with_the_base_commit() -> None:
     run = commands(doc)
     installs = [c for c in run if "pip install" in c and "torch" not in c]
     assert installs == ["python -m pip install ./base"]  # the judge; nothing from the pull request
-    (scope,) = [c for c in run if "iclbench.pr_check" in c]
-    assert "python -I -m iclbench.pr_check --repo pr --base \"$BASE_SHA\" --head \"$GITHUB_SHA\"" in scope
+    (scope,) = [c for c in run if "iclbench.submissions.pr_check" in c]
+    assert "python -I -m iclbench.submissions.pr_check --repo pr --base \"$BASE_SHA\" --head \"$GITHUB_SHA\"" in scope
     assert "--extract" in scope
     assert 'iclbench validate "$FOLDER" --rerun' in run
     (board,) = [c for c in run if c.startswith("iclbench leaderboard")]

@@ -11,7 +11,7 @@ import iclbench
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 if TYPE_CHECKING:
-    from iclbench.leaderboard import Entry
+    from iclbench.leaderboard.ranking import Entry
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 1em;color:#222}
@@ -154,8 +154,8 @@ def _detail(e: Entry, plots: dict[str, Any], folder: Path, parent: str) -> str:
 
 
 def render(entries: list[Entry], plots: dict[str, Any], out: Path, built: str) -> str:
-    """The page's HTML; `plots` as returned by `leaderboard_plots.draw` into `out / "plots"`."""
-    from iclbench.leaderboard import FINDINGS_LINK, RANKING_RULE
+    """The page's HTML; `plots` as returned by `iclbench.leaderboard.plots.draw` into `out / "plots"`."""
+    from iclbench.leaderboard.ranking import FINDINGS_LINK, RANKING_RULE
 
     folder = out / "plots"
     families = list(dict.fromkeys(t.spec.family for t in TASKS.values()))

@@ -1,6 +1,6 @@
 """The figures and numbers of docs/findings.md, made from results files.
 
-    python -m iclbench.findings --submissions submissions --baselines leaderboard/baselines --out docs/findings
+    python -m iclbench.leaderboard.findings --submissions submissions --baselines leaderboard/baselines --out docs/findings
 
 reads every `<submissions>/*/results.json` and `<baselines>/*.json` (the output of
 `iclbench run --model <baseline>`), keyed by model name, and writes to `--out` one PNG per
@@ -365,7 +365,7 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m iclbench.findings", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m iclbench.leaderboard.findings", description=__doc__.split("\n\n")[0])
     p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
     p.add_argument("--baselines", type=Path, default=Path("leaderboard/baselines"), help="folder of baseline results")
     p.add_argument("--out", type=Path, default=Path("docs/findings"), help="folder for the figures and numbers.json")

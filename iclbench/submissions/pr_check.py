@@ -1,6 +1,6 @@
-"""Whether a pull request is a submission, judged from git alone: `python -m iclbench.pr_check`.
+"""Whether a pull request is a submission, judged from git alone: `python -m iclbench.submissions.pr_check`.
 
-    python -m iclbench.pr_check --base BASE --head HEAD [--repo DIR] [--extract DIR]
+    python -m iclbench.submissions.pr_check --base BASE --head HEAD [--repo DIR] [--extract DIR]
 
 A submission pull request adds or updates exactly one folder `submissions/<id>/` and changes
 nothing else. The changes are those from the merge base of BASE and HEAD to HEAD, listed with
@@ -12,7 +12,7 @@ A pull request is refused as a submission when:
   computed by CI, never taken from a pull request);
 - it changes files in two or more submission folders, or removes a submission's folder;
 - it adds or changes a folder's `verification.json` (written by CI's `iclbench verify` only);
-- the id is not a submission id (`iclbench.submission.ID_RE`: 3-64 lowercase ASCII letters,
+- the id is not a submission id (`iclbench.submissions.schema.ID_RE`: 3-64 lowercase ASCII letters,
   digits and hyphens, no hyphen at either end);
 - the folder at HEAD holds a symbolic link, a submodule, a name that is not ASCII letters, digits,
   '.', '_' and '-' starting with a letter, digit or '_', or more than the folder size limit.
@@ -41,8 +41,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from iclbench.submission import ID_RE, MAX_FOLDER_BYTES
-from iclbench.verify import REPORT
+from iclbench.submissions.schema import ID_RE, MAX_FOLDER_BYTES
+from iclbench.submissions.verify import REPORT
 
 REGULAR_MODES = ("100644", "100755")
 SYMLINK_MODE = "120000"
@@ -203,9 +203,9 @@ def extract(repo: Path, head: str, sub_id: str, dest: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m iclbench.pr_check`."""
+    """The command line of `python -m iclbench.submissions.pr_check`."""
     parser = argparse.ArgumentParser(
-        prog="python -m iclbench.pr_check",
+        prog="python -m iclbench.submissions.pr_check",
         description="Check that a pull request changes exactly one submissions/<id>/ folder; print it.",
     )
     parser.add_argument("--base", required=True, help="the pull request's base commit")

@@ -357,14 +357,14 @@ def validate(
 
     With `rerun`, the model is loaded from model.py and scored again on the CPU (on
     the tasks matching `tasks`, all by default), and every metric is compared with
-    results.json within the tolerances of `iclbench.rerun`.
+    results.json within the tolerances of `iclbench.submissions.rerun`.
     """
     sub, problems = load(folder)
     if sub is None:
         return problems
     problems += check_checkpoint(sub) if _checkpoint_declared(sub) else []
     if rerun and not problems:
-        from iclbench.rerun import rerun_and_compare
+        from iclbench.submissions.rerun import rerun_and_compare
 
         problems = rerun_and_compare(sub.folder / "model.py", sub.results, tasks, batch_size)
     return problems

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from iclbench.tasks import TASKS  # noqa: E402
 
 if TYPE_CHECKING:
-    from iclbench.leaderboard import Entry
+    from iclbench.leaderboard.ranking import Entry
 
 STYLE = {"svg.hashsalt": "iclbench", "svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 LASSO_SHIFT_ORDER = ("fixed", "shift", "random")
