@@ -61,6 +61,13 @@ def relative_error(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     return ratio(((pred - target) ** 2).sum(-1), (target**2).sum(-1))
 
 
+def steps_to_reach(curve: list[float] | None, level: float | None) -> int | None:
+    """The first step (1-based) of a per-step error curve whose error is at most `level` dB; None when never reached."""
+    if curve is None or level is None:
+        return None
+    return next((k for k, v in enumerate(curve, 1) if v <= level), None)
+
+
 def score(
     spec: TaskSpec,
     data: EvalSet,

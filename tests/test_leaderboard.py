@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +11,7 @@ from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.cli import main
 from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
+from iclbench.leaderboard.ranking import RANKING_EXAMPLE, RANKING_RULE
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
@@ -43,49 +43,62 @@ def test_ranking_rule(tmp_path: Path) -> None:
         no_nominal,
     ]
     entries = rank(load_entries(tmp_path / "none", write_baselines(tmp_path / "b", *docs)))
-    got = {e.name: (e.rank, round(e.overall, 6)) for e in entries}
-    # by hand: the mean over 4 families of the mean over each family's tasks; unsupported = 0 dB; floor -100 dB
+    got = {e.name: (e.rank, e.score) for e in entries}
+    # by hand: the linear pool is a, b, c, d, e (f lacks kappa1's nominal length), the other pools a, c, d, e, f.
+    # Win rates (4 others, a tie counts half): a is 25 % on linear (ties c and e), 50 % on logistic (beats e,
+    # ties c and f), 37.5 % on lasso and kernel (ties c, e and f); e is 0 % on logistic (+5 dB loses to all);
+    # d (-300 dB, raised to float32's -138.5 dB floor) beats everyone everywhere; b and f are not in every pool.
     assert got == {
-        "d": (1, -100.0),
-        "a": (2, -10.0),
-        "c": (2, -10.0),
-        "f": (4, -9.375),
-        "e": (5, -6.25),
-        "b": (6, -5.0),
+        "d": (1, 100.0),
+        "a": (2, (25 + 50 + 37.5 + 37.5) / 4),
+        "c": (2, (25 + 50 + 37.5 + 37.5) / 4),
+        "e": (4, (25 + 0 + 37.5 + 37.5) / 4),
+        "b": (None, None),
+        "f": (None, None),
     }
-    assert [e.name for e in entries] == ["d", "a", "c", "f", "e", "b"]
+    assert [e.name for e in entries] == ["d", "a", "c", "e", "b", "f"]
     linear = {e.name: (e.family_ranks["linear"], e.family_scores["linear"]) for e in entries}
     assert linear == {
-        "d": (1, -100.0),
-        "b": (2, -20.0),
-        "a": (3, -10.0),
-        "c": (3, -10.0),
-        "e": (3, -10.0),
-        "f": (6, -7.5),
+        "d": (1, 100.0),
+        "b": (2, 75.0),
+        "a": (3, 25.0),
+        "c": (3, 25.0),
+        "e": (3, 25.0),
+        "f": (None, None),
     }
     f = next(e for e in entries if e.name == "f")
     assert f.scores["linear/kappa1"] is None and f.scores["linear/kappa10"] == -10.0
+    assert f.task_ranks["linear/kappa10"] == 3 and f.task_ranks["linear/kappa1"] is None
 
 
-def test_step_budget_rows(tmp_path: Path) -> None:
-    long = results_doc("long", every(-30.0), steps=[-float(k) for k in range(1, 21)])
-    mixed = results_doc("mixed", every(-30.0), steps=[-float(k) for k in range(1, 21)])
-    for name, task in mixed["tasks"].items():  # 3 steps on the lasso tasks, 20 elsewhere
+def test_solver_rows(tmp_path: Path) -> None:
+    gd = results_doc("gd", every(-30.0), steps=[-float(k) for k in range(1, 21)])
+    ista = results_doc("ista", every(-30.0), steps=[-float(k) for k in range(1, 21)])
+    for name, task in ista["tasks"].items():  # 3 steps on the lasso tasks, 20 elsewhere
         if FAMILY[name] == "lasso":
             for m in task["lengths"].values():
                 m["steps_rel_err_db"] = [-1.0, -2.0, -3.0]
-    short = results_doc("short", every(-30.0), steps=[-1.0, -2.0, -3.0])
-    docs = write_baselines(tmp_path / "b", long, mixed, short)
-    entries = {e.name: e for e in rank(load_entries(tmp_path / "none", docs))}
-    assert set(entries) == {"long", "mixed", "short", "long @12 steps", "mixed @12 steps"}  # short: no cut needed
-    assert entries["long @12 steps"].overall == -12.0  # the 12th step
-    assert entries["mixed @12 steps"].family_scores == {
-        "linear": -12.0,
-        "logistic": -12.0,
-        "lasso": -3.0,
-        "kernel": -12.0,
-    }
-    assert entries["long"].overall == -30.0
+    newton = results_doc("newton", every(-30.0), steps=[-1.0, -2.0, -3.0])
+    docs = write_baselines(tmp_path / "b", gd, ista, newton)
+    subs = tmp_path / "submissions"
+    doc = json.loads((static_submission(subs / "tiny-gd", every(-5.0)) / "results.json").read_text())
+    for task in doc["tasks"].values():  # per-layer errors of an 8-layer model
+        for m in task["lengths"].values():
+            m["steps_rel_err_db"] = [-0.5 * k for k in range(1, 9)]
+    (subs / "tiny-gd" / "results.json").write_text(json.dumps(doc))
+    entries = {e.name: e for e in rank(load_entries(subs, docs))}
+    cuts = {n: (e.kind, e.budget, e.ranked) for n, e in entries.items() if n != "tiny-gd"}
+    assert cuts == {
+        **{s: ("reference", None, False) for s in ("gd", "ista", "newton")},  # at their last step
+        **{f"{s} @1 step": ("baseline", 1, True) for s in ("gd", "ista", "newton")},
+        **{f"{s} @{k} steps": ("baseline", k, True) for s in ("gd", "ista") for k in (4, 16)},
+        **{f"{s} @8 steps": ("baseline", 8, False) for s in ("gd", "ista")},  # the submission's own depth
+    }  # newton runs 3 steps: cut at 1 only
+    assert entries["gd @16 steps"].scores["linear/kappa1"] == -16.0
+    assert entries["ista @16 steps"].scores["lasso/fixed"] == -3.0  # 3 steps there: its last
+    assert entries["ista @8 steps"].family_scores["linear"] is None
+    assert entries["ista @8 steps"].task_ranks == {t: None for t in TASKS}
+    assert entries["gd"].rank is None and entries["gd"].family_ranks == {f: None for f in set(FAMILY.values())}
 
 
 def test_invalid_inputs_are_named(tmp_path: Path) -> None:
@@ -124,53 +137,36 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     subs, baselines, out = board
     entries = build(subs, baselines, out)
     names = [e.name for e in entries]
-    assert names == ["iter", "iter @12 steps", "tiny-gd", "lin", "zero"]  # scores: test_scores_in_build_order
+    assert names == ["iter", "tiny-gd", "lin", "zero"]  # scores: test_scores_in_build_order; then unranked rows
     readme = (out / "README.md").read_text()
-    assert "## Ranking rule" in readme and "## Overall" in readme
+    assert "## Ranking rule" in readme and "## Overall" in readme and RANKING_EXAMPLE in readme
     for fam in set(FAMILY.values()):
         assert f"## {fam}" in readme
-    assert "| 3      | tiny-gd" in readme
-
-    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
-    mine = [r for r in rows if r["model"] == "tiny-gd"]
-    n_lengths = sum(len(t.spec.lengths) for t in TASKS.values())
-    assert len(mine) == 2 * n_lengths  # rel_err and rel_err_db at every length of every task
-    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40" and r["metric"] == "rel_err_db"]
-    assert float(kappa1[0]["value"]) == -15.0 and kappa1[0]["nominal"] == "True"
-    steps = [r for r in rows if r["model"] == "iter" and r["metric"] == "steps_rel_err_db"]
-    assert len(steps) == 15 * n_lengths
-    assert not any(r["model"].endswith("steps") for r in rows)
+    assert "| 2      | tiny-gd" in readme
+    assert not (out / "leaderboard.csv").exists()
 
     summary = json.loads((out / "leaderboard.json").read_text())
     assert [m["name"] for m in summary["models"]] == names
-    assert summary["suite_version"] == SUITE_VERSION and summary["models"][2]["meta"]["name"] == "tiny-gd"
-
-    plots = {p.name for p in (out / "plots").iterdir()}
-    assert {f"task-{t.replace('/', '--')}.svg" for t in TASKS} <= plots
-    assert {f"steps-{t.replace('/', '--')}.svg" for t in TASKS} <= plots  # "iter" reports steps on every task
-    assert {"lasso-shift.svg", "model-sub-tiny-gd.svg", "model-base-iter-steps.svg", "model-base-zero.svg"} <= plots
-    assert "model-sub-tiny-gd-steps.svg" not in plots
-
-    page = (out / "index.html").read_text()
-    for e in entries:
-        assert f'id="row-{e.key}"' in page and f'id="model-{e.key}"' in page
-    assert page.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt; GD" in page
-    assert "iclbench validate " in page and "submissions/tiny-gd --rerun" in page
-    assert "iclbench run --model iter --out" in page
-    assert "Ranking rule" in page and SUITE_VERSION in page and summary["built"] in page
-    assert "http://" not in page.replace('"http://www.w3.org', "") and "<link" not in page
+    assert summary["suite_version"] == SUITE_VERSION and summary["ranking_rule"] == RANKING_RULE
+    tiny = summary["models"][1]
+    assert tiny["kind"] == "submission" and tiny["parameters"] == 1 and tiny["code"] == "https://example.org/tiny-gd"
+    kappa1 = tiny["tasks"]["linear/kappa1"]
+    assert kappa1["db"] == -15.0 and kappa1["ci90_db"] == [-18.0, -12.0] and kappa1["rank"] == 3
+    assert set(kappa1["by_length"]) == {str(n) for n in TASKS["linear/kappa1"].spec.lengths}
+    assert "steps_rel_err_db" not in (out / "leaderboard.json").read_text()  # curves go to the detail files
+    assert summary["models"][3]["kind"] == "reference" and summary["models"][3]["rank"] is None
 
 
 def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
     subs, baselines, _ = board
-    scores = {e.name: e.overall for e in rank(load_entries(subs, baselines))}
-    expected = {"iter @12 steps": -24.0, "iter": -25.0, "tiny-gd": (-15 - 2 - 15 - 15) / 4, "lin": -10.0, "zero": 0.0}
-    assert scores == expected
+    scores = {e.name: e.score for e in rank(load_entries(subs, baselines))}
+    # linear pool: lin (-40 dB) beats iter (-25) beats tiny-gd (-15): iter 50 %; elsewhere iter beats tiny-gd: 100 %
+    assert scores == {"iter": (50 + 100 + 100 + 100) / 4, "tiny-gd": 0.0, "lin": None, "zero": None}
 
 
 def test_zero_submissions_and_zero_baselines(tmp_path: Path) -> None:
     assert build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
-    assert (tmp_path / "out" / "index.html").is_file()
+    assert (tmp_path / "out" / "leaderboard.json").is_file()
     assert check(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
 
 
@@ -204,9 +200,9 @@ def test_check_catches_a_stale_leaderboard(board: tuple[Path, Path, Path], capsy
     meta.write_text("name: [unclosed\n")
     assert any("tiny-gd/submission.yaml: not readable YAML" in p for p in check(subs, baselines, out))
 
-    (out / "index.html").unlink()
+    (out / "README.md").unlink()
     shutil.rmtree(subs / "tiny-gd")
-    assert check(subs, baselines, out) == [f"{out / 'index.html'}: missing"]
+    assert check(subs, baselines, out) == [f"{out / 'README.md'}: missing"]
 
 
 def test_cli_runs_baselines_then_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

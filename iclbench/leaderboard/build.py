@@ -1,13 +1,11 @@
 """Building the leaderboard: submissions and baseline results loaded, ranked (`iclbench.leaderboard.ranking`)
-and written as README, CSV, JSON, plots and a page; the `iclbench leaderboard` command.
+and written as README tables and the site's summary JSON; the `iclbench leaderboard` command.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import sys
 from datetime import datetime, timezone
@@ -17,7 +15,21 @@ from typing import Any
 from tabulate import tabulate
 
 import iclbench
-from iclbench.leaderboard.ranking import BUDGET_STEPS, FAMILIES, FINDINGS_LINK, RANKING_RULE, Entry, LeaderboardError, rank
+from iclbench.leaderboard.ranking import (
+    BUDGETS,
+    FAMILIES,
+    FAMILY_TASKS,
+    FINDINGS_LINK,
+    RANKING_EXAMPLE,
+    RANKING_RULE,
+    REFERENCES,
+    SOLVERS,
+    Entry,
+    LeaderboardError,
+    family_order,
+    rank,
+    site_summary,
+)
 from iclbench.plugins import sha256_file
 from iclbench.results import slug
 from iclbench.submissions import schema, verify
@@ -26,7 +38,7 @@ from iclbench.tasks import SUITE_VERSION, TASKS
 
 def load_entries(submissions: Path, baselines: Path) -> list[Entry]:
     """Entries of every submission folder and every baseline results file; `LeaderboardError` if any is invalid."""
-    entries, problems = [], []
+    entries, problems, baseline_docs = [], [], []
     for folder in sorted(p for p in submissions.iterdir() if p.is_dir()) if submissions.is_dir() else []:
         sub, bad = schema.load(folder)
         problems += bad
@@ -49,30 +61,33 @@ def load_entries(submissions: Path, baselines: Path) -> list[Entry]:
             continue
         bad = schema.check_results(doc, str(path))
         problems += bad
-        if bad:
-            continue
-        name = doc["model"]["name"]
-        cmd = f"iclbench run --model {doc['model']['source']} --out {baselines.as_posix()}"
-        meta = {"source": doc["model"]["source"]}
-        entry = Entry(f"base-{slug(name)}", name, "baseline", doc, meta, cmd)
-        entries.append(entry)
-        if entry.max_steps > BUDGET_STEPS:
-            entries.append(
-                Entry(
-                    f"base-{slug(name)}-at{BUDGET_STEPS}",
-                    f"{name} @{BUDGET_STEPS} steps",
-                    "baseline",
-                    doc,
-                    meta,
-                    cmd,
-                    budget=BUDGET_STEPS,
-                )
-            )
+        if not bad:
+            baseline_docs.append(doc)
+    depths = {k for e in entries for k in e.depths}
+    for doc in baseline_docs:
+        entries += _baseline_rows(doc, baselines, depths)
     names = [e.name for e in entries]
     problems += [f"two models are called {n!r}: names must be unique" for n in sorted(set(names)) if names.count(n) > 1]
     if problems:
         raise LeaderboardError("\n".join(problems))
     return entries
+
+
+def _baseline_rows(doc: dict[str, Any], baselines: Path, depths: set[int]) -> list[Entry]:
+    """A baseline's rows: itself (a reference for `REFERENCES` and `SOLVERS`, else ranked) and, for a solver, its
+    ranked cuts at `BUDGETS` steps and unranked cuts at the submissions' other `depths`."""
+    name = doc["model"]["name"]
+    cmd = f"iclbench run --model {doc['model']['source']} --out {baselines.as_posix()}"
+    meta = {"source": doc["model"]["source"]}
+    reference = name in REFERENCES or name in SOLVERS
+    rows = [Entry(f"base-{slug(name)}", name, "reference" if reference else "baseline", doc, meta, cmd, ranked=not reference)]
+    if name in SOLVERS:
+        longest = rows[0].max_steps
+        for k in sorted(set(BUDGETS) | depths):
+            if k < longest:
+                label = f"{name} @{k} step{'s' if k > 1 else ''}"
+                rows.append(Entry(f"base-{slug(name)}-at{k}", label, "baseline", doc, meta, cmd, budget=k, ranked=k in BUDGETS))
+    return rows
 
 
 def _report(path: Path) -> tuple[Any, list[str]]:
@@ -99,39 +114,38 @@ def inputs_digest(submissions: Path, baselines: Path) -> str:
     return h.hexdigest()
 
 
-def _fmt(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1f}"
+def _fmt(v: float | int | None, digits: int = 1) -> str:
+    return "–" if v is None else str(v) if isinstance(v, int) else f"{v:.{digits}f}"
 
 
 def tables(entries: list[Entry]) -> dict[str, str]:
-    """Markdown tables: "overall" and one per family, rendered with tabulate."""
+    """Markdown tables: "overall" and one per family (its own ranks and scores), rendered with tabulate."""
     out = {}
     rows = [
         [
-            e.rank,
+            _fmt(e.rank),
             e.name,
             e.kind,
             e.verification,
-            f"{e.overall:.2f}",
-            *[f"{e.family_scores[f]:.2f}" for f in FAMILIES],
-            sum(v is not None for v in e.scores.values()),
+            _fmt(e.score, 2),
+            *[_fmt(e.family_scores[f], 2) for f in FAMILIES],
+            f"{sum(v is not None for v in e.scores.values())}/{len(TASKS)}",
         ]
         for e in entries
     ]
     out["overall"] = tabulate(
         rows,
-        ["rank", "model", "kind", "verification", "score (dB)", *FAMILIES, "tasks scored"],
+        ["rank", "model", "kind", "verification", "score (%)", *[f"{f} (%)" for f in FAMILIES], "tasks scored"],
         tablefmt="github",
         disable_numparse=True,
     )
-    for fam in FAMILIES:
-        names = [n for n in TASKS if TASKS[n].spec.family == fam]
-        ordered = sorted(entries, key=lambda e: (e.family_ranks[fam], e.name.lower()))
+    for fam, names in FAMILY_TASKS.items():
         rows = [
-            [e.family_ranks[fam], e.name, e.kind, f"{e.family_scores[fam]:.2f}", *[_fmt(e.scores[n]) for n in names]]
-            for e in ordered
+            [_fmt(e.family_ranks[fam]), e.name, e.kind, _fmt(e.family_scores[fam], 2), *[_fmt(e.scores[n]) for n in names]]
+            for e in family_order(entries, fam)
+            if any(e.scores[n] is not None for n in names)
         ]
-        headers = ["rank", "model", "kind", "score (dB)", *[f"{n} (n={TASKS[n].spec.nominal})" for n in names]]
+        headers = ["rank", "model", "kind", "score (%)", *[f"{n} (n={TASKS[n].spec.nominal}, dB)" for n in names]]
         out[fam] = tabulate(rows, headers, tablefmt="github", disable_numparse=True)
     return out
 
@@ -142,15 +156,16 @@ def readme(entries: list[Entry], built: str) -> str:
     parts = [
         "# iclbench leaderboard",
         f"Suite {SUITE_VERSION}, built {built} by `iclbench leaderboard`; do not edit by hand. "
-        "The interactive page is [index.html](index.html); every number is in [leaderboard.csv](leaderboard.csv) "
-        "and [leaderboard.json](leaderboard.json); plots are in [plots/](plots/).",
-        "Scores are relative errors in dB (lower is better; 0 dB is the zero predictor); "
-        "– marks a task the model does not support (scored 0 dB). "
+        "Every number is in [leaderboard.json](leaderboard.json).",
+        "Scores are mean win rates in percent (higher is better); task columns are relative errors in dB at the "
+        "nominal prompt length (lower is better; 0 dB is the zero predictor); – marks a task the model does not "
+        "support, or a rank or score it does not have. "
         "Verification: the submission's scores on fresh evaluation sets drawn by CI (`iclbench verify`) "
         "agree with its public ones (verified), or do not (failed).",
         f"[Findings: what the reference transformers do]({FINDINGS_LINK}).",
         "## Ranking rule",
         RANKING_RULE,
+        f"Worked example, from the committed results: {RANKING_EXAMPLE}",
         "## Overall",
         t["overall"],
     ]
@@ -159,70 +174,15 @@ def readme(entries: list[Entry], built: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def every_number(entries: list[Entry]) -> str:
-    """leaderboard.csv: one row per model, task, prompt length, metric and step."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "kind", "task", "family", "n", "nominal", "metric", "step", "value", "ci90_low", "ci90_high"])
-    for e in entries:
-        if e.budget is not None:
-            continue
-        for task, t in e.results["tasks"].items():
-            fam, nominal = TASKS[task].spec.family, TASKS[task].spec.nominal
-            for n, metrics in t.get("lengths", {}).items():
-                row = [e.name, e.kind, task, fam, n, int(n) == nominal]
-                for metric, m in metrics.items():
-                    if metric == "steps_rel_err_db":
-                        w.writerows([*row, metric, k + 1, v, "", ""] for k, v in enumerate(m))
-                        continue
-                    w.writerow([*row, metric, "", m["value"], *m["ci90"]])
-                    if "db" in m:
-                        w.writerow([*row, f"{metric}_db", "", m["db"], *m["ci90_db"]])
-    return buf.getvalue()
-
-
-def summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any]:
-    """leaderboard.json: ranks, scores, metadata, commands and the full results of every model."""
-    return {
-        "suite_version": SUITE_VERSION,
-        "iclbench_version": iclbench.__version__,
-        "built": built,
-        "inputs_sha256": digest,
-        "ranking_rule": RANKING_RULE,
-        "models": [
-            {
-                "key": e.key,
-                "name": e.name,
-                "kind": e.kind,
-                "verification": e.verification,
-                "budget_steps": e.budget,
-                "rank": e.rank,
-                "score_db": e.overall,
-                "family_scores_db": e.family_scores,
-                "family_ranks": e.family_ranks,
-                "task_scores_db": e.scores,
-                "meta": e.meta,
-                "command": e.command,
-                "results": e.results if e.budget is None else None,
-            }
-            for e in entries
-        ],
-    }
-
-
 def build(submissions: Path, baselines: Path, out: Path) -> list[Entry]:
-    """Write README.md, leaderboard.csv, leaderboard.json, plots/ and index.html under `out`."""
-    from iclbench.leaderboard import page, plots as plotting
-
+    """Write README.md and leaderboard.json (`ranking.site_summary`) under `out`."""
     entries = rank(load_entries(submissions, baselines))
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     digest = inputs_digest(submissions, baselines)
     out.mkdir(parents=True, exist_ok=True)
-    plots = plotting.draw(entries, out / "plots")
     (out / "README.md").write_text(readme(entries, built))
-    (out / "leaderboard.csv").write_text(every_number(entries))
-    (out / "leaderboard.json").write_text(json.dumps(summary(entries, built, digest), indent=1, allow_nan=False) + "\n")
-    (out / "index.html").write_text(page.render(entries, plots, out, built))
+    summary = site_summary(entries, built, digest)
+    (out / "leaderboard.json").write_text(json.dumps(summary, separators=(",", ":"), allow_nan=False) + "\n")
     return entries
 
 
@@ -234,7 +194,7 @@ def check(submissions: Path, baselines: Path, out: Path) -> list[str]:
         return str(exc).splitlines()
     missing = [
         f"{out / name}: missing"
-        for name in ("README.md", "leaderboard.csv", "leaderboard.json", "index.html")
+        for name in ("README.md", "leaderboard.json")
         if not (out / name).is_file()
     ]
     if missing:

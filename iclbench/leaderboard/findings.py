@@ -28,6 +28,7 @@ import torch
 
 from iclbench import metrics, results
 from iclbench.alignment import cosine_matrix
+from iclbench.metrics import steps_to_reach
 from iclbench.tasks import EvalSet, Task, get
 
 Docs = dict[str, dict[str, Any]]
@@ -94,14 +95,6 @@ def steps_db(docs: Docs, model: str, task: str, n: int | None = None) -> list[fl
 def at_step(curve: list[float] | None, k: int) -> float | None:
     """The error after step `k` (1-based) of a per-step curve, or None when it is shorter."""
     return round(curve[k - 1], 2) if curve is not None and len(curve) >= k else None
-
-
-def steps_to_reach(curve: list[float] | None, level: float | None) -> int | None:
-    """The first step (1-based) whose error is at most `level` dB; None when never reached."""
-    if curve is None or level is None:
-        return None
-    hits = [k for k, v in enumerate(curve, 1) if v <= level]
-    return hits[0] if hits else None
 
 
 def _round(v: float) -> float:
