@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.cli import main
 from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
+from iclbench.leaderboard.page import thin
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
@@ -131,34 +133,51 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
         assert f"## {fam}" in readme
     assert "| 3      | tiny-gd" in readme
 
-    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
-    mine = [r for r in rows if r["model"] == "tiny-gd"]
-    n_lengths = sum(len(t.spec.lengths) for t in TASKS.values())
-    assert len(mine) == 2 * n_lengths  # rel_err and rel_err_db at every length of every task
-    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40" and r["metric"] == "rel_err_db"]
-    assert float(kappa1[0]["value"]) == -15.0 and kappa1[0]["nominal"] == "True"
-    steps = [r for r in rows if r["model"] == "iter" and r["metric"] == "steps_rel_err_db"]
-    assert len(steps) == 15 * n_lengths
-    assert not any(r["model"].endswith("steps") for r in rows)
-
     summary = json.loads((out / "leaderboard.json").read_text())
     assert [m["name"] for m in summary["models"]] == names
-    assert summary["suite_version"] == SUITE_VERSION and summary["models"][2]["meta"]["name"] == "tiny-gd"
+    assert summary["suite_version"] == SUITE_VERSION
+
+    # the CSV: one row per model, task and scored prompt length, with the interval; no per-step rows
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert list(rows[0]) == ["model", "kind", "task", "family", "n", "nominal", "db", "ci90_low_db", "ci90_high_db",
+                             "task_rank"]
+    mine = [r for r in rows if r["model"] == "tiny-gd"]
+    assert len(mine) == sum(len(t.spec.lengths) for t in TASKS.values())
+    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40"]
+    assert kappa1[0]["nominal"] == "True" and [float(kappa1[0][k]) for k in ("db", "ci90_low_db", "ci90_high_db")] == [
+        -15.0,
+        -18.0,
+        -12.0,
+    ]
+    assert len(rows) == sum(len(t["by_length"]) for m in summary["models"] for t in m["tasks"].values() if t)
+
+    # each model's detail file: metadata, command and per-step curves (iter's 15 steps, all kept)
+    for m in summary["models"]:
+        assert m["detail"] == f"models/{m['key']}.json" and (out / m["detail"]).is_file()
+    tiny = json.loads((out / "models" / "sub-tiny-gd.json").read_text())
+    assert tiny["meta"]["architecture"] == "<script>alert(1)</script> GD" and tiny["steps"] == {}
+    assert "iclbench validate " in tiny["command"] and "submissions/tiny-gd --rerun" in tiny["command"]
+    it = json.loads((out / "models" / "base-iter.json").read_text())
+    assert "iclbench run --model iter --out" in it["command"]
+    assert it["steps"]["linear/kappa1"]["40"] == {"step": list(range(1, 16)), "db": [-2.0 * k for k in range(1, 16)]}
+    cut = json.loads((out / "models" / "base-iter-at12.json").read_text())
+    assert cut["steps"]["linear/kappa1"]["40"]["step"] == list(range(1, 13)) and cut["plots"] == it["plots"]
 
     plots = {p.name for p in (out / "plots").iterdir()}
     assert {f"task-{t.replace('/', '--')}.svg" for t in TASKS} <= plots
     assert {f"steps-{t.replace('/', '--')}.svg" for t in TASKS} <= plots  # "iter" reports steps on every task
     assert {"lasso-shift.svg", "model-sub-tiny-gd.svg", "model-base-iter-steps.svg", "model-base-zero.svg"} <= plots
     assert "model-sub-tiny-gd-steps.svg" not in plots
+    assert it["plots"] == {"lengths": "plots/model-base-iter.svg", "steps": "plots/model-base-iter-steps.svg"}
 
     page = (out / "index.html").read_text()
     for e in entries:
-        assert f'id="row-{e.key}"' in page and f'id="model-{e.key}"' in page
-    assert page.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt; GD" in page
-    assert "iclbench validate " in page and "submissions/tiny-gd --rerun" in page
-    assert "iclbench run --model iter --out" in page
+        assert f'id="row-{e.key}"' in page and f'href="models/{e.key}.json"' in page
+    assert page.count("<script") == 1 and '<script src="site.js">' in page and "alert(1)" not in page
     assert "Ranking rule" in page and SUITE_VERSION in page and summary["built"] in page
-    assert "http://" not in page.replace('"http://www.w3.org', "") and "<link" not in page
+    assert "data:" not in page and "<img" not in page.replace('<img loading="lazy"', "")  # plots load on demand
+    for link in re.findall(r'(?:href|src)="([^"]*)"', page):  # relative inside the folder, or a submitter's https
+        assert link.startswith(("https://", "#")) or not ("://" in link or link.startswith("/") or ".." in link), link
 
 
 def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
@@ -234,3 +253,12 @@ def test_cli_runs_baselines_then_builds(tmp_path: Path, capsys: pytest.CaptureFi
         t["status"] == "ok" and t["lengths"][str(t["spec"]["nominal"])]["rel_err"]["db"] == 0.0
         for t in zero["tasks"].values()
     )
+
+
+def test_step_curves_are_thinned() -> None:
+    assert thin(0) == [] and thin(15) == list(range(1, 16))
+    steps = thin(1024)
+    assert steps[:16] == list(range(1, 17)) and steps[-1] == 1024 and len(steps) <= 16 + 32 + 1
+    assert steps == sorted(set(steps)) and 40 < len(steps)
+    ratios = [b / a for a, b in zip(steps[16:], steps[17:])]
+    assert max(ratios) < 1.25  # log-spaced: no big jump between kept steps

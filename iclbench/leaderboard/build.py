@@ -1,13 +1,11 @@
 """Building the leaderboard: submissions and baseline results loaded, ranked (`iclbench.leaderboard.ranking`)
-and written as README, CSV, JSON, plots and a page; the `iclbench leaderboard` command.
+and written as README, the site summary and the site (`iclbench.leaderboard.page`); the `iclbench leaderboard` command.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import sys
 from datetime import datetime, timezone
@@ -159,70 +157,20 @@ def readme(entries: list[Entry], built: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def every_number(entries: list[Entry]) -> str:
-    """leaderboard.csv: one row per model, task, prompt length, metric and step."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "kind", "task", "family", "n", "nominal", "metric", "step", "value", "ci90_low", "ci90_high"])
-    for e in entries:
-        if e.budget is not None:
-            continue
-        for task, t in e.results["tasks"].items():
-            fam, nominal = TASKS[task].spec.family, TASKS[task].spec.nominal
-            for n, metrics in t.get("lengths", {}).items():
-                row = [e.name, e.kind, task, fam, n, int(n) == nominal]
-                for metric, m in metrics.items():
-                    if metric == "steps_rel_err_db":
-                        w.writerows([*row, metric, k + 1, v, "", ""] for k, v in enumerate(m))
-                        continue
-                    w.writerow([*row, metric, "", m["value"], *m["ci90"]])
-                    if "db" in m:
-                        w.writerow([*row, f"{metric}_db", "", m["db"], *m["ci90_db"]])
-    return buf.getvalue()
+def build(submissions: Path, baselines: Path, out: Path, findings: Path | None = None) -> list[Entry]:
+    """Write README.md, leaderboard.json (the site summary) and the site (`iclbench.leaderboard.page.write`:
+    index.html, models/, plots/, leaderboard.csv and, from the Markdown `findings`, findings.html) under `out`."""
+    from iclbench.leaderboard import page
 
-
-def summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any]:
-    """leaderboard.json: ranks, scores, metadata, commands and the full results of every model."""
-    return {
-        "suite_version": SUITE_VERSION,
-        "iclbench_version": iclbench.__version__,
-        "built": built,
-        "inputs_sha256": digest,
-        "ranking_rule": RANKING_RULE,
-        "models": [
-            {
-                "key": e.key,
-                "name": e.name,
-                "kind": e.kind,
-                "verification": e.verification,
-                "budget_steps": e.budget,
-                "rank": e.rank,
-                "score_db": e.overall,
-                "family_scores_db": e.family_scores,
-                "family_ranks": e.family_ranks,
-                "task_scores_db": e.scores,
-                "meta": e.meta,
-                "command": e.command,
-                "results": e.results if e.budget is None else None,
-            }
-            for e in entries
-        ],
-    }
-
-
-def build(submissions: Path, baselines: Path, out: Path) -> list[Entry]:
-    """Write README.md, leaderboard.csv, leaderboard.json, plots/ and index.html under `out`."""
-    from iclbench.leaderboard import page, plots as plotting
-
+    if findings is not None and not findings.is_file():
+        raise LeaderboardError(f"{findings}: no such findings page")
     entries = rank(load_entries(submissions, baselines))
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    digest = inputs_digest(submissions, baselines)
+    site = page.summary_from_entries(entries, built, inputs_digest(submissions, baselines))
     out.mkdir(parents=True, exist_ok=True)
-    plots = plotting.draw(entries, out / "plots")
     (out / "README.md").write_text(readme(entries, built))
-    (out / "leaderboard.csv").write_text(every_number(entries))
-    (out / "leaderboard.json").write_text(json.dumps(summary(entries, built, digest), indent=1, allow_nan=False) + "\n")
-    (out / "index.html").write_text(page.render(entries, plots, out, built))
+    (out / "leaderboard.json").write_text(json.dumps(site, separators=(",", ":"), allow_nan=False) + "\n")
+    page.write(site, entries, out, findings)
     return entries
 
 
@@ -283,7 +231,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         for message in run_baselines(args.run_baselines, args.baselines, args.device):
             print(f"warning: baseline not scored: {message}", file=sys.stderr)
     try:
-        entries = build(args.submissions, args.baselines, args.out)
+        entries = build(args.submissions, args.baselines, args.out, args.findings or _default_findings())
     except LeaderboardError as exc:
         for message in str(exc).splitlines():
             print(f"error: {message}", file=sys.stderr)
@@ -291,6 +239,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     subs = sum(e.kind == "submission" for e in entries)
     print(f"{args.out}: {subs} submission(s), {len(entries) - subs} baseline row(s), suite {SUITE_VERSION}")
     return 0
+
+
+def _default_findings() -> Path | None:
+    path = Path("docs/findings.md")
+    return path if path.is_file() else None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -309,4 +262,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="first score these baselines (all available when none are named) into --baselines",
     )
     p.add_argument("--device", default="auto", help="with --run-baselines: auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--findings", type=Path, help="Markdown rendered as the site's findings.html (default: docs/findings.md if any)"
+    )
     p.set_defaults(func=cmd_leaderboard)
