@@ -14,6 +14,7 @@ from fixtures.submission_kit import results_doc, static_submission
 from iclbench.cli import main
 from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
 from iclbench.leaderboard.page import thin
+from iclbench.leaderboard.plots import limits, style
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
@@ -191,6 +192,8 @@ def test_zero_submissions_and_zero_baselines(tmp_path: Path) -> None:
     assert build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
     assert (tmp_path / "out" / "index.html").is_file()
     assert check(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
+    with pytest.raises(LeaderboardError, match="nope.md: no such findings page"):
+        build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out", findings=tmp_path / "nope.md")
 
 
 def test_check_catches_a_stale_leaderboard(board: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -262,3 +265,17 @@ def test_step_curves_are_thinned() -> None:
     assert steps == sorted(set(steps)) and 40 < len(steps)
     ratios = [b / a for a, b in zip(steps[16:], steps[17:])]
     assert max(ratios) < 1.25  # log-spaced: no big jump between kept steps
+
+
+def test_plot_series_stay_apart_and_axes_fit_the_ranked_models() -> None:
+    looks = [(style(i)["color"], style(i)["ls"], style(i)["marker"]) for i in range(40)]
+    assert len(set(looks)) == 40 and len({(c, ls) for c, ls, _ in looks}) == 40  # colour and line style alone differ
+    ranked = [("a", [1, 2], [-5.0, -12.0], "submission"), ("b", [1, 2], [-2.0, -8.0], "baseline")]
+    exact = ("solver", [1, 2], [-300.0, -300.0], "reference")
+    lo, hi = limits([*ranked, exact], floor=-138.5)
+    assert -14.0 < lo < -12.0 and -2.0 < hi < 0.0  # the reference at -300 dB does not stretch the axis
+    lo, _ = limits([*ranked, ("c", [1], [-150.0], "submission")], floor=-138.5)
+    assert -150.0 < lo < -138.5  # an error below the round-off floor counts at the floor (drawn on the edge)
+    _, hi = limits([*ranked, ("d", [1], [80.0], "submission")], floor=-138.5)
+    assert hi < 25.0  # a blow-up is drawn on the edge, not scaled to
+    assert limits([exact], floor=-138.5)[0] < -138.5  # references alone: their own range, floored

@@ -244,10 +244,11 @@ def write(site: dict[str, Any], entries: list[Entry], out: Path, findings: Path 
         d["plots"] = {"lengths": plots["model"].get(parent), "steps": plots["model_steps"].get(parent)}
         (out / d["detail"]).write_text(json.dumps(d, separators=(",", ":"), allow_nan=False))
     (out / "leaderboard.csv").write_text(table_csv(site))
-    has_findings = findings is not None and findings_page(findings, out)
+    if findings is not None:
+        findings_page(findings, out)
     (out / "site.css").write_text(STYLE.lstrip())
     (out / "site.js").write_text(SCRIPT.lstrip())
-    (out / "index.html").write_text(index(site, plots, has_findings))
+    (out / "index.html").write_text(index(site, plots, findings is not None))
 
 
 def _num(v: float | None, digits: int, ci: list[float] | None = None) -> str:
@@ -361,7 +362,7 @@ curves are in each model's <code>models/&lt;key&gt;.json</code>). Inputs SHA-256
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 
 
-def findings_page(source: Path, out: Path) -> bool:
+def findings_page(source: Path, out: Path) -> None:
     """Render the findings Markdown `source` into out/findings.html; the files it links to inside its folder are
     copied beside it, links that leave that folder become plain text (they would not resolve in the site)."""
     root = source.parent.resolve()
@@ -387,7 +388,6 @@ def findings_page(source: Path, out: Path) -> bool:
         '<link rel="stylesheet" href="site.css"></head><body><nav><a href="index.html">Leaderboard</a></nav>'
         f'<div class="findings">{body}</div></body></html>\n'
     )
-    return True
 
 
 # Temporary: the site summary made from today's `Entry`, until `ranking.site_summary` replaces it (fields of the
