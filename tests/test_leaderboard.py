@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.cli import main
 from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
+from iclbench.leaderboard.page import thin
+from iclbench.leaderboard.plots import limits, style
 from iclbench.leaderboard.ranking import RANKING_EXAMPLE, RANKING_RULE
 from iclbench.tasks import SUITE_VERSION, TASKS
 
@@ -100,6 +104,12 @@ def test_solver_rows(tmp_path: Path) -> None:
     assert entries["ista @8 steps"].task_ranks == {t: None for t in TASKS}
     assert entries["gd"].rank is None and entries["gd"].family_ranks == {f: None for f in set(FAMILY.values())}
 
+    build(subs, docs, tmp_path / "out")  # a cut row's detail file holds the curves cut at its budget
+    full, cut = (json.loads((tmp_path / "out" / "models" / f"{k}.json").read_text()) for k in ("base-gd", "base-gd-at4"))
+    assert full["steps"]["linear/kappa1"]["40"]["step"] == list(range(1, 21))
+    assert cut["steps"]["linear/kappa1"]["40"] == {"step": [1, 2, 3, 4], "db": [-1.0, -2.0, -3.0, -4.0]}
+    assert cut["plots"] == full["plots"]
+
 
 def test_invalid_inputs_are_named(tmp_path: Path) -> None:
     limited = results_doc("limited", every(-1.0))
@@ -143,7 +153,6 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     for fam in set(FAMILY.values()):
         assert f"## {fam}" in readme
     assert "| 2      | tiny-gd" in readme
-    assert not (out / "leaderboard.csv").exists()
 
     summary = json.loads((out / "leaderboard.json").read_text())
     assert [m["name"] for m in summary["models"]] == names
@@ -155,6 +164,46 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     assert set(kappa1["by_length"]) == {str(n) for n in TASKS["linear/kappa1"].spec.lengths}
     assert "steps_rel_err_db" not in (out / "leaderboard.json").read_text()  # curves go to the detail files
     assert summary["models"][3]["kind"] == "reference" and summary["models"][3]["rank"] is None
+
+    # the CSV: one row per model, task and scored prompt length, with the interval; no per-step rows
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert list(rows[0]) == ["model", "kind", "task", "family", "n", "nominal", "db", "ci90_low_db", "ci90_high_db",
+                             "task_rank"]
+    mine = [r for r in rows if r["model"] == "tiny-gd"]
+    assert len(mine) == sum(len(t.spec.lengths) for t in TASKS.values())
+    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40"]
+    assert kappa1[0]["nominal"] == "True" and [float(kappa1[0][k]) for k in ("db", "ci90_low_db", "ci90_high_db")] == [
+        -15.0,
+        -18.0,
+        -12.0,
+    ]
+    assert len(rows) == sum(len(t["by_length"]) for m in summary["models"] for t in m["tasks"].values() if t)
+
+    # each model's detail file: metadata, command and per-step curves (iter's 15 steps, all kept)
+    for m in summary["models"]:
+        assert m["detail"] == f"models/{m['key']}.json" and (out / m["detail"]).is_file()
+    tiny = json.loads((out / "models" / "sub-tiny-gd.json").read_text())
+    assert tiny["meta"]["architecture"] == "<script>alert(1)</script> GD" and tiny["steps"] == {}
+    assert "iclbench validate " in tiny["command"] and "submissions/tiny-gd --rerun" in tiny["command"]
+    it = json.loads((out / "models" / "base-iter.json").read_text())
+    assert "iclbench run --model iter --out" in it["command"]
+    assert it["steps"]["linear/kappa1"]["40"] == {"step": list(range(1, 16)), "db": [-2.0 * k for k in range(1, 16)]}
+
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {f"task-{t.replace('/', '--')}.svg" for t in TASKS} <= plots
+    assert {f"steps-{t.replace('/', '--')}.svg" for t in TASKS} <= plots  # "iter" reports steps on every task
+    assert {"lasso-shift.svg", "model-sub-tiny-gd.svg", "model-base-iter-steps.svg", "model-base-zero.svg"} <= plots
+    assert "model-sub-tiny-gd-steps.svg" not in plots
+    assert it["plots"] == {"lengths": "plots/model-base-iter.svg", "steps": "plots/model-base-iter-steps.svg"}
+
+    page = (out / "index.html").read_text()
+    for e in entries:
+        assert f'id="row-{e.key}"' in page and f'href="models/{e.key}.json"' in page
+    assert page.count("<script") == 1 and '<script src="site.js">' in page and "alert(1)" not in page
+    assert "Ranking rule" in page and SUITE_VERSION in page and summary["built"] in page
+    assert "data:" not in page and "<img" not in page.replace('<img loading="lazy"', "")  # plots load on demand
+    for link in re.findall(r'(?:href|src)="([^"]*)"', page):  # relative inside the folder, or a submitter's https
+        assert link.startswith(("https://", "#")) or not ("://" in link or link.startswith("/") or ".." in link), link
 
 
 def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
@@ -168,6 +217,8 @@ def test_zero_submissions_and_zero_baselines(tmp_path: Path) -> None:
     assert build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
     assert (tmp_path / "out" / "leaderboard.json").is_file()
     assert check(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
+    with pytest.raises(LeaderboardError, match="nope.md: no such findings page"):
+        build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out", findings=tmp_path / "nope.md")
 
 
 def test_check_catches_a_stale_leaderboard(board: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -230,3 +281,26 @@ def test_cli_runs_baselines_then_builds(tmp_path: Path, capsys: pytest.CaptureFi
         t["status"] == "ok" and t["lengths"][str(t["spec"]["nominal"])]["rel_err"]["db"] == 0.0
         for t in zero["tasks"].values()
     )
+
+
+def test_step_curves_are_thinned() -> None:
+    assert thin(0) == [] and thin(15) == list(range(1, 16))
+    steps = thin(1024)
+    assert steps[:16] == list(range(1, 17)) and steps[-1] == 1024 and len(steps) <= 16 + 32 + 1
+    assert steps == sorted(set(steps)) and 40 < len(steps)
+    ratios = [b / a for a, b in zip(steps[16:], steps[17:])]
+    assert max(ratios) < 1.25  # log-spaced: no big jump between kept steps
+
+
+def test_plot_series_stay_apart_and_axes_fit_the_ranked_models() -> None:
+    looks = [(style(i)["color"], style(i)["ls"], style(i)["marker"]) for i in range(40)]
+    assert len(set(looks)) == 40 and len({(c, ls) for c, ls, _ in looks}) == 40  # colour and line style alone differ
+    ranked = [("a", [1, 2], [-5.0, -12.0], "submission"), ("b", [1, 2], [-2.0, -8.0], "baseline")]
+    exact = ("solver", [1, 2], [-300.0, -300.0], "reference")
+    lo, hi = limits([*ranked, exact], floor=-138.5)
+    assert -14.0 < lo < -12.0 and -2.0 < hi < 0.0  # the reference at -300 dB does not stretch the axis
+    lo, _ = limits([*ranked, ("c", [1], [-150.0], "submission")], floor=-138.5)
+    assert -150.0 < lo < -138.5  # an error below the round-off floor counts at the floor (drawn on the edge)
+    _, hi = limits([*ranked, ("d", [1], [80.0], "submission")], floor=-138.5)
+    assert hi < 25.0  # a blow-up is drawn on the edge, not scaled to
+    assert limits([exact], floor=-138.5)[0] < -138.5  # references alone: their own range, floored

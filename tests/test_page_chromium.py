@@ -1,21 +1,28 @@
-"""The leaderboard page in headless Chromium, used as a person would: rows, sorting by a header click, the filters.
+"""The published site in headless Chromium, used as a person would, at desktop width and on a 390 px phone; and the
+output folder published alone: every link resolves, and the first load is small.
 
-Needs Debian's `chromium` package and the `websocket-client` package; Chromium is driven
-over its DevTools protocol. The screenshot is saved as `leaderboard.png` in the test's
-pytest temporary folder.
+Needs Debian's `chromium` package and the `websocket-client` package; Chromium is driven over its DevTools
+protocol. The site is copied alone to a fresh folder and served over http://127.0.0.1 (the detail files are
+fetched, which file:// URLs forbid). Screenshots are saved in pytest's temporary folder; their paths are printed.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import websocket
@@ -25,6 +32,8 @@ from iclbench.leaderboard.build import build
 from iclbench.tasks import TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
+FIRST_LOAD_BOUND = 200_000
+"""Bytes the first load (the page and what it loads before any interaction) stays under."""
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -36,6 +45,7 @@ FLAGS = [
     "--remote-debugging-port=0",
     "--window-size=1400,1000",
 ]
+FINDINGS = Path(__file__).resolve().parents[1] / "docs" / "findings.md"
 
 
 class Page:
@@ -56,15 +66,25 @@ class Page:
                 return msg["result"]
 
     def js(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def wait(self, expression: str, what: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.js(expression):
+            assert time.monotonic() < deadline, f"{what} within {seconds} s"
+            time.sleep(0.1)
+
+    def open(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+        self.wait(f"location.href === {json.dumps(url)} && document.readyState === 'complete'", f"{url} loads")
+
     def click(self, selector: str) -> None:
         """A real mouse click at the centre of the element (of its first line box, for a link that wraps)."""
         box = self.js(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
             " const r = e.getClientRects()[0]; return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         for kind in ("mousePressed", "mouseReleased"):
@@ -83,14 +103,27 @@ class Page:
             ".filter(r => r.offsetParent !== null).map(r => r.id)"
         )
 
+    def column(self, index: int) -> list[str]:
+        """The text of one column (0-based) of the visible rows."""
+        return self.js(
+            "Array.from(document.querySelectorAll('#board tbody tr')).filter(r => r.offsetParent !== null)"
+            f".map(r => r.cells[{index}].textContent)"
+        )
 
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Page]:
+    def screenshot(self, path: Path) -> None:
+        self.js("window.scrollTo(0, 0)")
+        shot = base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"])
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+        path.write_bytes(shot)
+        print(f"screenshot: {path}")
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     exe = shutil.which("chromium")
     if exe is None:
         pytest.fail("Chromium is not installed: install Debian's package with `apt-get install -y chromium`")
-    profile = tmp_path / "profile"
-    profile.mkdir()
+    profile = tmp_path_factory.mktemp("profile")
     proc = subprocess.Popen(
         [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -105,6 +138,8 @@ def chromium(tmp_path: Path) -> Iterator[Page]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
             targets = json.load(resp)
         page = Page(next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"))
+        page.send("Network.enable")
+        page.send("Network.setCacheDisabled", cacheDisabled=True)  # every load is a first load
         yield page
         page.ws.close()
     finally:
@@ -115,74 +150,231 @@ def chromium(tmp_path: Path) -> Iterator[Page]:
             proc.kill()
 
 
-def test_leaderboard_page(chromium: Page, tmp_path: Path) -> None:
-    subs = tmp_path / "submissions"
-    static_submission(subs / "tiny-gd", {n: -15.0 for n in TASKS})
-    baselines = tmp_path / "leaderboard" / "baselines"
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A site built from a few synthetic results files, copied alone to a fresh folder and served: (URL, folder)."""
+    tmp = tmp_path_factory.mktemp("build")
+    subs = tmp / "submissions"
+    static_submission(
+        subs / "tiny-gd",
+        {n: (-2.0 if f == "logistic" else -15.0) for n, f in FAMILY.items()},
+        paper="https://example.org/paper",
+        architecture="<script>alert(1)</script> GD",
+    )
+    baselines = tmp / "repo" / "baselines"
     baselines.mkdir(parents=True)
     docs = [
         results_doc("zero", {n: 0.0 for n in TASKS}),
         results_doc("linear-only", {n: -40.0 for n, f in FAMILY.items() if f == "linear"}),
         results_doc("kernel-only", {n: -5.0 for n, f in FAMILY.items() if f == "kernel"}),
+        results_doc("iter", {n: -25.0 for n in TASKS}, steps=[-2.0 * k for k in range(1, 41)]),
     ]
     for doc in docs:
         (baselines / f"{doc['model']['name']}.json").write_text(json.dumps(doc))
-    out = tmp_path / "leaderboard"
-    entries = build(subs, baselines, out)
+    build(subs, baselines, tmp / "repo" / "out", findings=FINDINGS)
+    published = tmp_path_factory.mktemp("published") / "site"
+    shutil.copytree(tmp / "repo" / "out", published)  # the output folder alone, as the pages workflow publishes it
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(published)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", published
+    server.shutdown()
+    thread.join()
 
-    chromium.send("Page.navigate", url=(out / "index.html").as_uri())
-    deadline = time.monotonic() + 60
-    while chromium.js("document.readyState") != "complete":
-        assert time.monotonic() < deadline, "the page did not load"
-        time.sleep(0.2)
 
-    # every model has its row, in rank order: tiny-gd -15, linear-only -10, kernel-only -1.25, zero 0
-    order = ["row-sub-tiny-gd", "row-base-linear-only", "row-base-kernel-only", "row-base-zero"]
-    assert chromium.visible_rows() == order == [f"row-{e.key}" for e in entries]
+def _summary(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "leaderboard.json", timeout=30) as resp:
+        return json.load(resp)
+
+
+def _show(value: float | int | None, fmt: Callable[[Any], str]) -> str:
+    return "–" if value is None else fmt(value)
+
+
+def test_desktop_table_family_views_and_detail(chromium: Page, site: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = site
+    summary = _summary(url)
+    models = summary["models"]
+    chromium.send("Emulation.clearDeviceMetricsOverride")
+    chromium.open(url + "index.html")
+
+    # every model has its row, in the summary's order, with its rank and overall score
+    assert chromium.visible_rows() == [f"row-{m['key']}" for m in models]
+    assert chromium.column(0) == [_show(m["rank"], str) for m in models]
+    assert chromium.column(2) == [_show(m["score"], lambda v: f"{v:.2f}") for m in models]
 
     # a click on the "model" header sorts by name, a second click reverses
+    by_name = [f"row-{m['key']}" for m in sorted(models, key=lambda m: m["name"].lower())]
     chromium.click("#board thead th:nth-child(2)")
-    by_name = ["row-base-kernel-only", "row-base-linear-only", "row-sub-tiny-gd", "row-base-zero"]
     assert chromium.visible_rows() == by_name
     chromium.click("#board thead th:nth-child(2)")
     assert chromium.visible_rows() == by_name[::-1]
-    # the kernel/linear column: lowest error first (tiny-gd -15, kernel-only -5, zero 0), unscored rows last
-    col = list(TASKS).index("kernel/linear") + 5 + len(set(FAMILY.values())) + 1  # rank, model, kind, verification, score
-    chromium.click(f"#board thead th:nth-child({col})")
-    assert chromium.visible_rows() == [
-        "row-sub-tiny-gd",
-        "row-base-kernel-only",
-        "row-base-zero",
-        "row-base-linear-only",
-    ]
 
-    # the family filter hides the rows of models with no score in that family, and other families' columns
-    chromium.choose("family", "kernel")
-    assert chromium.visible_rows() == ["row-sub-tiny-gd", "row-base-kernel-only", "row-base-zero"]
+    # a family view: the models scored in it, by their rank in the family, with the family's rank and score
+    chromium.choose("family", "linear")
+    fam = [m for m in models if m["families"]["linear"]["coverage"][0] > 0]
+    fam.sort(key=lambda m: (m["families"]["linear"]["rank"] is None, m["families"]["linear"]["rank"] or 0))
+    assert chromium.visible_rows() == [f"row-{m['key']}" for m in fam]
+    assert chromium.column(0) == [_show(m["families"]["linear"]["rank"], str) for m in fam]
+    assert chromium.column(2) == [_show(m["families"]["linear"]["score"], lambda v: f"{v:.2f}") for m in fam]
+    assert chromium.column(0) != [_show(m["rank"], str) for m in fam]  # the family's ranks are not the overall ones
     shown = chromium.js(
         "Array.from(document.querySelectorAll('#board thead th')).filter(h => h.offsetParent !== null)"
         ".map(h => h.textContent)"
     )
-    assert "kernel/linear" in shown and "linear/kappa1" not in shown and "lasso (dB)" not in shown
+    assert shown[0] == "rank in linear" and shown[2] == "linear score (dB)"
+    assert "linear/kappa1" in shown and "kernel/linear" not in shown and "lasso (dB)" not in shown
 
-    # hiding the baselines leaves the submissions
+    # hiding the baselines leaves the submissions; back to the overall view
     chromium.click("#baselines")
     assert chromium.visible_rows() == ["row-sub-tiny-gd"]
     chromium.click("#baselines")
     chromium.choose("family", "all")
-    assert chromium.visible_rows() == order
+    assert chromium.visible_rows() == [f"row-{m['key']}" for m in models]
 
-    # a row's link leads to its detail section with the command that reproduces it
-    chromium.click("#row-base-linear-only a")
-    deadline = time.monotonic() + 10
-    while chromium.js("location.hash") != "#model-base-linear-only":
-        assert time.monotonic() < deadline, f"the link did not lead to the detail: {chromium.js('location.hash')!r}"
-        time.sleep(0.1)
-    detail = chromium.js("document.getElementById('model-base-linear-only').innerText")
-    assert "iclbench run --model linear-only --out" in detail
-    assert chromium.js("document.querySelectorAll('#model-sub-tiny-gd img').length") == 1
+    # the columns of the contract: interval, parameters, date, links, verification, coverage
+    tiny = chromium.js("Array.from(document.getElementById('row-sub-tiny-gd').cells).map(c => c.innerText)")
+    kappa1 = next(m for m in models if m["key"] == "sub-tiny-gd")["tasks"]["linear/kappa1"]
+    assert "-15.0\n-18.0 to -12.0" in tiny and kappa1["ci90_db"] == [-18.0, -12.0]
+    assert "1" in tiny and "not verified" in tiny and "13/13" in tiny and "2026-01-01" in tiny
+    assert chromium.js("document.querySelector('#row-sub-tiny-gd a[href=\"https://example.org/paper\"]') !== null")
 
-    chromium.js("window.scrollTo(0, 0)")
-    shot = base64.b64decode(chromium.send("Page.captureScreenshot", format="png")["data"])
-    (tmp_path / "leaderboard.png").write_bytes(shot)
-    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+    # a click on a model loads its detail file and its plot, on demand
+    assert chromium.js("document.querySelectorAll('#detail img').length") == 0
+    chromium.click("#row-base-iter a[data-key]")
+    chromium.wait("location.hash === '#model-base-iter'", "the hash names the model")
+    chromium.wait("document.querySelectorAll('#detail img').length === 2", "the detail and its plots appear")
+    detail = chromium.js("document.getElementById('detail').innerText")
+    assert "iclbench run --model iter --out" in detail and "linear/kappa1" in detail and "null" not in detail
+    srcs = chromium.js("Array.from(document.querySelectorAll('#detail img')).map(i => i.getAttribute('src'))")
+    assert srcs == ["plots/model-base-iter.svg", "plots/model-base-iter-steps.svg"]
+    chromium.wait(
+        "Array.from(document.querySelectorAll('#detail img')).every(i => i.complete && i.naturalWidth > 0)",
+        "the plots load",
+    )
+    # a submitter's text is shown as text, never run as markup
+    chromium.click("#row-sub-tiny-gd a[data-key]")
+    chromium.wait("document.getElementById('detail').innerText.includes('alert(1)')", "the submission's detail shows")
+    assert chromium.js("document.querySelectorAll('#detail script').length") == 0
+
+    chromium.screenshot(tmp_path / "desktop.png")
+
+
+def test_phone_viewport(chromium: Page, site: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = site
+    chromium.send("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True)
+    try:
+        chromium.open(url + "index.html")
+        # the page itself does not scroll sideways; the table scrolls inside its own frame
+        wide = chromium.js(
+            "Array.from(document.body.querySelectorAll('*')).filter(e => !e.closest('.wrap, .hidden'))"
+            ".filter(e => e.getBoundingClientRect().right > 390).map(e => e.tagName + ' ' + e.textContent.slice(0, 40))"
+        )
+        assert chromium.js("document.documentElement.scrollWidth") <= 390, f"wider than the phone: {wide}"
+        assert chromium.js("(() => { const w = document.querySelector('.wrap'); return w.scrollWidth > w.clientWidth })()")
+
+        def first_row_cells() -> list[dict[str, Any]]:
+            return chromium.js(
+                "Array.from(document.querySelector('#board tbody tr').cells).slice(0, 3).map(c => {"
+                " const r = c.getBoundingClientRect(), x = r.x + Math.min(r.width / 2, 20), y = r.y + r.height / 2;"
+                " return {left: r.left, right: r.right, text: c.innerText,"
+                "  seen: c.contains(document.elementFromPoint(x, y))}; })"
+            )
+
+        first = _summary(url)["models"][0]
+        cells = first_row_cells()
+        assert [c["text"].split("\n")[0] for c in cells] == [str(first["rank"]), first["name"], f"{first['score']:.2f}"]
+        assert all(c["seen"] and c["left"] >= 0 and c["right"] <= 390 for c in cells), cells
+        chromium.screenshot(tmp_path / "phone.png")
+
+        # scrolled to the far right of the table, the rank and the model name stay in view
+        chromium.js("document.querySelector('.wrap').scrollLeft = 100000")
+        cells = first_row_cells()
+        assert cells[0]["seen"] and cells[1]["seen"] and cells[1]["right"] <= 390, cells
+        chromium.screenshot(tmp_path / "phone-scrolled.png")
+
+        chromium.open(url + "findings.html")  # its wide tables scroll inside their frames too
+        assert chromium.js("document.querySelectorAll('.wrap table').length") > 0
+        assert chromium.js("document.documentElement.scrollWidth") <= 390
+    finally:
+        chromium.send("Emulation.clearDeviceMetricsOverride")
+
+
+class _Links(HTMLParser):
+    """Every href and src of an HTML document, and its ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("href", "src") and value is not None:
+                self.links.append(value)
+            elif name == "id" and value is not None:
+                self.ids.add(value)
+
+
+def _get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: HTTP {exc.code}") from None
+
+
+def test_published_folder_alone(chromium: Page, site: tuple[str, Path]) -> None:
+    url, folder = site
+    pages = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.html"))
+    assert {"index.html", "findings.html"} <= set(pages)
+    checked, external = 0, 0
+    for name in pages:
+        parser = _Links()
+        parser.feed(_get(url + name).decode())
+        for link in parser.links:
+            target = urllib.parse.urljoin(url + name, link)
+            if not target.startswith(url):
+                assert target.startswith("https://"), f"{name}: {link} leaves the site without https"
+                external += 1
+                continue
+            path, _, fragment = target.partition("#")
+            body = _get(path)
+            if fragment:
+                ids = parser.ids if path == url + name else _ids(body)
+                assert fragment in ids, f"{name}: {link}: no element with id {fragment!r}"
+            checked += 1
+    # what the page loads on demand: every model's detail file, and the plots it names
+    for m in _summary(url)["models"]:
+        detail = json.loads(_get(url + m["detail"]))
+        for plot in filter(None, detail["plots"].values()):
+            assert _get(url + plot)[:5] == b"<?xml"
+            checked += 1
+    print(f"published folder alone: {checked} links resolve, {external} external links not followed")
+    assert checked > 40 and "findings/q1_one_layer.png" in (folder / "findings.html").read_text()
+
+    # the first load: the page and what it loads before any interaction, measured by the browser
+    chromium.send("Emulation.clearDeviceMetricsOverride")
+    chromium.open(url + "index.html")
+    time.sleep(0.5)  # anything lazy that would start after the load event
+    loads = chromium.js(
+        "[performance.getEntriesByType('navigation')[0], ...performance.getEntriesByType('resource')]"
+        ".map(e => [e.name, e.encodedBodySize])"
+    )
+    names = sorted(urllib.parse.urlsplit(name).path for name, _ in loads)
+    assert names == ["/index.html", "/site.css", "/site.js"]  # no plot, no detail file, no image
+    total = sum(size for _, size in loads)
+    assert total == sum((folder / n.lstrip("/")).stat().st_size for n in names)
+    print(f"first load: {total:,} bytes ({', '.join(f'{n} {s:,}' for n, s in loads)}); bound {FIRST_LOAD_BOUND:,}")
+    assert total < FIRST_LOAD_BOUND
+
+
+def _ids(html: bytes) -> set[str]:
+    parser = _Links()
+    parser.feed(html.decode())
+    return parser.ids

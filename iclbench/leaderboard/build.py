@@ -1,5 +1,5 @@
 """Building the leaderboard: submissions and baseline results loaded, ranked (`iclbench.leaderboard.ranking`)
-and written as README tables and the site's summary JSON; the `iclbench leaderboard` command.
+and written as README, the site summary and the site (`iclbench.leaderboard.page`); the `iclbench leaderboard` command.
 """
 
 from __future__ import annotations
@@ -174,15 +174,20 @@ def readme(entries: list[Entry], built: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def build(submissions: Path, baselines: Path, out: Path) -> list[Entry]:
-    """Write README.md and leaderboard.json (`ranking.site_summary`) under `out`."""
+def build(submissions: Path, baselines: Path, out: Path, findings: Path | None = None) -> list[Entry]:
+    """Write README.md, leaderboard.json (the site summary) and the site (`iclbench.leaderboard.page.write`:
+    index.html, models/, plots/, leaderboard.csv and, from the Markdown `findings`, findings.html) under `out`."""
+    from iclbench.leaderboard import page
+
+    if findings is not None and not findings.is_file():
+        raise LeaderboardError(f"{findings}: no such findings page")
     entries = rank(load_entries(submissions, baselines))
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    digest = inputs_digest(submissions, baselines)
+    site = site_summary(entries, built, inputs_digest(submissions, baselines))
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").write_text(readme(entries, built))
-    summary = site_summary(entries, built, digest)
-    (out / "leaderboard.json").write_text(json.dumps(summary, separators=(",", ":"), allow_nan=False) + "\n")
+    (out / "leaderboard.json").write_text(json.dumps(site, separators=(",", ":"), allow_nan=False) + "\n")
+    page.write(site, entries, out, findings)
     return entries
 
 
@@ -243,7 +248,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         for message in run_baselines(args.run_baselines, args.baselines, args.device):
             print(f"warning: baseline not scored: {message}", file=sys.stderr)
     try:
-        entries = build(args.submissions, args.baselines, args.out)
+        entries = build(args.submissions, args.baselines, args.out, args.findings or _default_findings())
     except LeaderboardError as exc:
         for message in str(exc).splitlines():
             print(f"error: {message}", file=sys.stderr)
@@ -251,6 +256,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     subs = sum(e.kind == "submission" for e in entries)
     print(f"{args.out}: {subs} submission(s), {len(entries) - subs} baseline row(s), suite {SUITE_VERSION}")
     return 0
+
+
+def _default_findings() -> Path | None:
+    path = Path("docs/findings.md")
+    return path if path.is_file() else None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -269,4 +279,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="first score these baselines (all available when none are named) into --baselines",
     )
     p.add_argument("--device", default="auto", help="with --run-baselines: auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--findings", type=Path, help="Markdown rendered as the site's findings.html (default: docs/findings.md if any)"
+    )
     p.set_defaults(func=cmd_leaderboard)
