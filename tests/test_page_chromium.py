@@ -227,7 +227,7 @@ def test_desktop_table_family_views_and_detail(chromium: Page, site: tuple[str, 
         "Array.from(document.querySelectorAll('#board thead th')).filter(h => h.offsetParent !== null)"
         ".map(h => h.textContent)"
     )
-    assert shown[0] == "rank in linear" and shown[2] == "linear score (dB)"
+    assert shown[0] == "rank in linear" and shown[2] == "linear score (win %)"
     assert "linear/kappa1" in shown and "kernel/linear" not in shown and "lasso (dB)" not in shown
 
     # hiding the baselines leaves the submissions; back to the overall view

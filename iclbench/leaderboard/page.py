@@ -97,7 +97,7 @@ function view() {
     cell.classList.toggle('hidden', all ? false : (col === 'family' || (col !== fam)));
   }
   heads[RANK].textContent = all ? 'rank' : 'rank in ' + fam;
-  heads[SCORE].textContent = all ? 'score (dB)' : fam + ' score (dB)';
+  heads[SCORE].textContent = all ? 'score (win %)' : fam + ' score (win %)';
   heads[COVER].textContent = all ? 'tasks' : fam + ' tasks';
   sortBy(RANK, 1);
 }
@@ -124,7 +124,7 @@ function flat(obj, prefix, out) {
 }
 function render(d) {
   const info = [['kind', d.kind], ['rank', d.rank === null ? 'not ranked' : d.rank],
-    ['score (dB)', fmt(d.score, 2)], ['tasks scored', d.coverage.join(' of ')], ['verification', d.verification],
+    ['score (win %)', fmt(d.score, 2)], ['tasks scored', d.coverage.join(' of ')], ['verification', d.verification],
     ['parameters', d.parameters], ['submitted', d.date], ['paper', d.paper], ['code', d.code],
     ['cut at', d.budget_steps === null ? null : d.budget_steps + ' steps']]
     .concat(flat(d.meta, '', []).filter(([k]) => !['name', 'parameters', 'paper', 'code'].includes(k)),
@@ -293,14 +293,14 @@ def _table(site: dict[str, Any]) -> str:
     head = [
         '<th class="rank" data-type="num">rank</th>',
         '<th class="name" data-type="text">model</th>',
-        '<th data-type="num" title="lower is better">score (dB)</th>',
+        '<th data-type="num" title="mean win rate (%), higher is better: see the ranking rule">score (win %)</th>',
         '<th data-type="num" title="tasks scored, of all tasks">tasks</th>',
         '<th class="t" data-type="text" title="fresh-draw verification (iclbench verify)">verification</th>',
         '<th data-type="num">parameters</th>',
         '<th class="t" data-type="text">submitted</th>',
         '<th class="t" data-type="text">links</th>',
     ]
-    head += [f'<th data-col="family" data-type="num">{escape(f)} (dB)</th>' for f in site["families"]]
+    head += [f'<th data-col="family" data-type="num">{escape(f)} (win %)</th>' for f in site["families"]]
     head += [
         f'<th data-col="{info["family"]}" data-type="num" title="nominal n={info["nominal"]}; below: 90% interval">'
         f"{escape(task)}</th>"
@@ -332,6 +332,11 @@ def index(site: dict[str, Any], plots: dict[str, Any], has_findings: bool) -> st
             f"{_figure(plots['lasso_shift'], 'lasso error against matrix shift')}</details>"
         )
     subs = sum(m["kind"] == "submission" for m in site["models"])
+    no_overall = (
+        ""
+        if any(m["rank"] is not None for m in site["models"])
+        else " No model is scored on every family yet, so none has an overall rank: choose a family for its ranking."
+    )
     findings = '<a href="findings.html">Findings</a>' if has_findings else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -340,9 +345,10 @@ def index(site: dict[str, Any], plots: dict[str, Any], has_findings: bool) -> st
 <nav><a href="#ranking">Ranking rule</a>{findings}<a href="leaderboard.csv" download>CSV</a>
 <a href="leaderboard.json" download>JSON</a><a href="#plots">Plots</a></nav>
 <p>Suite <b>{escape(site["suite_version"])}</b>, iclbench {escape(site["iclbench_version"])}, built
-<b>{escape(site["built"])}</b>: {subs} submission(s), {len(site["models"]) - subs} other row(s). Errors are relative errors
-in dB at each task's nominal prompt length, lower is better (the zero predictor scores 0 dB); under each, its 90%
-interval. Click a header to sort, a model for its detail, plots and the command that reproduces it.</p>
+<b>{escape(site["built"])}</b>: {subs} submission(s), {len(site["models"]) - subs} other row(s). Scores are mean win
+rates in %, higher is better (<a href="#ranking">ranking rule</a>); task cells are relative errors in dB at the task's
+nominal prompt length, lower is better (the zero predictor scores 0 dB), with their 90% interval below. Click a header
+to sort, a model for its detail, plots and the command that reproduces it.{no_overall}</p>
 <div id="controls"><label>Family <select id="family"><option value="all">all (overall rank)</option>{options}
 </select></label><label><input type="checkbox" id="baselines" checked> show baselines and references</label></div>
 {_table(site)}

@@ -307,6 +307,9 @@ def task_columns(entry: Entry, task: str, solvers: dict[str, Entry]) -> dict[str
 
 
 def _date(entry: Entry) -> str | None:
+    """A submission's date: its metadata's, else the day its run finished (baselines have none: CI runs them)."""
+    if entry.kind != "submission":
+        return None
     date = entry.meta.get("date") or entry.results["run"].get("finished")
     return str(date)[:10] if date else None
 
