@@ -1,30 +1,32 @@
-"""The `iclbench` command line: `run`, `list`, `export`, `verify`, and the commands of `iclbench.submissions`,
-`iclbench.leaderboard` and `iclbench.training`."""
+"""The `iclbench` command line: `run`, `compare`, `list`, `export`, `verify`, and the commands of
+`iclbench.submissions`, `iclbench.leaderboard` and `iclbench.training`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
+import iclbench
+from iclbench import samples as samples_file
 from iclbench import tasks as task_registry
 from iclbench import training
 from iclbench import results
 from iclbench.leaderboard import build as leaderboard_build
 from iclbench.submissions import schema, verify
-from iclbench.api import TaskFailure
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
-from iclbench.plugins import PluginError
+from iclbench.evaluation import Interrupted, evaluate
+from iclbench.plugins import PluginError, parse_model_args
 from iclbench.provenance import provenance
-from iclbench.results import ResultsError, slug
-from iclbench.runner import RunConfig, resolve_device, run
+from iclbench.results import ResultsError
+from iclbench.samples import SamplesError
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
-from iclbench.worker import IsolatedModel, Limits
+from iclbench.worker import Limits
 
 
 def _positive(text: str) -> int:
@@ -52,29 +54,6 @@ def _gigabytes(text: str) -> float:
     return _limit(text, "a number of GB, 0 for no limit", zero_means_none=True)
 
 
-def summary_table(doc: dict[str, Any]) -> str:
-    """One row per task: nominal-length error in dB with its 90% interval, and the time taken."""
-    rows = []
-    for name, entry in doc["tasks"].items():
-        nominal = entry["spec"]["nominal"]
-        m = entry.get("lengths", {}).get(str(nominal)) if entry["status"] == "ok" else None
-        err = m["rel_err"] if m else None
-        rate = m.get("error_rate") if m else None
-        rows.append(
-            [
-                name,
-                entry["status"] if entry["status"] != "failed" else "FAILED",
-                nominal,
-                f"{err['db']:.1f}" if err else "",
-                f"[{err['ci90_db'][0]:.1f}, {err['ci90_db'][1]:.1f}]" if err else "",
-                f"{100 * rate['value']:.1f}%" if rate else "",
-                f"{entry['seconds']:.2f}" if "seconds" in entry else "",
-            ]
-        )
-    headers = ["task", "status", "n", "error (dB)", "90% CI (dB)", "error rate", "time (s)"]
-    return tabulate(rows, headers, disable_numparse=True)
-
-
 def mismatch_advice(names: list[str]) -> str:
     """What a fingerprint mismatch means for the tasks `names`, and what to do about it."""
     return (
@@ -84,58 +63,67 @@ def mismatch_advice(names: list[str]) -> str:
     )
 
 
-def _start_models(args: argparse.Namespace) -> tuple[IsolatedModel, dict[str, IsolatedModel]]:
-    """The model and the `--align` references, each in its worker; the references set up on the device."""
-    device = resolve_device(args.device)
-    limits = Limits(args.task_timeout, args.max_memory or None)
-    started: list[IsolatedModel] = []
-    try:
-        started.append(IsolatedModel(args.model, limits))
-        references = {}
-        for name in args.align or []:
-            references[name] = ref = IsolatedModel(name, limits)
-            started.append(ref)
-            try:
-                ref.setup(device)
-            except TaskFailure as exc:
-                raise ValueError(f"--align {name}: {exc}") from None
-    except (PluginError, ValueError):
-        for model in started:
-            model.close()
-        raise
-    return started[0], references
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted `argv` (`iclbench ARGV --resume`)."""
+    return shlex.join(["iclbench", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        selected = task_registry.select(args.tasks)
-        if args.data:
-            use_export(args.data, selected)
-        model, references = _start_models(args)
+        model_args = parse_model_args(args.model_args) if args.model_args else {}
+        res = evaluate(
+            args.model, args.tasks, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+            prompts=args.prompts, out=args.out, resume=args.resume, model_args=model_args,
+            limits=Limits(args.task_timeout, args.max_memory or None), align=args.align or (), data=args.data,
+            log_samples=args.log_samples, progress=not args.quiet,
+        )
     except (PluginError, UnknownTaskError, ValueError) as exc:
         print(f"iclbench run: {exc}", file=sys.stderr)
         return 2
-    cfg = RunConfig(args.device, args.dtype, args.batch_size, args.prompts)
-    out = args.out / f"{slug(model.name)}.json"
-    try:
-        doc = run(model, selected, cfg, out, resume=args.resume, progress=not args.quiet, references=references)
-    except ResultsError as exc:
-        print(f"iclbench run: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for m in (model, *references.values()):
-            m.close()
+    except Interrupted as exc:
+        again = f"; continue with: {resume_command(args.argv)}" if exc.done else ""
+        print(f"iclbench run: {exc}{again}", file=sys.stderr)
+        return 130
+    doc = res.doc
     limited = f", first {args.prompts} prompts per task" if args.prompts else ""
-    print(f"{model.name} on suite {SUITE_VERSION} ({doc['run']['device']}, {args.dtype}{limited})")
-    print(summary_table(doc))
-    names = {task.spec.name for task in selected}
-    failed = [e["error"] for name, e in doc["tasks"].items() if e["status"] == "failed" and name in names]
+    print(f"{res.model} on suite {SUITE_VERSION} ({doc['run']['device']}, {args.dtype}{limited})")
+    print(res.table())
+    names = {task.spec.name for task in task_registry.select(args.tasks)}
+    failed = [message for name, message in res.failed.items() if name in names]
     for message in failed:
         print(f"error: {message}", file=sys.stderr)
     if doc["run"]["data_mismatch"]:
-        print(f"warning: {mismatch_advice(doc['run']['data_mismatch'])} (run.provenance in {out})", file=sys.stderr)
-    print(f"results written to {out}")
+        print(f"warning: {mismatch_advice(doc['run']['data_mismatch'])} (run.provenance in {res.path})", file=sys.stderr)
+    print(f"results written to {res.path}")
+    if res.samples_path is not None:
+        print(f"per-prompt samples written to {res.samples_path}")
     return 1 if failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        a, b = samples_file.load(args.a), samples_file.load(args.b)
+        chosen = None if args.tasks is None else [t.spec.name for t in task_registry.select(args.tasks)]
+        rows = samples_file.compare(a, b, chosen, args.all_lengths)
+    except (SamplesError, ResultsError, UnknownTaskError) as exc:
+        print(f"iclbench compare: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"iclbench compare: {args.a} and {args.b} have no scored task (and length) in common", file=sys.stderr)
+        return 2
+    ma, mb = a.header["model"]["name"], b.header["model"]["name"]
+    print(f"A = {ma} ({a.label}), B = {mb} ({b.label}), suite {a.header['suite_version']}")
+    print("A - B: paired difference of relative errors in dB over the prompts both scored, 90% bootstrap interval "
+          "(negative: A is better)")
+    table = []
+    for r in rows:
+        lo, hi = r["ci90_db"]
+        verdict = "A better" if hi < 0 else "B better" if lo > 0 else "no clear difference"
+        table.append([r["task"], r["n"], r["prompts"], f"{r['a_db']:.2f}", f"{r['b_db']:.2f}", f"{r['diff_db']:+.2f}",
+                      f"[{lo:+.2f}, {hi:+.2f}]", verdict])
+    print(tabulate(table, ["task", "n", "prompts", "A (dB)", "B (dB)", "A - B (dB)", "90% CI (dB)", ""],
+                   disable_numparse=True))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -206,15 +194,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 DATA_HELP = "read the evaluation sets from this export (`iclbench export`), verified, instead of generating them"
+TASKS_HELP = "task names, families or glob patterns, separated by spaces or commas (default: all)"
+QUIET_HELP = "no progress bar, and no line per finished task when output is not a terminal"
+_Raw = argparse.RawDescriptionHelpFormatter
+EXAMPLES = """examples:
+  iclbench run --model examples/template_model.py          score a model file on the whole suite
+  iclbench run --model ridge --tasks linear,lasso          a baseline on two families
+  iclbench compare results/ridge.json results/gd.json      paired comparison (both run with --log-samples)
+  iclbench train --task linear/kappa1 --out runs/lsa1      train a reference architecture
+  iclbench list                                            the tasks and their fingerprints
+  iclbench COMMAND --help                                  the options of a command
+"""
+RUN_EXAMPLES = """examples:
+  iclbench run --model examples/template_model.py
+  iclbench run --model my_model.py:Big --model-args ckpt=runs/b.safetensors,layers=4 --tasks linear
+  iclbench run --model ridge --tasks linear/kappa1,kernel --prompts 256 --log-samples
+  iclbench run --model my_model.py --resume                  continue an interrupted run
+
+The results go to OUT/<model name>.json, or OUT/<model name>--<key>-<value>....json with
+--model-args, written after every task; Ctrl-C keeps the finished tasks (exit status 130).
+"""
+COMPARE_EXAMPLES = """examples:
+  iclbench run --model ridge --log-samples && iclbench run --model gd --log-samples
+  iclbench compare results/ridge.json results/gd.json
+  iclbench compare results/ridge.json results/gd.json --tasks linear --all-lengths
+
+Files of different suite versions or data (fingerprints) are refused. Prompts are paired by
+index over the prompts both files scored (--prompts runs score the first N).
+"""
+LIST_EXAMPLES = """examples:
+  iclbench list
+  iclbench list --verify                 check this machine reproduces every evaluation set
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iclbench", description="Benchmark of in-context learning as learned optimization.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="iclbench", description="Benchmark of in-context learning as learned optimization.",
+                                     epilog=EXAMPLES, formatter_class=_Raw)
+    parser.add_argument("--version", action="version",
+                        version=f"iclbench {iclbench.__version__} (suite {SUITE_VERSION})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="score a model on the suite")
+    p = sub.add_parser("run", help="score a model on the suite", epilog=RUN_EXAMPLES, formatter_class=_Raw)
     p.add_argument("--model", required=True, help="path.py[:Class], a baseline name, or module[:Class]")
-    p.add_argument("--tasks", nargs="+", metavar="TASK", help="task names, families or glob patterns (default: all)")
+    p.add_argument("--model-args", metavar="KEY=VALUE,...",
+                   help="keyword arguments of the model's constructor; a value JSON reads as a number, true, false, "
+                        "null or a \"quoted string\" is that, any other is the text itself (no commas in values)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help=TASKS_HELP)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
@@ -225,30 +251,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall time allowed per task (and for loading and setup) before the model's worker is stopped")
     p.add_argument("--max-memory", type=_gigabytes, default=Limits.max_memory_gb, metavar="GB",
                    help="memory allowed to the model's worker: address space on the CPU, GPU memory on CUDA (0: no limit)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log-samples", action="store_true",
+                   help="also write every prompt's error and prediction to <results stem>.samples.safetensors "
+                        "(for iclbench compare)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.add_argument("--align", nargs="+", metavar="BASELINE",
                    help="store the cosine similarity of per-layer residuals with these baselines' steps (e.g. gd newton)")
     p.add_argument("--data", type=Path, metavar="DIR", help=DATA_HELP)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("list", help="list the tasks with their fingerprints")
+    p = sub.add_parser("compare", help="paired comparison of two models on the same prompts",
+                       epilog=COMPARE_EXAMPLES, formatter_class=_Raw)
+    p.add_argument("a", type=Path, metavar="A", help="a results file run with --log-samples, or its .samples.safetensors")
+    p.add_argument("b", type=Path, metavar="B", help="the same for the other model")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="compare only these tasks (default: every common one)")
+    p.add_argument("--all-lengths", action="store_true", help="every common prompt length (default: the nominal one)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("list", help="list the tasks with their fingerprints", epilog=LIST_EXAMPLES, formatter_class=_Raw)
     p.add_argument("--verify", action="store_true", help="generate every evaluation set and check its fingerprint")
     p.add_argument("--data", type=Path, metavar="DIR", help="with --verify: " + DATA_HELP)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("export", help="write every evaluation set, verified, as safetensors files with a manifest")
+    p = sub.add_parser("export", help="write every evaluation set, verified, as safetensors files with a manifest",
+                       epilog="examples:\n  iclbench export exported/ && iclbench run --model ridge --data exported/",
+                       formatter_class=_Raw)
     p.add_argument("folder", type=Path, metavar="DIR", help="folder to write (created if needed)")
     p.add_argument("--data", type=Path, metavar="DIR", help="re-export a verified export instead of generating")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", help="score a submission on fresh evaluation sets and compare with its results")
+    p = sub.add_parser("verify", help="score a submission on fresh evaluation sets and compare with its results",
+                       epilog="examples:\n  iclbench verify submissions/lsa-1 --tasks linear --prompts 256",
+                       formatter_class=_Raw)
     p.add_argument("folder", type=Path, metavar="FOLDER", help="a submission folder (model.py and results.json)")
     p.add_argument("--seed", type=int, help="verification seed (default: drawn now with `secrets`)")
-    p.add_argument("--tasks", nargs="+", metavar="TASK", help="verify only these tasks (default: all)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="verify only these tasks (default: all; spaces or commas)")
     p.add_argument("--prompts", type=_positive, help="score only the first N fresh prompts per task (partial)")
     p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
     p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=cmd_verify)
     schema.add_parser(sub)
     leaderboard_build.add_parser(sub)
@@ -256,10 +297,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_lists(values: list[str] | None) -> list[str] | None:
+    """Task lists given with spaces, commas or both (`--tasks linear,lasso kernel`) as one list."""
+    if values is None:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.argv = argv
+    for name in ("tasks", "task"):  # every command's task list, whichever module registered it
+        if isinstance(getattr(args, name, None), list):
+            setattr(args, name, split_lists(getattr(args, name)))
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"iclbench {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

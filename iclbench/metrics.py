@@ -50,15 +50,33 @@ def ratio(num: torch.Tensor, den: torch.Tensor) -> dict[str, Any]:
     return {"value": value, "db": db(value), "ci90": [lo, hi], "ci90_db": [db(lo), db(hi)]}
 
 
+def db_difference(err_a: torch.Tensor, err_b: torch.Tensor, energy: torch.Tensor) -> dict[str, Any]:
+    """The paired difference of two models' relative errors on the same prompts, in dB:
+    db(sum err_a / sum energy) - db(sum err_b / sum energy), with its bootstrap interval
+    (each resample of prompts applied to both models)."""
+    a, b, e = (t.double().cpu().numpy() for t in (err_a, err_b, energy))
+    counts = _counts(len(e))
+    to_db = lambda v: 10.0 * np.log10(np.maximum(v, DB_FLOOR))  # noqa: E731 - `db`, vectorised
+    boot_e = counts @ e
+    lo, hi = _interval(to_db((counts @ a) / boot_e) - to_db((counts @ b) / boot_e))
+    return {"db": db(float(a.sum() / e.sum())) - db(float(b.sum() / e.sum())), "ci90_db": [lo, hi]}
+
+
 def mean(values: torch.Tensor) -> dict[str, Any]:
     """Mean over prompts with its bootstrap interval."""
     v = values.double().cpu().numpy()
     return {"value": float(v.mean()), "ci90": _interval(_counts(len(v)) @ v / len(v))}
 
 
+def squared_errors(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt, the squared error summed over queries and the target's energy sum(target^2) (float64)."""
+    pred, target = pred.double(), target.double()
+    return ((pred - target) ** 2).sum(-1), (target**2).sum(-1)
+
+
 def relative_error(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     """E[(pred - target)^2] / E[target^2] over prompts and queries (the zero predictor scores 1)."""
-    return ratio(((pred - target) ** 2).sum(-1), (target**2).sum(-1))
+    return ratio(*squared_errors(pred, target))
 
 
 def steps_to_reach(curve: list[float] | None, level: float | None) -> int | None:

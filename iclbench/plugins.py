@@ -6,13 +6,15 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
+import math
 import os
 import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
@@ -41,6 +43,7 @@ class LoadedModel:
     model: Model
     source: str
     path: Path | None
+    args: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -117,20 +120,20 @@ def _skipped(name: str, is_dir: bool) -> bool:
     return name == "results" if is_dir else name == "results.json"
 
 
-def folder_sha256(folder: Path, exclude: Path | None = None) -> dict[str, str]:
+def folder_sha256(folder: Path, exclude: Iterable[Path] = ()) -> dict[str, str]:
     """SHA-256 of every file a model may depend on: every regular file under its folder, by relative path.
 
     Skipped: hidden files and folders, `__pycache__`, folders named `results`, files named
-    `results.json`, lock and temporary files, and `exclude` (the results file being written).
+    `results.json`, lock and temporary files, and `exclude` (the run's own output files).
     More than `MAX_MODEL_FILES` files raise `PluginError`.
     """
     out: dict[str, str] = {}
-    skip = None if exclude is None else exclude.resolve()
+    skip = {p.resolve() for p in exclude}
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not _skipped(d, True))
         for name in sorted(files):
             path = Path(root) / name
-            if _skipped(name, False) or path.resolve() == skip or (digest := regular_file_sha256(path)) is None:
+            if _skipped(name, False) or path.resolve() in skip or (digest := regular_file_sha256(path)) is None:
                 continue
             if len(out) == MAX_MODEL_FILES:
                 raise PluginError(
@@ -198,9 +201,67 @@ def baseline_names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def load_model(spec: str) -> LoadedModel:
-    """Instantiate the model `spec` names: `path.py[:Class]`, a baseline name, or `module[:Class]`."""
+def _is_arg_value(v: Any) -> bool:
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return v is None or isinstance(v, (str, bool)) or (isinstance(v, int) and abs(v) <= 2**53)
+
+
+def check_model_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """`args` as a plain dict, or `ValueError` saying which key or value cannot be a model argument.
+
+    Keys are Python identifiers (they become keyword arguments); values are JSON scalars:
+    strings, finite numbers (integers up to 2^53), booleans and None.
+    """
+    out = {}
+    for key, value in args.items():
+        if not (isinstance(key, str) and key.isidentifier()):
+            raise ValueError(f"model argument {key!r}: a name must be a Python identifier")
+        if not _is_arg_value(value):
+            raise ValueError(
+                f"model argument {key}={value!r}: a value must be a string, a finite number, true, false or null"
+            )
+        out[key] = value
+    return out
+
+
+def _arg_value(text: str) -> Any:
+    """A value of `--model-args` as JSON reads it when that is a string, number, true, false or null; else the text."""
+    try:
+        value = json.loads(text, parse_constant=lambda c: text)  # NaN and Infinity stay text
+    except ValueError:
+        return text
+    return text if isinstance(value, (list, dict)) else value  # a number out of range is refused by the check
+
+
+def parse_model_args(text: str) -> dict[str, Any]:
+    """`--model-args key=value,...` as keyword arguments; `ValueError` saying what is wrong.
+
+    Pairs are separated by commas (so a value cannot hold one); a value that JSON reads as a
+    number, true, false, null or a "quoted string" is that, any other value is the text itself
+    (`ckpt=runs/a.safetensors` is the string). A name given twice is refused.
+    """
+    out: dict[str, Any] = {}
+    for pair in text.split(","):
+        key, eq, value = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"--model-args: {pair!r} is not key=value (pairs are separated by commas)")
+        if key in out:
+            raise ValueError(f"--model-args: {key} is given twice")
+        out[key] = _arg_value(value.strip())
+    return check_model_args(out)
+
+
+def load_model(spec: str, args: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Instantiate the model `spec` names: `path.py[:Class]`, a baseline name, or `module[:Class]`,
+    passing `args` (`check_model_args`) to its constructor as keyword arguments."""
     from iclbench.baselines import REGISTRY
+
+    try:
+        kwargs = check_model_args(args or {})
+    except ValueError as exc:
+        raise PluginError(str(exc)) from None
 
     target, _, class_name = spec.partition(":")
     if target.endswith(".py") or "/" in target:
@@ -214,10 +275,19 @@ def load_model(spec: str) -> LoadedModel:
         module = _import_module(target)
         path = Path(module.__file__) if getattr(module, "__file__", None) else None
     cls = _model_class(module, class_name or None, target)
+    return loaded(instantiate(cls, kwargs, target), spec, path, kwargs)
+
+
+def instantiate(cls: type[Model], args: dict[str, Any], where: str) -> Model:
+    """`cls(**args)`; `PluginError` with what the constructor raised (an unknown argument, say)."""
     try:
-        model = cls()
+        return cls(**args)
     except Exception as exc:
-        raise PluginError(f"creating {cls.__name__} from {target} failed: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"creating {cls.__name__} from {where} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def loaded(model: Model, source: str, path: Path | None, args: dict[str, Any] | None = None) -> LoadedModel:
+    """`model` ready for the runner in this process; a model without a `name` is named after its class."""
     if not model.name:
-        model.name = cls.__name__
-    return LoadedModel(model, spec, path)
+        model.name = type(model).__name__
+    return LoadedModel(model, source, path, dict(args or {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -27,6 +28,23 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
 
+MAX_ARGS_IN_NAME = 80
+"""Longest model-argument part of a results file name before it is shortened with a hash."""
+
+
+def file_stem(name: str, args: dict[str, Any] | None = None) -> str:
+    """The results file's name without `.json`: the model name's `slug`, and with model arguments
+    `--` and the slug of `key=value,...` in the order given (`lsa--ckpt-runs-b.safetensors`);
+    a longer argument part keeps its first characters and adds 8 hex digits of its SHA-256."""
+    if not args:
+        return slug(name)
+    text = ",".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in args.items())
+    part = slug(text)
+    if len(part) > MAX_ARGS_IN_NAME:
+        part = f"{part[: MAX_ARGS_IN_NAME - 9]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return f"{slug(name)}--{part}"
+
+
 def non_finite(obj: Any, where: str = "") -> str | None:
     """Where the first NaN or infinity in a JSON-like document is (`rel_err.db`), or None."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -40,10 +58,12 @@ def non_finite(obj: Any, where: str = "") -> str | None:
 
 
 IDENTITY = {
-    "model": ("name", "class", "file_sha256", "checkpoint_sha256", "files_sha256"),
+    "model": ("name", "class", "args", "file_sha256", "checkpoint_sha256", "files_sha256"),
     "run": ("device", "dtype", "prompts", "torch_version"),
 }
 """What a results file's tasks depend on, besides `iclbench_version`, `suite_version` and each task's data."""
+ABSENT = {"args": {}}
+"""What an identity field missing from a file means: files written before model arguments existed had none."""
 
 
 def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
@@ -55,7 +75,7 @@ def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     ]
     for part, keys in IDENTITY.items():
         for key in keys:
-            old, new = previous[part].get(key), fresh[part][key]
+            old, new = previous[part].get(key, ABSENT.get(key)), fresh[part][key]
             if old == new:
                 continue
             if key == "files_sha256" and isinstance(old, dict):
@@ -233,11 +253,17 @@ def _optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or ok(v)
 
 
+def _model_args(v: Any) -> bool:
+    scalar = lambda a: a is None or isinstance(a, (str, bool, int, float))  # noqa: E731 - finiteness: checked for all
+    return isinstance(v, dict) and all(k.isidentifier() and scalar(a) for k, a in v.items())
+
+
 _SHA = (True, _optional(lambda v: isinstance(v, str) and _HEX64.fullmatch(v) is not None), "64 hex digits or null")
 MODEL_FIELDS = {
     "name": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "source": (False, _str, "a string"),
     "class": (False, _str, "a string"),
+    "args": (False, _model_args, "an object of keyword arguments (identifiers to strings, numbers, booleans or null)"),
     "file_sha256": _SHA,
     "checkpoint_sha256": _SHA,
 }

@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from tqdm import tqdm
 
 import iclbench
-from iclbench import alignment, metrics, results
+from iclbench import alignment, metrics, results, samples as samples_file
 from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
 from iclbench.cache import eval_set, export_in_use
 from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
@@ -30,6 +30,8 @@ class ScoredModel(Protocol):
     `iclbench run` and `validate --rerun` use) or in this process (`iclbench.plugins.LoadedModel`)."""
 
     source: str
+    args: dict[str, Any]
+    """Keyword arguments the model's class was created with (JSON scalars)."""
 
     @property
     def name(self) -> str: ...
@@ -61,6 +63,10 @@ class ScoredModel(Protocol):
 
 References = dict[str, ScoredModel]
 """Reference algorithms for `iclbench run --align`, by name, already set up on the run's device."""
+Samples = dict[str, dict[str, torch.Tensor]]
+"""Per-prompt outputs by task (`iclbench.samples`)."""
+Report = Callable[[str, dict[str, Any], bool], None]
+"""Called with each selected task's name and entry once it is done, and whether it was kept from the file."""
 
 
 @dataclass(frozen=True)
@@ -140,18 +146,24 @@ def predict_all(model: ScoredModel, spec: TaskSpec, data: EvalSet, n: int, cfg: 
 
 
 def run_task(
-    model: ScoredModel, task: Task, cfg: RunConfig, progress: bool = True, references: References | None = None
+    model: ScoredModel,
+    task: Task,
+    cfg: RunConfig,
+    progress: bool = True,
+    references: References | None = None,
+    samples: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Score the model on one task; a failure is recorded in the returned entry, never raised.
 
     With `references` (set-up baselines by name), the entry's `alignment` compares the model's
     per-layer predictions at the nominal length with each reference's steps (`iclbench.alignment`).
+    With `samples`, every scored length's per-prompt outputs are added to it (`iclbench.samples`).
     """
     spec = task.spec
     entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict()}
     start = time.perf_counter()
     try:
-        _score_task(model, task, cfg, progress, entry, references or {})
+        _score_task(model, task, cfg, progress, entry, references or {}, samples)
     except TaskFailure as exc:
         entry.update(status="failed", error=f"{spec.name}: {exc}")
     except Exception as exc:  # a solver, the device: still only this task fails
@@ -162,7 +174,13 @@ def run_task(
 
 
 def _score_task(
-    model: ScoredModel, task: Task, cfg: RunConfig, progress: bool, entry: dict[str, Any], references: References
+    model: ScoredModel,
+    task: Task,
+    cfg: RunConfig,
+    progress: bool,
+    entry: dict[str, Any],
+    references: References,
+    samples: dict[str, torch.Tensor] | None,
 ) -> None:
     spec = task.spec
     model.begin_task()
@@ -192,24 +210,29 @@ def _score_task(
                     f"(largest magnitude {largest:.3g})"
                 )
             lengths[str(n)] = scores
+            if samples is not None:
+                samples.update(samples_file.task_tensors(spec.name, n, pred.y, data.targets[n]))
             if references and n == spec.nominal and pred.steps is not None:
                 entry["alignment"] = alignment.with_references(references, spec, data, inputs, n, pred.steps, cfg)
 
 
 def model_info(model: ScoredModel, out: Path | None = None) -> dict[str, Any]:
-    """The model's identity as recorded in results: name, source and file hashes.
+    """The model's identity as recorded in results: name, source, constructor arguments and file hashes.
 
     `files_sha256` holds the SHA-256 of every file beside the model (`iclbench.plugins.folder_sha256`,
-    `out`, the results file, excluded): what `--resume` compares to know that nothing changed.
+    `out`, the results file, and its samples file excluded): what `--resume` compares to know that
+    nothing changed.
     """
     path = model.path
+    outputs = () if out is None else (out, samples_file.path_for(out))
     return {
         "name": model.name,
         "source": model.source,
         "class": model.qualname,
+        "args": model.args,
         "file_sha256": regular_file_sha256(path),
         "checkpoint_sha256": regular_file_sha256(model.checkpoint),
-        "files_sha256": folder_sha256(path.parent, out) if path is not None else {},
+        "files_sha256": folder_sha256(path.parent, outputs) if path is not None else {},
     }
 
 
@@ -262,6 +285,11 @@ def _previous(out: Path | None, model: ScoredModel, resume: bool) -> dict[str, A
             f"{out} holds the results of model {previous['model']['name']!r}, not {model.name!r} "
             "(both names give this file name): use another --out"
         )
+    if (args := previous["model"].get("args", results.ABSENT["args"])) != model.args:
+        raise results.ResultsError(
+            f"{out} holds the results of {model.name} with model arguments {args}, not {model.args} "
+            "(both give this file name): use another --out"
+        )
     if resume and previous["suite_version"] != SUITE_VERSION:
         raise results.ResultsError(
             f"{out} was made on suite {previous['suite_version']!r}; this is suite {SUITE_VERSION!r}: "
@@ -278,6 +306,8 @@ def run(
     resume: bool = False,
     progress: bool = True,
     references: References | None = None,
+    samples: Samples | None = None,
+    report: Report | None = None,
 ) -> dict[str, Any]:
     """Score `model` on `tasks`, writing the results file at `out` after every task scored.
 
@@ -290,6 +320,9 @@ def run(
     are kept rather than re-run; a file of another suite version is then refused.
     `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
     `references`: set-up models to align with (see `run_task`).
+    `samples`: a dict that receives the per-prompt outputs of every task scored (and, with `out`,
+    of the tasks kept whose samples the file beside it holds), written beside `out` after every
+    task (`iclbench.samples`). `report`: called as each selected task is done.
     """
     with results.locked(out):
         previous = _previous(out, model, resume)
@@ -312,16 +345,30 @@ def run(
         for name in [*TASKS, *kept]:
             order.setdefault(name, len(order))
         by_name = {task.spec.name: task for task in tasks}
+        samples_out = None if samples is None or out is None else samples_file.path_for(out)
+        if samples_out is not None and kept and samples_out.exists():
+            samples.update(samples_file.kept(samples_out, kept))
         for name in sorted(set(selected) | set(kept), key=order.__getitem__):
             if name in kept and (name not in by_name or (resume and _finished(name, kept[name]))):
                 doc["tasks"][name] = kept[name]
+                if report is not None and name in by_name:
+                    report(name, kept[name], True)
                 continue
+            if samples is not None:
+                samples.pop(name, None)
+            task_samples: dict[str, torch.Tensor] | None = None if samples is None else {}
             if setup_error is not None:
                 doc["tasks"][name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
             else:
-                doc["tasks"][name] = run_task(model, by_name[name], cfg, progress, references)
+                doc["tasks"][name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
+            if task_samples and doc["tasks"][name]["status"] == "ok":
+                samples[name] = task_samples
+            if samples_out is not None:
+                samples_file.write(samples_out, doc, {t: samples[t] for t in doc["tasks"] if t in samples})
             if out is not None:
                 _write(out, doc)
+            if report is not None:
+                report(name, doc["tasks"][name], False)
         doc["run"]["finished"] = _now()
         if out is not None:
             _write(out, doc)

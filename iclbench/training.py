@@ -353,6 +353,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     clock = time.perf_counter()
     running = torch.zeros((), device=device)
     count = 0
+    lines = progress and not sys.stderr.isatty()  # where a bar shows nothing: one line per validation
     with tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress or None) as bar:
         for step in range(start, cfg.steps):
             hi = n_min + round((n_max - n_min) * min(1.0, step / cfg.curriculum)) if cfg.curriculum else n_max
@@ -389,6 +390,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 log["final"] = record if done == cfg.steps else None
                 log["finished"] = _now() if done == cfg.steps else None
                 _write_json(log_path, log)
+                if lines:
+                    print(f"step {done}/{cfg.steps}: train loss {record['train_loss']:.4g}, validation "
+                          f"{record['val_nominal_db']:.2f} dB (mean at the nominal lengths), {log['seconds']:.1f} s",
+                          file=sys.stderr, flush=True)
     return log
 
 
@@ -396,6 +401,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["tasks"] = tuple(args.task)
     return TrainConfig(**values)
+
+
+def saved_step(path: Path) -> int | None:
+    """The step a training state file was saved at, or None when there is none."""
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as fh:
+        return int((fh.metadata() or {})["step"])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -407,6 +420,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (TrainError, ValueError) as exc:
         print(f"iclbench train: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        step = saved_step(args.out / "state.safetensors")
+        if step is None:
+            print("iclbench train: interrupted before the first validation; nothing was kept", file=sys.stderr)
+        else:
+            again = shlex.join(["iclbench", *args.argv, *([] if args.resume else ["--resume"])])
+            print(f"iclbench train: interrupted; {args.out} keeps the state of step {step} (state.safetensors, "
+                  f"model.safetensors); continue with: {again}", file=sys.stderr)
+        return 130
     final = log["final"]
     print(f"trained {log['model_config']['arch']} ({log['parameters']} parameters) on {', '.join(log['tasks'])} "
           f"for {final['step']} steps in {log['seconds']:.1f} s")
@@ -420,9 +442,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `iclbench train` on the CLI's subparsers."""
     d = TrainConfig(tasks=())
-    p = sub.add_parser("train", help="train an architecture on a task or family (training stream only)")
-    p.add_argument("--task", nargs="+", required=True, metavar="TASK",
-                   help="task names, families (all their tasks, mixed uniformly) or glob patterns")
+    p = sub.add_parser("train", help="train an architecture on a task or family (training stream only)",
+                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", "--tasks", nargs="+", required=True, metavar="TASK", dest="task",
+                   help="task names, families (all their tasks, mixed uniformly) or glob patterns, "
+                        "separated by spaces or commas")
     p.add_argument("--arch", default=d.arch, choices=ARCH_CHOICES,
                    help="lsa (linear self-attention), linear-transformer (with --attention) or gpt2")
     p.add_argument("--layers", type=int, default=d.layers, help="number of layers (loops when --tied)")
@@ -451,5 +475,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--name", help="model name written in <out>/model.py (default: the folder's name)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/state.safetensors")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, and no line per validation when output is not a terminal")
     p.set_defaults(func=cmd_train)
+
+
+TRAIN_EXAMPLES = """examples:
+  iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 2000 --lr 0.005 --out runs/lsa1
+  iclbench train --task linear --arch gpt2 --layers 4 --heads 4 --curriculum 1000 --out runs/gpt2-linear
+  iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 4000 --lr 0.005 --out runs/lsa1 --resume
+                                       continue an interrupted run, or extend it (only --steps and --device may change)
+  iclbench run --model runs/lsa1/model.py
+
+With output redirected (not a terminal), one line per validation goes to stderr. Ctrl-C keeps
+the state of the last validation; --resume continues from it bit-identically.
+"""

@@ -1,9 +1,10 @@
 """Running a model in a worker process, so that the harness never imports the model's code.
 
-`IsolatedModel(spec, limits)` starts `python -m iclbench.worker`, which loads the model
-(`iclbench.plugins.load_model`) and answers requests on a private pipe (the model's own
-output on stdout goes to stderr). The harness sends only what a model is entitled to: the
-task's spec without its seed, and the context and query tensors of each batch; the worker
+`IsolatedModel(spec, limits, args)` starts `python -m iclbench.worker`, which loads the model
+(`iclbench.plugins.load_model`, passing `args`, JSON scalars, to its constructor) and answers
+requests on a private pipe (the model's own output on stdout goes to stderr). The harness sends
+only what a model is entitled to: the task's spec without its seed, and the context and query
+tensors of each batch; the worker
 returns plain data (the model's name, class and file, its checkpoint path, the supported
 prompt lengths) and the prediction tensors. Nothing is pickled in either direction: a
 message is a JSON header and a safetensors blob, each preceded by its length
@@ -22,7 +23,8 @@ Limits (`Limits`, flags `--task-timeout` and `--max-memory` of `iclbench run`):
 A hang, a crash (a signal such as SIGSEGV), an exit (`sys.exit`, `os._exit`) or a limit
 fails the current task with one message (`TaskFailure`) saying which; the worker is
 started again, loaded and set up, for the next task. The worker runs with
-`ICLBENCH_CACHE=off`, so it finds no evaluation set on disk.
+`ICLBENCH_CACHE=off`, so it finds no evaluation set on disk, and ignores SIGINT: on Ctrl-C the
+harness stops it.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
-from iclbench.plugins import PluginError
+from iclbench.plugins import PluginError, check_model_args
 from iclbench.tasks import TaskSpec
 
 _FRAME = struct.Struct("<QQ")
@@ -150,18 +152,24 @@ def _signal_name(code: int) -> str:
 class IsolatedModel:
     """A model run in a worker process; what the runner drives (`iclbench.runner.ScoredModel`).
 
-    Creating it starts the worker and loads the model (`PluginError` on failure, with the
-    model's own message). `setup`, `begin_task`, `supported_lengths` and `predict` are the
-    runner's requests; a worker that died or was stopped is started again by `begin_task`.
+    Creating it starts the worker and loads the model with `args` as its constructor's keyword
+    arguments (`PluginError` on failure, with the model's own message). `setup`, `begin_task`,
+    `supported_lengths` and `predict` are the runner's requests; a worker that died or was
+    stopped is started again by `begin_task`.
     """
 
-    def __init__(self, source: str, limits: Limits = Limits()) -> None:
+    def __init__(self, source: str, limits: Limits = Limits(), args: Mapping[str, Any] | None = None) -> None:
         self.source = source
         self.limits = limits
+        try:
+            self.args = check_model_args(args or {})
+        except ValueError as exc:
+            raise PluginError(str(exc)) from None
         self.checkpoint: str | None = None
         self._device: torch.device | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._deadline: float | None = None
+        self._busy = False
         self._info = self._start()
 
     @property
@@ -189,7 +197,7 @@ class IsolatedModel:
             os.set_blocking(pipe.fileno(), False)
         self._deadline = time.monotonic() + self.limits.task_timeout
         try:
-            reply, _ = self._request({"op": "load", "source": self.source}, "loading the model")
+            reply, _ = self._request({"op": "load", "source": self.source, "args": self.args}, "loading the model")
         except TaskFailure as exc:
             raise PluginError(f"{self.source}: {exc}") from None
         if not (isinstance(reply.get("name"), str) and isinstance(reply.get("class"), str)):
@@ -224,9 +232,11 @@ class IsolatedModel:
         """Send one request before the deadline and return the reply's header and tensors."""
         if self._proc is None:
             raise TaskFailure(f"the model's worker process is not running ({what})")
+        self._busy = True
         try:
             _send(self._proc.stdin.fileno(), header, tensors, self._deadline)
             reply, out = _receive(self._proc.stdout.fileno(), self._deadline)
+            self._busy = False
         except _TimedOut:
             self._stop()
             raise TaskFailure(
@@ -284,8 +294,8 @@ class IsolatedModel:
         return Prediction(out["y"], out.get("steps"), out.get("w"))
 
     def close(self) -> None:
-        """Stop the worker."""
-        if self._proc is not None and self._proc.poll() is None:
+        """Stop the worker: ask it to exit, or kill it when a request was cut short (Ctrl-C)."""
+        if self._proc is not None and self._proc.poll() is None and not self._busy:
             try:
                 _send(self._proc.stdin.fileno(), {"op": "exit"}, None, time.monotonic() + 5)
                 self._proc.wait(timeout=5)
@@ -329,7 +339,7 @@ class _Worker:
             from iclbench.plugins import load_model
 
             try:
-                self.loaded = load_model(header["source"])
+                self.loaded = load_model(header["source"], header.get("args"))
             except PluginError as exc:
                 return {"error": str(exc)}, None
             path = self.loaded.path
@@ -384,6 +394,7 @@ def _die_with_parent() -> None:
 def main() -> None:
     """The worker: read requests from the pipe on stdin, answer on the pipe on stdout, until told to exit."""
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the harness decides
     rfd, wfd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

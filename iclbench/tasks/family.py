@@ -44,7 +44,14 @@ class Draw:
 
 @dataclass(frozen=True)
 class Sample:
-    """A training batch: what the model sees, the query labels and the scored target."""
+    """A training batch drawn by `Task.sample`.
+
+    `batch` is what a model sees (`Batch`: `x` (B, n, d), `y` (B, n), `x_query` (B, q, d));
+    `y_query` (B, q) the query labels, drawn like the context labels (noise included; +-1 on
+    logistic tasks); `target` (B, q) the noiseless target the benchmark scores (on logistic
+    tasks, the regularised optimum's logit); `hidden` the per-prompt hidden values by name
+    (`w` on linear and lasso tasks, and by-products of the draw such as `sigma`).
+    """
 
     batch: Batch
     y_query: torch.Tensor
@@ -122,7 +129,9 @@ class Task:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> Sample:
-        """Draw a training batch of `batch_size` prompts of length `n` from the task's distribution."""
+        """Draw a training batch of `batch_size` prompts of length `n` (and `n_queries` queries, by default
+        the task's) from the task's distribution, with `generator` (`train_generator(seed)`), as
+        `dtype` tensors on `device`; see `Sample` for what it holds."""
         q = n_queries or self.spec.n_queries
         draw = self.family.draw(self.spec, generator, batch_size, n, q)
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731

@@ -1,0 +1,291 @@
+"""`iclbench.evaluate`: score a model from Python exactly as `iclbench run` does, and its `Results`."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
+
+from tabulate import tabulate
+
+from iclbench import results, samples as samples_file
+from iclbench import tasks as task_registry
+from iclbench.api import Model, TaskFailure
+from iclbench.cache import export_in_use, use_export
+from iclbench.plugins import LoadedModel, check_model_args, instantiate, load_model, loaded
+from iclbench.runner import RunConfig, Samples, ScoredModel, resolve_device, run
+from iclbench.worker import IsolatedModel, Limits
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ModelArg = str | int | float | bool | None
+"""A model argument's value: a JSON scalar."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `evaluate`: `path` is the results file that keeps the tasks in `done` (None: nothing written)."""
+
+    def __init__(self, path: Path | None, done: list[str], selected: list[str]) -> None:
+        super().__init__(path, done)
+        self.path, self.done, self.selected = path, done, selected
+
+    def __str__(self) -> str:
+        if self.path is None or not self.done:
+            return "interrupted before any task finished; nothing was written"
+        names = ", ".join(self.done[:3]) + (" ..." if len(self.done) > 3 else "")
+        return f"interrupted; {self.path} keeps {len(self.done)} of the {len(self.selected)} tasks selected ({names})"
+
+
+def _score(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The `rel_err` at the task's nominal length of a results entry, or None."""
+    if entry["status"] != "ok":
+        return None
+    m = entry.get("lengths", {}).get(str(entry["spec"]["nominal"]))
+    return m["rel_err"] if m else None
+
+
+def summary_table(doc: dict[str, Any]) -> str:
+    """One row per task: nominal-length error in dB with its 90% interval, and the time taken."""
+    rows = []
+    for name, entry in doc["tasks"].items():
+        nominal = entry["spec"]["nominal"]
+        m = entry.get("lengths", {}).get(str(nominal)) if entry["status"] == "ok" else None
+        err = m["rel_err"] if m else None
+        rate = m.get("error_rate") if m else None
+        rows.append(
+            [
+                name,
+                entry["status"] if entry["status"] != "failed" else "FAILED",
+                nominal,
+                f"{err['db']:.1f}" if err else "",
+                f"[{err['ci90_db'][0]:.1f}, {err['ci90_db'][1]:.1f}]" if err else "",
+                f"{100 * rate['value']:.1f}%" if rate else "",
+                f"{entry['seconds']:.2f}" if "seconds" in entry else "",
+            ]
+        )
+    headers = ["task", "status", "n", "error (dB)", "90% CI (dB)", "error rate", "time (s)"]
+    return tabulate(rows, headers, disable_numparse=True)
+
+
+@dataclass(frozen=True)
+class Results:
+    """What `evaluate` returns.
+
+    `doc` is the results document, the content of the results file (README, "The results
+    file"); `path` that file (None when `evaluate` had no `out`). With `log_samples`,
+    `samples` holds the per-prompt outputs by task (tensors named `<task>/<n>/rel_err`,
+    `target_sq` and `y`, as in `iclbench.samples`) and `samples_path` the file beside `path`.
+    """
+
+    doc: dict[str, Any]
+    path: Path | None = None
+    samples: Samples | None = None
+    samples_path: Path | None = None
+
+    @property
+    def model(self) -> str:
+        """The model's name."""
+        return self.doc["model"]["name"]
+
+    @property
+    def tasks(self) -> list[str]:
+        """Every task of the document, in suite order."""
+        return list(self.doc["tasks"])
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """The error message of every failed task, by task."""
+        return {name: e["error"] for name, e in self.doc["tasks"].items() if e["status"] == "failed"}
+
+    def status(self, task: str) -> str:
+        """"ok", "failed" or "unsupported"."""
+        return self.doc["tasks"][task]["status"]
+
+    def lengths(self, task: str) -> list[int]:
+        """The prompt lengths scored on `task` (none unless its status is "ok")."""
+        return [int(n) for n in self.doc["tasks"][task].get("lengths", {})]
+
+    def metrics(self, task: str, n: int | None = None) -> dict[str, Any] | None:
+        """Every metric of `task` at prompt length `n` (default: its nominal length), or None when not scored."""
+        entry = self.doc["tasks"][task]
+        return entry.get("lengths", {}).get(str(entry["spec"]["nominal"] if n is None else n))
+
+    def db(self, task: str, n: int | None = None) -> float | None:
+        """The relative error of `task` at length `n` (default: nominal) in dB, or None when not scored."""
+        m = self.metrics(task, n)
+        return None if m is None else m["rel_err"]["db"]
+
+    def table(self) -> str:
+        """The summary `iclbench run` prints: one row per task at its nominal length."""
+        return summary_table(self.doc)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per task and scored prompt length (one row, n = nominal, for a task not scored):
+
+        model, task, family, n, nominal (bool), status, rel_err, rel_err_db, ci90_low_db,
+        ci90_high_db, error_rate, recovery_db, final_step_db (the last step's error, for models
+        that return steps), n_prompts, seconds; NaN where a value does not apply.
+        """
+        import pandas as pd
+
+        rows = []
+        for name, entry in self.doc["tasks"].items():
+            spec = entry["spec"]
+            base = {"model": self.model, "task": name, "family": spec["family"], "status": entry["status"],
+                    "n_prompts": entry.get("n_prompts"), "seconds": entry.get("seconds")}
+            lengths = entry.get("lengths") or {str(spec["nominal"]): None}
+            for n, m in lengths.items():
+                m = m or {}
+                err, rate, rec = m.get("rel_err"), m.get("error_rate"), m.get("recovery")
+                steps = m.get("steps_rel_err_db")
+                rows.append({
+                    **base, "n": int(n), "nominal": int(n) == spec["nominal"],
+                    "rel_err": err["value"] if err else None, "rel_err_db": err["db"] if err else None,
+                    "ci90_low_db": err["ci90_db"][0] if err else None, "ci90_high_db": err["ci90_db"][1] if err else None,
+                    "error_rate": rate["value"] if rate else None, "recovery_db": rec["db"] if rec else None,
+                    "final_step_db": steps[-1] if steps else None,
+                })
+        columns = ["model", "task", "family", "n", "nominal", "status", "rel_err", "rel_err_db", "ci90_low_db",
+                   "ci90_high_db", "error_rate", "recovery_db", "final_step_db", "n_prompts", "seconds"]
+        frame = pd.DataFrame(rows, columns=columns)
+        numeric = ["rel_err", "rel_err_db", "ci90_low_db", "ci90_high_db", "error_rate", "recovery_db", "final_step_db",
+                   "n_prompts", "seconds"]
+        frame[numeric] = frame[numeric].astype("float64")
+        return frame
+
+
+class TaskLines:
+    """One line per selected task as it is done, flushed at once: for logs, where a progress bar shows nothing."""
+
+    def __init__(self, total: int, where: Path | None, stream: TextIO) -> None:
+        self.total, self.where, self.stream, self.count = total, where, stream, 0
+
+    def __call__(self, name: str, entry: dict[str, Any], kept: bool) -> None:
+        self.count += 1
+        err = _score(entry)
+        nominal = entry["spec"]["nominal"]
+        if entry["status"] == "failed":
+            what = f"FAILED ({entry['error']})"
+        elif entry["status"] == "unsupported":
+            what = "unsupported"
+        else:
+            what = f"{err['db']:.2f} dB at n={nominal}" if err else f"n={nominal} unsupported"
+        if kept:
+            what += f", kept from {self.where}"
+        elif "seconds" in entry:
+            what += f", {entry['seconds']:.1f} s"
+        print(f"[{self.count}/{self.total}] {name}: {what}", file=self.stream, flush=True)
+
+
+def _source_file(cls: type) -> Path | None:
+    try:
+        found = inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        return None
+    return Path(found) if found else None
+
+
+def _in_process(model: Model | type[Model] | str, args: dict[str, Any]) -> LoadedModel:
+    if isinstance(model, str):
+        return load_model(model, args)
+    cls = model if isinstance(model, type) else type(model)
+    source = f"{cls.__module__}:{cls.__qualname__}"
+    if isinstance(model, type):
+        return loaded(instantiate(model, args, source), source, _source_file(cls), args)
+    if args:
+        raise ValueError("model_args go to the model's constructor: pass the class, not an instance")
+    return loaded(model, source, _source_file(cls))
+
+
+def _start(model: Model | type[Model] | str, args: dict[str, Any], isolated: bool | None, limits: Limits) -> ScoredModel:
+    if not isinstance(model, str) and not (isinstance(model, Model) or (isinstance(model, type) and issubclass(model, Model))):
+        raise TypeError(f"model must be an iclbench.Model, a Model subclass or a --model string, not {type(model).__name__}")
+    args = check_model_args(args)
+    if isolated is None:
+        isolated = isinstance(model, str)
+    if not isolated:
+        return _in_process(model, args)
+    if not isinstance(model, str):
+        raise ValueError("isolated=True runs a model given as a string ('path.py:Class', a module or a baseline's name) "
+                         "in a worker process; an instance or a class runs in this process")
+    return IsolatedModel(model, limits, args)
+
+
+def evaluate(
+    model: Model | type[Model] | str,
+    tasks: str | Sequence[str] | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    batch_size: int = 512,
+    prompts: int | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    model_args: Mapping[str, ModelArg] | None = None,
+    isolated: bool | None = None,
+    limits: Limits = Limits(),
+    align: Sequence[str] = (),
+    data: str | Path | None = None,
+    log_samples: bool = False,
+    progress: bool = True,
+) -> Results:
+    """Score `model` on the suite, as `iclbench run` does (it calls this), and return its `Results`.
+
+    `model`: an `iclbench.Model` instance or subclass, run in this process, or a `--model` string
+    (`path.py[:Class]`, `module[:Class]` or a baseline's name), run in a worker process
+    (`iclbench.worker`) unless `isolated=False`. `model_args` are passed to the class's constructor
+    as keyword arguments (JSON scalars; in the worker for a string). `tasks`: names, families or
+    glob patterns, as a list or one comma-separated string (default: every task). `out`: the folder
+    of the results file `<model name>[--<args>].json`, written after every task (None: nothing is
+    written); `resume`, `device`, `dtype`, `batch_size`, `prompts`, `limits` (worker only),
+    `align`, `data` and `log_samples` are `iclbench run`'s options of those names. `progress`: a bar
+    on a terminal, one line per task on stderr otherwise.
+
+    Raises `PluginError` (a model that does not load), `UnknownTaskError`, `ValueError` (bad
+    arguments, device or export; `ResultsError` for a results file that would lose work) and, on
+    Ctrl-C, `Interrupted`, saying what the results file kept. A failing task does not raise: it is
+    recorded, see `Results.failed`.
+    """
+    patterns = [p for t in ([tasks] if isinstance(tasks, str) else tasks or []) for p in t.split(",") if p.strip()]
+    selected = task_registry.select([p.strip() for p in patterns])
+    names = [t.spec.name for t in selected]
+    args = dict(model_args or {})
+    before = export_in_use()
+    if data is not None:
+        use_export(Path(data), selected)
+    path: Path | None = None
+    started: list[ScoredModel] = []
+    try:
+        run_device = resolve_device(device)
+        scored = _start(model, args, isolated, limits)
+        started.append(scored)
+        references: dict[str, ScoredModel] = {}
+        for name in align:
+            references[name] = ref = IsolatedModel(name, limits)
+            started.append(ref)
+            try:
+                ref.setup(run_device)
+            except TaskFailure as exc:
+                raise ValueError(f"--align {name}: {exc}") from None
+        cfg = RunConfig(device, dtype, batch_size, prompts)
+        path = None if out is None else Path(out) / f"{results.file_stem(scored.name, scored.args)}.json"
+        logged: Samples | None = {} if log_samples else None
+        report = TaskLines(len(selected), path, sys.stderr) if progress and not sys.stderr.isatty() else None
+        doc = run(scored, selected, cfg, path, resume=resume, progress=progress, references=references,
+                  samples=logged, report=report)
+    except KeyboardInterrupt:
+        done = list(results.read(path)["tasks"]) if path is not None and path.exists() else []
+        raise Interrupted(path, [n for n in names if n in done], names) from None
+    finally:
+        for m in started:
+            m.close()
+        if data is not None:
+            use_export(before)
+    samples_path = None if path is None or not log_samples else samples_file.path_for(path)
+    return Results(doc, path, logged, samples_path)
+
+
+__all__ = ["Interrupted", "Results", "evaluate"]

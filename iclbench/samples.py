@@ -1,0 +1,210 @@
+"""Per-prompt outputs (`iclbench run --log-samples`) and the paired comparison of two models on them.
+
+The samples file `<results stem>.samples.safetensors`, beside the results file, holds for every
+task and scored prompt length `n` three tensors named `<task>/<n>/<what>`:
+
+- `rel_err` (P,) float64: each prompt's relative squared error, sum_q (y - f)^2 / sum_q f^2;
+- `target_sq` (P,) float64: sum_q f^2, each prompt's weight in the suite's `rel_err`, which is
+  sum(rel_err * target_sq) / sum(target_sq) (`iclbench.metrics.relative_error`);
+- `y` (P, q) float32: the predictions.
+
+Its metadata holds `format` ("iclbench-samples-1") and `header`, a JSON object: `suite_version`,
+`iclbench_version`, `model` (name, class, args, file_sha256, checkpoint_sha256), `run` (device,
+dtype, prompts) and `tasks`: per task its data `fingerprint`, `nominal` length, `n_prompts` and,
+per length, the `rel_err_db` the results file records. `compare` checks that the tensors
+reproduce those numbers, and those of a results file named beside them, so a stale file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from iclbench import metrics, results
+from iclbench.models.weights import atomic_save
+
+log = logging.getLogger(__name__)
+
+FORMAT = "iclbench-samples-1"
+SUFFIX = ".samples.safetensors"
+KINDS = ("rel_err", "target_sq", "y")
+TOLERANCE_DB = 1e-6
+"""Largest difference between a file's recorded `rel_err_db` and the one its tensors give."""
+
+
+class SamplesError(ValueError):
+    """A samples file that cannot be read, is stale, or cannot be compared with another: one line."""
+
+
+def path_for(results_path: Path) -> Path:
+    """The samples file beside a results file: `results/ridge.json` -> `results/ridge.samples.safetensors`."""
+    return results_path.with_name(results_path.name.removesuffix(".json") + SUFFIX)
+
+
+def task_tensors(task: str, n: int, y: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The samples of one task and length from the predictions `y` and the target `f` (both (P, q)),
+    computed as the metrics are (`iclbench.metrics.squared_errors`)."""
+    err, energy = metrics.squared_errors(y, target)
+    return {f"{task}/{n}/rel_err": err / energy, f"{task}/{n}/target_sq": energy, f"{task}/{n}/y": y.float()}
+
+
+def header(doc: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
+    """The samples header for `tasks` of the results document `doc`."""
+    model = {k: doc["model"].get(k) for k in ("name", "class", "args", "file_sha256", "checkpoint_sha256")}
+    entries = {}
+    for name in tasks:
+        entry = doc["tasks"][name]
+        entries[name] = {
+            "fingerprint": entry["fingerprint"],
+            "nominal": entry["spec"]["nominal"],
+            "n_prompts": entry["n_prompts"],
+            "lengths": {n: {"rel_err_db": m["rel_err"]["db"]} for n, m in entry["lengths"].items()},
+        }
+    return {
+        "suite_version": doc["suite_version"],
+        "iclbench_version": doc["iclbench_version"],
+        "model": model,
+        "run": {k: doc["run"].get(k) for k in ("device", "dtype", "prompts")},
+        "tasks": entries,
+    }
+
+
+def write(path: Path, doc: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Write the samples of the tasks in `tensors` (by task) of the results `doc`, atomically."""
+    flat = {k: v for per_task in tensors.values() for k, v in per_task.items()}
+    meta = {"format": FORMAT, "header": json.dumps(header(doc, list(tensors)))}
+    atomic_save(flat, path, meta)
+    path.chmod(0o644)  # readable like the results file beside it (the temporary file was private)
+
+
+def read(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """(header, tensors by task) of a samples file; `SamplesError` when it is not one."""
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        flat = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise SamplesError(f"{path}: not a readable samples file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise SamplesError(f"{path}: not an iclbench samples file (format {meta.get('format')!r}, expected {FORMAT})")
+    try:
+        head = json.loads(meta["header"])
+        by_task: dict[str, dict[str, torch.Tensor]] = {name: {} for name in head["tasks"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SamplesError(f"{path}: its header is not readable ({exc})") from None
+    for key, t in flat.items():
+        name, n, kind = key.rsplit("/", 2) if key.count("/") >= 2 else (key, "", "")
+        if name not in by_task or n not in head["tasks"][name]["lengths"] or kind not in KINDS:
+            raise SamplesError(f"{path}: tensor {key!r} is not named <task>/<length>/<{'|'.join(KINDS)}> of its header")
+        by_task[name][key] = t
+    return head, by_task
+
+
+def kept(path: Path, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
+    """The samples in the file at `path` of the results `entries` (by task) that a run keeps: those
+    whose data fingerprint and every recorded `rel_err_db` are the entry's (an unreadable file: none)."""
+    try:
+        head, tensors = read(path)
+    except SamplesError as exc:
+        log.warning("%s; its samples are not kept", exc)
+        return {}
+    out = {}
+    for name, entry in entries.items():
+        mine = head["tasks"].get(name)
+        if mine is None or entry.get("status") != "ok" or mine["fingerprint"] != entry.get("fingerprint"):
+            continue
+        recorded = {n: m["rel_err"]["db"] for n, m in entry["lengths"].items()}
+        if recorded == {n: m["rel_err_db"] for n, m in mine["lengths"].items()}:
+            out[name] = tensors[name]
+    return out
+
+
+@dataclass(frozen=True)
+class Side:
+    """One model's samples for `compare`: where they came from, the header and the tensors."""
+
+    label: str
+    header: dict[str, Any]
+    tensors: dict[str, dict[str, torch.Tensor]]
+
+    def get(self, task: str, n: str, kind: str) -> torch.Tensor:
+        return self.tensors[task][f"{task}/{n}/{kind}"]
+
+
+def _db(err: torch.Tensor, weight: torch.Tensor) -> float:
+    """The suite's `rel_err` in dB of per-prompt squared errors `err` and target energies `weight`."""
+    return metrics.db(float(err.sum() / weight.sum()))
+
+
+def _check(side: Side, recorded: dict[str, Any] | None) -> None:
+    """The tensors give the header's numbers, and those of the results file `recorded` when given."""
+    for name, entry in side.header["tasks"].items():
+        for n, m in entry["lengths"].items():
+            try:
+                weight = side.get(name, n, "target_sq")
+                got = _db(side.get(name, n, "rel_err") * weight, weight)
+            except KeyError:
+                raise SamplesError(f"{side.label}: {name} n={n} has no rel_err or target_sq tensor") from None
+            if not math.isclose(got, m["rel_err_db"], abs_tol=TOLERANCE_DB):
+                raise SamplesError(f"{side.label}: {name} n={n}: the samples give {got:.6f} dB, their header "
+                                   f"{m['rel_err_db']:.6f} dB: the file is damaged")
+            if recorded is None:
+                continue
+            entry_r = recorded["tasks"].get(name, {})
+            theirs = entry_r.get("lengths", {}).get(n, {}).get("rel_err", {}).get("db")
+            if theirs is None or entry_r.get("fingerprint") != entry["fingerprint"] or not math.isclose(
+                    theirs, m["rel_err_db"], abs_tol=TOLERANCE_DB):
+                raise SamplesError(f"{side.label}: the samples of {name} n={n} are not those of the results file "
+                                   "beside them (re-run with --log-samples)")
+
+
+def load(path: Path) -> Side:
+    """The samples of a results file (the samples file beside it) or of a samples file, checked."""
+    recorded = None
+    if not path.name.endswith(SUFFIX):
+        recorded, path = results.read(path), path_for(path)
+        if not path.exists():
+            raise SamplesError(f"no per-prompt samples beside the results file ({path} is missing): "
+                               "run it with --log-samples")
+    side = Side(str(path), *read(path))
+    _check(side, recorded)
+    return side
+
+
+def compare(a: Side, b: Side, tasks: list[str] | None = None, all_lengths: bool = False) -> list[dict[str, Any]]:
+    """Per common task (of `tasks`, when given) and length (the nominal one, or every common one), the paired
+    difference A - B in dB over the prompts both scored (`iclbench.metrics.db_difference`).
+
+    `SamplesError` when the files are of different suite versions or their data differ (fingerprints).
+    """
+    if a.header["suite_version"] != b.header["suite_version"]:
+        raise SamplesError(f"{a.label} is of suite {a.header['suite_version']}, {b.label} of suite "
+                           f"{b.header['suite_version']}: only results on the same suite can be compared")
+    ta, tb = a.header["tasks"], b.header["tasks"]
+    common = [t for t in ta if t in tb and (tasks is None or t in tasks)]
+    differ = [t for t in common if ta[t]["fingerprint"] != tb[t]["fingerprint"]]
+    if differ:
+        raise SamplesError(f"{', '.join(differ)}: {a.label} and {b.label} were scored on different data "
+                           "(fingerprints differ): their prompts cannot be paired")
+    rows = []
+    for name in common:
+        nominal = str(ta[name]["nominal"])
+        lengths = [n for n in ta[name]["lengths"] if n in tb[name]["lengths"]]
+        for n in lengths if all_lengths else [n for n in lengths if n == nominal]:
+            m = min(ta[name]["n_prompts"], tb[name]["n_prompts"])  # evaluation sets are prefixes of each other
+            weight = a.get(name, n, "target_sq")[:m]
+            if not torch.equal(weight, b.get(name, n, "target_sq")[:m]):
+                raise SamplesError(f"{name} n={n}: the targets of {a.label} and {b.label} differ on the same prompts")
+            err_a, err_b = a.get(name, n, "rel_err")[:m] * weight, b.get(name, n, "rel_err")[:m] * weight
+            diff = metrics.db_difference(err_a, err_b, weight)
+            rows.append({"task": name, "n": int(n), "prompts": m, "a_db": _db(err_a, weight), "b_db": _db(err_b, weight),
+                         "diff_db": diff["db"], "ci90_db": diff["ci90_db"]})
+    return rows
