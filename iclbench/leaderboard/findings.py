@@ -404,7 +404,8 @@ def check(submissions: Path, baselines: Path, out: Path) -> list[str]:
         return compare(build(submissions, baselines, Path(tmp)), committed)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m iclbench.leaderboard.findings`."""
     p = argparse.ArgumentParser(prog="python -m iclbench.leaderboard.findings", description=__doc__.split("\n\n")[0])
     p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
     p.add_argument("--baselines", type=Path, default=Path("results/baselines"), help="folder of baseline results")
@@ -415,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"write nothing; fail if a number of --out's numbers.json is not rebuilt (floats within {TOL_DB} dB)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.check and args.no_checkpoints:
         p.error("--check rebuilds every number, question 1's re-evaluation included: leave out --no-checkpoints")

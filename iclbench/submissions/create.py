@@ -127,7 +127,7 @@ def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argpa
     doc = run(model, list(TASKS.values()), RunConfig(args.device, "float32", args.batch_size), out, progress=not args.quiet)
     failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
     if failed:
-        raise SubmitError("; ".join(failed))
+        raise SubmitError("\n".join(failed))
 
 
 def create(args: argparse.Namespace) -> Path:
@@ -173,18 +173,36 @@ def create(args: argparse.Namespace) -> Path:
                 "checkpoint": fields["checkpoint"],
             }
             (staged / "submission.yaml").write_text(yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120))
+            unique = schema.check_unique(target, model.name)
+            early = schema.check_meta(meta, str(target / "submission.yaml")) + unique  # before the long run
+            if early:
+                raise SubmitError("\n".join(early))
             _results(staged, model, args.results, args)
         finally:
             model.close()
         shutil.rmtree(staged / "__pycache__", ignore_errors=True)
-        problems = schema.validate(staged) + schema.check_unique(target, model.name)
+        problems = schema.validate(staged) + unique
         if problems:
             raise SubmitError("\n".join(p.replace(str(staged), str(target)) for p in problems))
+        replaced = work / "replaced"
         if target.is_symlink() or target.is_file():
             target.unlink()
         elif target.exists():
-            target.rename(work / "replaced")  # removed with `work`, once the new folder is in place
-        staged.rename(target)
+            target.rename(replaced)  # removed with `work`, once the new folder is in place
+        try:
+            staged.rename(target)
+        except OSError:
+            if replaced.exists():
+                replaced.rename(target)
+            raise
+    except SubmitError as exc:
+        made = work / args.id / "results.json"
+        if args.results is None and made.is_file():  # a run that took minutes is kept for a look
+            kept = Path("results") / f"{args.id}.submit.json"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(made, kept)
+            raise SubmitError(f"{exc}\nthe run's results are kept in {kept}") from None
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
