@@ -1,6 +1,6 @@
 """The published site's size: its first load (what a browser fetches before any interaction) and the rest.
 
-    python benchmarks/page_size.py [--submissions submissions] [--baselines leaderboard/baselines]
+    python benchmarks/page_size.py [--submissions submissions] [--baselines results/baselines]
 
 Builds the site into a temporary folder with `iclbench.leaderboard.build.build` and prints the bytes of the
 first load (index.html and the files it names as stylesheet or script: plots and detail files load only on a
@@ -28,7 +28,7 @@ def first_load(out: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=Path, default=Path("submissions"))
-    parser.add_argument("--baselines", type=Path, default=Path("leaderboard/baselines"))
+    parser.add_argument("--baselines", type=Path, default=Path("results/baselines"))
     parser.add_argument("--findings", type=Path, default=Path("docs/findings.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -216,44 +215,44 @@ def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
 def test_zero_submissions_and_zero_baselines(tmp_path: Path) -> None:
     assert build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
     assert (tmp_path / "out" / "leaderboard.json").is_file()
-    assert check(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
+    assert check(tmp_path / "submissions", tmp_path / "baselines") == []
     with pytest.raises(LeaderboardError, match="nope.md: no such findings page"):
         build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out", findings=tmp_path / "nope.md")
 
 
-def test_check_catches_a_stale_leaderboard(board: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_invalid_folder_is_left_out(board: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """The build leaves an invalid folder out, names it in one line and exits 0; --check exits 1 naming it."""
     subs, baselines, out = board
-    build(subs, baselines, out)
-    args = ["leaderboard", "--check", "--submissions", str(subs), "--baselines", str(baselines), "--out", str(out)]
-    assert check(subs, baselines, out) == [] and main(args) == 0
+    args = ["--submissions", str(subs), "--baselines", str(baselines), "--out", str(out)]
+    assert check(subs, baselines) == [] and main(["leaderboard", "--check", *args]) == 0
+    assert "every folder valid" in capsys.readouterr().out
+    assert not (out / "index.html").exists()  # --check builds nothing where the site goes
 
-    second = static_submission(subs / "second-model", every(-1.0), name="second")  # a new submission
-    stale = check(subs, baselines, out)
-    assert len(stale) == 1 and "stale" in stale[0] and main(args) == 1
-    assert "run `iclbench leaderboard` and commit" in capsys.readouterr().err
-    shutil.rmtree(second)
-    assert check(subs, baselines, out) == []
+    broken = static_submission(subs / "second-model", every(-1.0), name="second")
+    (broken / "submission.yaml").write_text("name: [unclosed\n")
+    (problem,) = check(subs, baselines)
+    assert problem.startswith(f"{broken}: left out, 1 problem(s): {broken / 'submission.yaml'}: not readable YAML")
+    assert main(["leaderboard", "--check", *args]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {problem}\n" and "INVALID, 1 problem(s)" in captured.out
 
-    notes = subs / "tiny-gd" / "README.md"  # any file of a submission counts
-    notes.write_text("notes\n")
-    assert "stale" in check(subs, baselines, out)[0]
-    notes.unlink()
-    assert check(subs, baselines, out) == []
+    assert main(["leaderboard", *args]) == 0  # the rest is built and published
+    captured = capsys.readouterr()
+    assert captured.err == f"warning: {problem}\n"
+    assert "1 submission(s), 4 baseline row(s)" in captured.out and "1 invalid submission folder(s) left out" in captured.out
+    names = [m["name"] for m in json.loads((out / "leaderboard.json").read_text())["models"]]
+    assert "tiny-gd" in names and "second" not in names
 
-    zero = baselines / "zero.json"  # a re-run baseline
-    original = zero.read_text()
-    zero.write_text(original.replace('"cpu"', '"cuda"'))
-    assert "stale" in check(subs, baselines, out)[0]
-    zero.write_text(original)
-    assert check(subs, baselines, out) == []
+    left_out: list[str] = []
+    assert [e.name for e in load_entries(subs, baselines, left_out) if e.kind == "submission"] == ["tiny-gd"]
+    assert left_out == [problem]
+    with pytest.raises(LeaderboardError, match="not readable YAML"):  # without a list, as strict as ever
+        load_entries(subs, baselines)
 
-    meta = subs / "tiny-gd" / "submission.yaml"  # an invalid submission is reported, not skipped
-    meta.write_text("name: [unclosed\n")
-    assert any("tiny-gd/submission.yaml: not readable YAML" in p for p in check(subs, baselines, out))
-
-    (out / "README.md").unlink()
-    shutil.rmtree(subs / "tiny-gd")
-    assert check(subs, baselines, out) == [f"{out / 'README.md'}: missing"]
+    (baselines / "zero.json").write_text("{")  # the baselines are CI's own: a broken one stops the build
+    assert main(["leaderboard", *args]) == 1
+    assert "zero.json: not readable JSON" in capsys.readouterr().err
+    assert any("zero.json: not readable JSON" in p for p in check(subs, baselines))
 
 
 def test_cli_runs_baselines_then_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,7 @@
-"""The ranking rule on the committed results: references, floors, coverage, family views, optimizer-equivalent depth."""
+"""The ranking rule on real results: references, floors, coverage, family views, optimizer-equivalent depth.
+
+The submissions are the committed ones; the baselines' numbers come from `fixtures.baseline_snapshot` (their
+results files are built by CI, not committed)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fixtures import baseline_snapshot
 from fixtures.submission_kit import results_doc
 
 from iclbench.leaderboard import findings
@@ -29,19 +33,28 @@ from iclbench.leaderboard.ranking import (
 from iclbench.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBMISSIONS, BASELINES = ROOT / "submissions", ROOT / "leaderboard" / "baselines"
+SUBMISSIONS = ROOT / "submissions"
 
 
 @pytest.fixture(scope="module")
 def docs() -> dict[str, dict]:
-    """The committed baseline results, by model name."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted(BASELINES.glob("*.json"))}
+    """The baselines' results (`fixtures.baseline_snapshot`), by model name."""
+    return baseline_snapshot.docs()
 
 
 @pytest.fixture(scope="module")
-def board() -> dict[str, Entry]:
-    """The committed submissions and baselines, ranked, by name."""
-    return {e.name: e for e in rank(load_entries(SUBMISSIONS, BASELINES))}
+def baselines(tmp_path_factory: pytest.TempPathFactory, docs: dict[str, dict]) -> Path:
+    """A folder of the baselines' results files."""
+    folder = tmp_path_factory.mktemp("baselines")
+    for name, doc in docs.items():
+        (folder / f"{name}.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def board(baselines: Path) -> dict[str, Entry]:
+    """The committed submissions and the baselines, ranked, by name."""
+    return {e.name: e for e in rank(load_entries(SUBMISSIONS, baselines))}
 
 
 def ranked_with(tmp_path: Path, docs: dict[str, dict], *extra: dict) -> dict[str, Entry]:
@@ -220,8 +233,8 @@ def test_depth_by_hand() -> None:
     assert depth(flat, task, {"gd": gd}) is None
 
 
-def test_depth_agrees_with_the_findings(tmp_path: Path, board: dict[str, Entry]) -> None:
-    numbers = findings.question2(findings.load(SUBMISSIONS, BASELINES), tmp_path)["models"]
+def test_depth_agrees_with_the_findings(tmp_path: Path, baselines: Path, board: dict[str, Entry]) -> None:
+    numbers = findings.question2(findings.load(SUBMISSIONS, baselines), tmp_path)["models"]
     solvers = {n: board[n] for n in ("gd", "newton", "ista")}
     for model in findings.Q2_MODELS:
         d = depth(board[model], findings.Q2_TASK, solvers)

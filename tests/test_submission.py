@@ -97,7 +97,7 @@ def test_wrong_types(sub: Path) -> None:
     )
     only(
         validate(sub),
-        "field 'parameters' must be a positive integer: the number of parameters, got str 'many'",
+        "field 'parameters' must be a non-negative integer: the number of trained parameters",
         "field 'authors' must be a non-empty list of names, got str 'A. Researcher'",
         "field 'contact' must be an e-mail address",
         "field 'paper' must be an http(s) URL",
@@ -189,6 +189,12 @@ def test_results_schema_fingerprint_and_limited(sub: Path) -> None:
     )
 
 
+def test_results_made_with_model_arguments_are_refused(sub: Path) -> None:
+    """CI re-runs and verifies a submission without --model-args: results made with them cannot be checked."""
+    edit_results(sub, lambda d: d["model"].update(args={"scale": 2.0}))
+    only(validate(sub), "model.args is dict {'scale': 2.0}: the leaderboard re-runs a model without arguments")
+
+
 def test_results_must_match_the_submitted_files(sub: Path) -> None:
     edit_results(sub, lambda d: d["model"].update(name="other"))
     with open(sub / "model.py", "a") as fh:
@@ -265,7 +271,5 @@ def test_cli_reports_each_problem(sub: Path, capsys: pytest.CaptureFixture[str])
     write_meta(sub, parameters=0, contact=None)
     assert main(["validate", str(sub)]) == 1
     out = capsys.readouterr().out
-    assert (
-        "error:" in out and "field 'parameters' must be a positive integer: the number of parameters, got int 0" in out
-    )
+    assert "error:" in out and "field 'parameters' is 0, but a trained model with a checkpoint has parameters" in out
     assert "missing field 'contact'" in out and "INVALID, 2 problem(s)" in out

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from iclbench.leaderboard import findings
 from iclbench.submissions import pr_check
 from iclbench.cli import build_parser
 
@@ -120,7 +121,20 @@ def test_pages_builds_everything() -> None:
     site = words[words.index("--out") + 1]
     (upload,) = [s for s in steps(doc) if s.get("uses", "").startswith("actions/upload-pages-artifact@")]
     assert upload["with"]["path"] == site.replace("$RUNNER_TEMP", "${{ runner.temp }}")
-    assert words[words.index("--baselines") + 1] != "leaderboard/baselines"  # never the committed results
+    baselines = words[words.index("--baselines") + 1]
+    assert baselines.startswith("$RUNNER_TEMP/")  # scored here, never taken from the repository
+
+
+def test_pages_checks_the_findings_against_the_baselines_it_scored() -> None:
+    run = commands(load("pages"))
+    (board,) = [i for i, c in enumerate(run) if c.startswith("iclbench leaderboard")]
+    (check,) = [i for i, c in enumerate(run) if c.startswith("python -m iclbench.leaderboard.findings")]
+    assert check > board
+    args = findings.build_parser().parse_args(shlex.split(run[check])[3:])
+    assert args.check and not args.no_checkpoints
+    words = shlex.split(run[board])
+    assert args.baselines == Path(words[words.index("--baselines") + 1])
+    assert args.submissions == Path("submissions") and args.out == Path("docs/findings")
 
 
 def test_tests_runs_the_readme_command() -> None:

@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,19 +37,32 @@ from iclbench.submissions import schema, verify
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 
-def load_entries(submissions: Path, baselines: Path) -> list[Entry]:
-    """Entries of every submission folder and every baseline results file; `LeaderboardError` if any is invalid."""
+BASELINES = Path("results/baselines")
+"""Where `--run-baselines` scores the baselines by default: generated, never committed."""
+SITE = Path("leaderboard")
+"""Where the site is built by default: generated, never committed (the pages workflow publishes it)."""
+
+
+def load_entries(submissions: Path, baselines: Path, left_out: list[str] | None = None) -> list[Entry]:
+    """Entries of every submission folder and every baseline results file; `LeaderboardError` if any is invalid.
+
+    With a `left_out` list, an invalid submission folder is left out instead, and one line saying where and
+    what is wrong is appended to the list; invalid baseline results and repeated names still raise.
+    """
     entries, problems, baseline_docs = [], [], []
     for folder in sorted(p for p in submissions.iterdir() if p.is_dir()) if submissions.is_dir() else []:
         sub, bad = schema.load(folder)
+        report, unreadable = _report(folder / verify.REPORT)
+        bad += unreadable
+        if bad and left_out is not None:
+            left_out.append(f"{folder}: left out, {len(bad)} problem(s): {'; '.join(bad)}")
+            continue
         problems += bad
         if sub is not None and not bad:
             cmd = (
                 f"iclbench run --model {(folder / 'model.py').as_posix()} --out results\n"
                 f"iclbench validate {folder.as_posix()} --rerun  # re-runs on CPU and compares with results.json"
             )
-            report, bad = _report(folder / verify.REPORT)
-            problems += bad
             status = verify.status(report, sub.results)
             entries.append(
                 Entry(f"sub-{sub.id}", sub.meta["name"], "submission", sub.results, sub.meta, cmd, verification=status)
@@ -174,14 +188,19 @@ def readme(entries: list[Entry], built: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def build(submissions: Path, baselines: Path, out: Path, findings: Path | None = None) -> list[Entry]:
+def build(
+    submissions: Path, baselines: Path, out: Path, findings: Path | None = None, left_out: list[str] | None = None
+) -> list[Entry]:
     """Write README.md, leaderboard.json (the site summary) and the site (`iclbench.leaderboard.page.write`:
-    index.html, models/, plots/, leaderboard.csv and, from the Markdown `findings`, findings.html) under `out`."""
+    index.html, models/, plots/, leaderboard.csv and, from the Markdown `findings`, findings.html) under `out`.
+
+    `left_out`: as in `load_entries`, a list to which each invalid submission folder, left out, is reported.
+    """
     from iclbench.leaderboard import page
 
     if findings is not None and not findings.is_file():
         raise LeaderboardError(f"{findings}: no such findings page")
-    entries = rank(load_entries(submissions, baselines))
+    entries = rank(load_entries(submissions, baselines, left_out))
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     site = site_summary(entries, built, inputs_digest(submissions, baselines))
     out.mkdir(parents=True, exist_ok=True)
@@ -191,29 +210,16 @@ def build(submissions: Path, baselines: Path, out: Path, findings: Path | None =
     return entries
 
 
-def check(submissions: Path, baselines: Path, out: Path) -> list[str]:
-    """Why the leaderboard in `out` is stale or broken (an empty list when it is up to date)."""
-    try:
-        load_entries(submissions, baselines)
-    except LeaderboardError as exc:
-        return str(exc).splitlines()
-    missing = [
-        f"{out / name}: missing"
-        for name in ("README.md", "leaderboard.json")
-        if not (out / name).is_file()
-    ]
-    if missing:
-        return missing
-    try:
-        recorded = json.loads((out / "leaderboard.json").read_text()).get("inputs_sha256")
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        return [f"{out / 'leaderboard.json'}: unreadable: {exc}"]
-    if recorded != inputs_digest(submissions, baselines):
-        return [
-            f"{out}: stale: {submissions} or {baselines} changed since it was built; "
-            "run `iclbench leaderboard` and commit the folder"
-        ]
-    return []
+def check(submissions: Path, baselines: Path) -> list[str]:
+    """Why the leaderboard cannot be built as it is: one line per invalid submission folder or baseline results
+    file (an empty list when every folder is valid and the site builds, into a temporary folder)."""
+    left_out: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="iclbench-leaderboard-") as tmp:
+        try:
+            build(submissions, baselines, Path(tmp), left_out=left_out)
+        except LeaderboardError as exc:
+            return left_out + str(exc).splitlines()
+    return left_out
 
 
 def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
@@ -239,22 +245,28 @@ def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.check:
-        problems = check(args.submissions, args.baselines, args.out)
+        problems = check(args.submissions, args.baselines)
         for message in problems:
             print(f"error: {message}", file=sys.stderr)
-        print(f"{args.out}: {'STALE OR INVALID' if problems else 'up to date'}")
+        print(f"{args.submissions}: {f'INVALID, {len(problems)} problem(s)' if problems else 'every folder valid'}")
         return 1 if problems else 0
     if args.run_baselines is not None:
         for message in run_baselines(args.run_baselines, args.baselines, args.device):
             print(f"warning: baseline not scored: {message}", file=sys.stderr)
+    left_out: list[str] = []
     try:
-        entries = build(args.submissions, args.baselines, args.out, args.findings or _default_findings())
+        entries = build(args.submissions, args.baselines, args.out, args.findings or _default_findings(), left_out)
     except LeaderboardError as exc:
         for message in str(exc).splitlines():
             print(f"error: {message}", file=sys.stderr)
         return 1
+    for message in left_out:
+        print(f"warning: {message}", file=sys.stderr)
     subs = sum(e.kind == "submission" for e in entries)
-    print(f"{args.out}: {subs} submission(s), {len(entries) - subs} baseline row(s), suite {SUITE_VERSION}")
+    print(
+        f"{args.out}: {subs} submission(s), {len(entries) - subs} baseline row(s), suite {SUITE_VERSION}"
+        + (f"; {len(left_out)} invalid submission folder(s) left out" if left_out else "")
+    )
     return 0
 
 
@@ -265,12 +277,14 @@ def _default_findings() -> Path | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `iclbench leaderboard`."""
-    p = sub.add_parser("leaderboard", help="build the leaderboard (or --check that the committed one is current)")
+    p = sub.add_parser("leaderboard", help="build the leaderboard site (or --check that it can be built)")
     p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
-    p.add_argument("--baselines", type=Path, default=Path("leaderboard/baselines"), help="folder of baseline results")
-    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder")
+    p.add_argument("--baselines", type=Path, default=BASELINES, help="folder of baseline results")
+    p.add_argument("--out", type=Path, default=SITE, help="output folder: the site (built, never committed)")
     p.add_argument(
-        "--check", action="store_true", help="fail if the built leaderboard is stale or a submission invalid"
+        "--check",
+        action="store_true",
+        help="build nothing; fail, naming each, if a submission folder is invalid or the site does not build",
     )
     p.add_argument(
         "--run-baselines",

@@ -1,6 +1,6 @@
 """The figures and numbers of docs/findings.md, made from results files.
 
-    python -m iclbench.leaderboard.findings --submissions submissions --baselines leaderboard/baselines --out docs/findings
+    python -m iclbench.leaderboard.findings --submissions submissions --baselines results/baselines --out docs/findings
 
 reads every `<submissions>/*/results.json` and `<baselines>/*.json` (the output of
 `iclbench run --model <baseline>`), keyed by model name, and writes to `--out` one PNG per
@@ -9,6 +9,12 @@ missing are left out of the plots and reported as null. Question 1 also loads th
 model's checkpoint and compares it, on the evaluation set, with one GD step whose step size
 is fitted in closed form on the training stream (`one_step_gd`); `--no-checkpoints` skips it.
 `heatmap` draws any results entry's `alignment` (from `iclbench run --align`).
+
+The baselines' results are generated, never committed, so the committed numbers.json is checked
+in two places: the tests rebuild it without baselines and compare every number that comes from
+the submissions exactly, and the pages workflow, after scoring every baseline, runs `--check`:
+rebuild into a temporary folder and compare every number with the committed one (`compare`),
+floats within a re-run's tolerance, since the baselines were scored on another machine.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 from iclbench import metrics, results
 from iclbench.alignment import cosine_matrix
 from iclbench.metrics import steps_to_reach
+from iclbench.submissions.rerun import TOL_DB, db_close
 from iclbench.tasks import EvalSet, Task, get
 
 Docs = dict[str, dict[str, Any]]
@@ -357,16 +364,68 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
     return numbers
 
 
-def main(argv: list[str] | None = None) -> int:
+PATHS = ("inputs", "submissions"), ("inputs", "baselines")
+"""Fields of numbers.json that name the inputs as given on the command line, not compared."""
+
+
+def compare(built: Any, committed: Any, where: tuple[str, ...] = ()) -> list[str]:
+    """Differences between two numbers.json documents, one line each: floats must agree as a re-run's
+    errors in dB do (`iclbench.submissions.rerun.db_close`: within `TOL_DB`, or both under float32's
+    round-off floor), everything else exactly; the input paths (`PATHS`) are not compared."""
+    at = "/".join(where) or "numbers.json"
+    if where in PATHS:
+        return []
+    if isinstance(built, dict) and isinstance(committed, dict):
+        keys = dict.fromkeys([*committed, *built])
+        return [p for k in keys for p in compare(built.get(k), committed.get(k), (*where, str(k)))]
+    if isinstance(built, list) and isinstance(committed, list) and len(built) == len(committed):
+        return [p for i, (a, b) in enumerate(zip(built, committed)) for p in compare(a, b, (*where, str(i)))]
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (built, committed))
+    if numbers and any(isinstance(v, float) for v in (built, committed)):
+        same = db_close(float(built), float(committed), "float32")
+    else:
+        same = built == committed and type(built) is type(committed)
+    return [] if same else [f"{at}: built {json.dumps(built)[:80]}, committed {json.dumps(committed)[:80]}"]
+
+
+def check(submissions: Path, baselines: Path, out: Path) -> list[str]:
+    """Differences between numbers.json rebuilt (in a temporary folder) and the one in `out`."""
+    import tempfile
+
+    committed = json.loads((out / "numbers.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="iclbench-findings-") as tmp:
+        return compare(build(submissions, baselines, Path(tmp)), committed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m iclbench.leaderboard.findings`."""
     p = argparse.ArgumentParser(prog="python -m iclbench.leaderboard.findings", description=__doc__.split("\n\n")[0])
     p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
-    p.add_argument("--baselines", type=Path, default=Path("leaderboard/baselines"), help="folder of baseline results")
+    p.add_argument("--baselines", type=Path, default=Path("results/baselines"), help="folder of baseline results")
     p.add_argument("--out", type=Path, default=Path("docs/findings"), help="folder for the figures and numbers.json")
     p.add_argument("--no-checkpoints", action="store_true", help="results files only (skip question 1's re-evaluation)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=f"write nothing; fail if a number of --out's numbers.json is not rebuilt (floats within {TOL_DB} dB)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.check and args.no_checkpoints:
+        p.error("--check rebuilds every number, question 1's re-evaluation included: leave out --no-checkpoints")
     try:
+        if args.check:
+            differences = check(args.submissions, args.baselines, args.out)
+            for line in differences:
+                print(f"findings: {line}", file=sys.stderr)
+            print(f"{args.out / 'numbers.json'}: {f'{len(differences)} number(s) differ' if differences else 'rebuilt'}")
+            return 1 if differences else 0
         build(args.submissions, args.baselines, args.out, checkpoints=not args.no_checkpoints)
-    except results.ResultsError as exc:
+    except (results.ResultsError, OSError, json.JSONDecodeError) as exc:
         print(f"findings: {exc}", file=sys.stderr)
         return 2
     print(f"figures and numbers.json written to {args.out}")

@@ -91,7 +91,8 @@ RANKING_EXAMPLE = (
     "The transformer, better on two tasks of three, ranks above the solver; a mean of dB (-6.03 against -6.41) "
     "would rank the solver first on the strength of kernel/linear's wider range alone."
 )
-"""A worked example of `RANKING_RULE` on the committed results (checked against them in tests/test_ranking.py)."""
+"""A worked example of `RANKING_RULE` on suite v2's results of the committed submissions and the baselines
+(checked against them in tests/test_ranking.py, whose baseline numbers are `tests/fixtures/baseline_snapshot.json`)."""
 
 
 @dataclass

@@ -36,7 +36,7 @@ ROUNDOFF = {dtype: float(torch.finfo(getattr(torch, dtype)).eps) ** 2 for dtype 
 """The round-off floor of a relative squared error computed in each dtype: eps²."""
 
 
-def _db_close(a: float, b: float, dtype: str) -> bool:
+def db_close(a: float, b: float, dtype: str) -> bool:
     """Whether two errors in dB agree: within `TOL_DB`, or within the dtype's round-off floor in linear terms."""
     return abs(a - b) <= TOL_DB or (max(a, b) < 0 and abs(10 ** (a / 10) - 10 ** (b / 10)) <= ROUNDOFF[dtype])
 
@@ -50,14 +50,14 @@ def _pairs(metric: str, old: Any, new: Any, dtype: str) -> list[tuple[str, float
             *[(f"ci90_db[{i}]", old["ci90_db"][i], new["ci90_db"][i]) for i in (0, 1)],
             *[(f"ci90[{i}]", db(old["ci90"][i]), db(new["ci90"][i])) for i in (0, 1)],
         ]
-        return [(w, a, b, _db_close(a, b, dtype)) for w, a, b in values]
+        return [(w, a, b, db_close(a, b, dtype)) for w, a, b in values]
     if metric == "error_rate":
         values = [("value", old["value"], new["value"])] + [
             (f"ci90[{i}]", old["ci90"][i], new["ci90"][i]) for i in (0, 1)
         ]
         return [(w, a, b, abs(a - b) <= TOL_RATE) for w, a, b in values]
     if metric == "steps_rel_err_db":
-        return [(f"[{k}]", a, b, _db_close(a, b, dtype)) for k, (a, b) in enumerate(zip(old, new))]
+        return [(f"[{k}]", a, b, db_close(a, b, dtype)) for k, (a, b) in enumerate(zip(old, new))]
     raise KeyError(metric)
 
 

@@ -88,14 +88,24 @@ SCHEMA: dict[str, Check] = {
     "code": (True, lambda v: v is None or _url(v), "an http(s) URL, or null"),
     "license": (True, _text, "a licence name, such as an SPDX identifier (MIT, Apache-2.0, CC-BY-4.0)"),
     "architecture": (True, _text, "a short description of the architecture (layers, width, attention)"),
-    "parameters": (True, lambda v: _int(v, 1), "a positive integer: the number of parameters"),
-    "training": (True, lambda v: isinstance(v, dict), "a mapping with tasks, sampler_seeds and steps"),
+    "parameters": (
+        True,
+        lambda v: _int(v, 0),
+        "a non-negative integer: the number of trained parameters (0, or the fitted constants, when training-free)",
+    ),
+    "training": (
+        True,
+        lambda v: v is None or isinstance(v, dict),
+        "a mapping with tasks, sampler_seeds and steps, or null for a training-free model",
+    ),
     "checkpoint": (
         True,
-        lambda v: isinstance(v, dict),
-        "a mapping: file + sha256, or repo_id + filename + revision + sha256",
+        lambda v: v is None or isinstance(v, dict),
+        "a mapping: file + sha256, or repo_id + filename + revision + sha256; or null for a training-free model",
     ),
 }
+"""A trained model declares `training` and `checkpoint` mappings and at least one parameter; a training-free
+model says so with `training: null` and `checkpoint: null`."""
 TRAINING: dict[str, Check] = {
     "tasks": (True, _list(_text), "a non-empty list of the task names or distributions trained on"),
     "sampler_seeds": (True, _list(lambda x: _int(x, 0)), "a non-empty list of non-negative integers"),
@@ -155,6 +165,13 @@ def check_meta(meta: Any, where: str) -> list[str]:
     if not isinstance(meta, dict):
         return [f"{where}: expected a YAML mapping of fields, got {results.shown(meta)}"]
     problems = check_fields(meta, SCHEMA, where)
+    if "training" in meta and "checkpoint" in meta and (meta["training"] is None) != (meta["checkpoint"] is None):
+        problems.append(
+            f"{where}: training and checkpoint must both be mappings (a trained model) or both null "
+            "(a training-free model)"
+        )
+    elif isinstance(meta.get("checkpoint"), dict) and meta.get("parameters") == 0:
+        problems.append(f"{where}: field 'parameters' is 0, but a trained model with a checkpoint has parameters")
     if isinstance(meta.get("training"), dict):
         problems += check_fields(meta["training"], TRAINING, f"{where}: training")
     ckpt = meta.get("checkpoint")
@@ -217,6 +234,11 @@ def check_results(doc: dict[str, Any], where: str) -> list[str]:
     problems = []
     if doc["run"].get("dtype") != "float32":
         problems.append(f"{where}: run in {doc['run'].get('dtype')}; the leaderboard compares float32 runs")
+    if doc["model"].get("args"):
+        problems.append(
+            f"{where}: model.args is {results.shown(doc['model']['args'])}: the leaderboard re-runs a model without "
+            "arguments (--model-args), so set them in model.py"
+        )
     if doc["run"].get("limited") or doc["run"].get("prompts") is not None:
         problems.append(
             f"{where}: a limited run (--prompts {doc['run'].get('prompts')}); the leaderboard needs full runs"
@@ -321,6 +343,11 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
         problems.append(
             f"{where}: model.checkpoint_sha256 is {model.get('checkpoint_sha256')!r}, not the declared "
             "checkpoint's: set Model.checkpoint to the path checkpoint.resolve(__file__) returns"
+        )
+    if meta.get("checkpoint", ...) is None and model.get("checkpoint_sha256") is not None:
+        problems.append(
+            f"{where}: the run loaded a checkpoint (model.checkpoint_sha256 {model['checkpoint_sha256']!r}), but "
+            "submission.yaml declares none (checkpoint: null): declare it, with its SHA-256"
         )
     return Submission(folder.name, folder, meta, doc), problems
 
