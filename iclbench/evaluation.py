@@ -236,7 +236,8 @@ def evaluate(
 
     `model`: an `iclbench.Model` instance or subclass, run in this process, or a `--model` string
     (`path.py[:Class]`, `module[:Class]` or a baseline's name), run in a worker process
-    (`iclbench.worker`) unless `isolated=False`. `model_args` are passed to the class's constructor
+    (`iclbench.worker`) unless `isolated=False`. Results identify a model by its class, files and
+    `model_args`, not an instance's state: give two differently built instances different `out`. `model_args` are passed to the class's constructor
     as keyword arguments (JSON scalars; in the worker for a string). `tasks`: names, families or
     glob patterns, as a list or one comma-separated string (default: every task). `out`: the folder
     of the results file `<model name>[--<args>].json`, written after every task (None: nothing is

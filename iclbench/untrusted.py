@@ -73,6 +73,8 @@ def load_yaml(path: Path, max_bytes: int) -> Any:
         raise UntrustedError(f"not readable YAML: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise UntrustedError(f"not readable YAML: {_one_line(exc)}") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise UntrustedError(f"not readable YAML: {_one_line(exc)}") from None
 
 
 def _depth(obj: Any) -> int:

@@ -212,6 +212,21 @@ def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
     assert scores == {"iter": (50 + 100 + 100 + 100) / 4, "tiny-gd": 0.0, "lin": None, "zero": None}
 
 
+def test_strings_of_a_results_file_cannot_reach_the_page_as_markup(tmp_path: Path) -> None:
+    """run.finished is only typed as a string: a day is shown when it is one, nothing otherwise, always escaped."""
+    subs = tmp_path / "submissions"
+    for name, finished in (("odd-date", '"><!--<script>alert(1)</script>'), ("real-date", "2026-05-04T10:00:00+00:00")):
+        folder = static_submission(subs / name, every(-5.0), name=name)
+        doc = json.loads((folder / "results.json").read_text())
+        doc["run"]["finished"] = finished
+        (folder / "results.json").write_text(json.dumps(doc))
+    build(subs, tmp_path / "baselines", tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<!--" not in page and "alert(1)" not in page
+    dates = {m["name"]: m["date"] for m in json.loads((tmp_path / "out" / "leaderboard.json").read_text())["models"]}
+    assert dates == {"odd-date": None, "real-date": "2026-05-04"}
+
+
 def test_zero_submissions_and_zero_baselines(tmp_path: Path) -> None:
     assert build(tmp_path / "submissions", tmp_path / "baselines", tmp_path / "out") == []
     assert (tmp_path / "out" / "leaderboard.json").is_file()
@@ -239,7 +254,7 @@ def test_one_invalid_folder_is_left_out(board: tuple[Path, Path, Path], capsys: 
     assert main(["leaderboard", *args]) == 0  # the rest is built and published
     captured = capsys.readouterr()
     assert captured.err == f"warning: {problem}\n"
-    assert "1 submission(s), 4 baseline row(s)" in captured.out and "1 invalid submission folder(s) left out" in captured.out
+    assert "1 submission(s), 3 baseline row(s)" in captured.out and "1 invalid submission folder(s) left out" in captured.out
     names = [m["name"] for m in json.loads((out / "leaderboard.json").read_text())["models"]]
     assert "tiny-gd" in names and "second" not in names
 

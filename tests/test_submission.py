@@ -97,13 +97,15 @@ def test_wrong_types(sub: Path) -> None:
     )
     only(
         validate(sub),
-        "field 'parameters' must be a non-negative integer: the number of trained parameters",
+        "field 'parameters' must be an integer from 0 to 1e+13: the number of trained parameters",
         "field 'authors' must be a non-empty list of names, got str 'A. Researcher'",
         "field 'contact' must be an e-mail address",
         "field 'paper' must be an http(s) URL",
         "training: field 'steps' must be a positive integer: the number of training steps, got float 1.5",
         "unknown field 'licence'",
     )
+    write_meta(sub, parameters=10**14)  # no checkpoint a submission can hold has that many
+    only(validate(sub), "field 'parameters' must be an integer from 0 to 1e+13")
 
 
 def test_yaml_is_parsed_safely(sub: Path, tmp_path: Path) -> None:
@@ -113,6 +115,8 @@ def test_yaml_is_parsed_safely(sub: Path, tmp_path: Path) -> None:
     assert not marker.exists()
     (sub / "submission.yaml").write_text("- just\n- a list\n")
     only(validate(sub), "expected a YAML mapping of fields, got list")
+    (sub / "submission.yaml").write_text("parameters: " + "9" * 5000 + "\n")  # beyond Python's int conversion
+    only(validate(sub), "submission.yaml: not readable YAML: Exceeds the limit")
 
 
 def test_wrong_hash(sub: Path) -> None:

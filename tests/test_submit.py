@@ -13,6 +13,7 @@ import yaml
 
 from iclbench.cli import main
 from iclbench.plugins import sha256_file
+from iclbench.submissions import create
 from iclbench.submissions.schema import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,7 @@ def test_a_training_free_model_file(knn: Path) -> None:
     assert doc["run"]["prompts"] is None and doc["run"]["dtype"] == "float32"  # a full run, every task
     assert all(t["status"] == "ok" for t in doc["tasks"].values())
     assert doc["model"]["file_sha256"] == sha256_file(TEMPLATE) and doc["model"]["checkpoint_sha256"] is None
+    assert doc["model"]["source"] == (knn / "model.py").as_posix()  # where it lands, not the staging folder
     assert validate(knn) == [] and main(["validate", str(knn)]) == 0
     assert leftovers(knn.parent) == []
 
@@ -115,6 +117,14 @@ def test_refusals(knn: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert submit(TEMPLATE, "--id", "my-knn", "--submissions", subs, "--results", tmp_path / "limited.json", *KNN) == 1
     assert "a limited run (--prompts 10); the leaderboard needs full runs" in capsys.readouterr().err
     assert not subs.exists() or list(subs.iterdir()) == []
+    assert leftovers(subs) == []
+
+    assert submit(f"{TEMPLATE}:Nope", "--id", "my-knn", "--submissions", subs, *KNN) == 1  # the class is checked
+    assert f"the model {TEMPLATE} defines is NearestNeighbours, not Nope" in capsys.readouterr().err
+    two = tmp_path / "two.py"  # CI loads model.py with no class named: it must hold one model
+    two.write_text(TEMPLATE.read_text() + "\n\nclass Other(NearestNeighbours):\n    name = 'other-knn'\n")
+    assert submit(f"{two}:Other", "--id", "my-knn", "--submissions", subs, *KNN) == 1
+    assert f"{two}:Other: a submission's model.py defines one model: " in capsys.readouterr().err
     assert leftovers(subs) == []
 
     shutil.copytree(knn, subs / "template-knn")  # an existing folder is replaced only with --force
@@ -200,3 +210,21 @@ def test_a_failed_run_keeps_its_results(
     assert "iclbench submit: linear/kappa1: predict raised ValueError: no k (n=5, prompts 0-511)\n" in err and "the run's results are kept in results/broken-knn.submit.json" in err
     assert json.loads(Path("results/broken-knn.submit.json").read_text())["tasks"]["kernel/relu"]["status"] == "failed"
     assert not Path("submissions/broken-knn").exists() and leftovers(Path("submissions")) == []
+
+
+def test_an_interrupted_run_keeps_its_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during the run: what was scored is kept, the staging folder is removed, one line says where."""
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(model: object, tasks: list, cfg: object, out: Path, **kw: object) -> None:
+        out.write_text('{"tasks": {}}\n')  # the runner writes each finished task before the next starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(create, "run", interrupted)
+    assert submit(TEMPLATE, "--id", "stopped-knn", *KNN) == 1
+    err = capsys.readouterr().err
+    assert err == "iclbench submit: interrupted\niclbench submit: the run's results are kept in results/stopped-knn.submit.json\n"
+    assert Path("results/stopped-knn.submit.json").read_text() == '{"tasks": {}}\n'
+    assert not Path("submissions/stopped-knn").exists() and leftovers(Path("submissions")) == []

@@ -18,7 +18,8 @@ from iclbench.leaderboard.build import load_entries, rank, tables
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import TASKS, get, select
-from iclbench.submissions.verify import FLOOR_DB, FORMAT, Z, compare_length, status, verify
+from iclbench.submissions.rerun import FLOOR_DB
+from iclbench.submissions.verify import FORMAT, Z, compare_length, status, verify
 
 TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """Two tasks whose sets generate in milliseconds; lasso/fixed has one matrix X0 shared by every prompt."""

@@ -125,7 +125,7 @@ function flat(obj, prefix, out) {
 function render(d) {
   const info = [['kind', d.kind], ['rank', d.rank === null ? 'not ranked' : d.rank],
     ['score (win %)', fmt(d.score, 2)], ['tasks scored', d.coverage.join(' of ')], ['verification', d.verification],
-    ['parameters', d.parameters], ['submitted', d.date], ['paper', d.paper], ['code', d.code],
+    ['parameters', d.parameters], ['run date', d.date], ['paper', d.paper], ['code', d.code],
     ['cut at', d.budget_steps === null ? null : d.budget_steps + ' steps']]
     .concat(flat(d.meta, '', []).filter(([k]) => !['name', 'parameters', 'paper', 'code'].includes(k)),
       flat(d.run, 'run.', []));
@@ -270,12 +270,12 @@ def _row(m: dict[str, Any], order: int, site: dict[str, Any]) -> str:
     cells = [
         f'<td class="rank" data-v="{rank}">{rank if rank != "" else "&ndash;"}</td>',
         f'<th class="name" scope="row" data-v="{escape(m["name"].lower())}"><a href="{escape(m["detail"])}" '
-        f'data-key="{escape(m["key"])}">{escape(m["name"])}</a><span class="kind">{m["kind"]}</span></th>',
+        f'data-key="{escape(m["key"])}">{escape(m["name"])}</a><span class="kind">{escape(m["kind"])}</span></th>',
         f"<td {_num(m['score'], 2)}</td>",
         f'<td data-v="{m["coverage"][0]}">{m["coverage"][0]}/{m["coverage"][1]}</td>',
         f'<td class="t" data-v="{escape(m["verification"].lower())}">{escape(m["verification"])}</td>',
         f'<td data-v="{params or ""}">{"&ndash;" if params is None else f"{params:,}"}</td>',
-        f'<td class="t" data-v="{m["date"] or ""}">{m["date"] or "&ndash;"}</td>',
+        f'<td class="t" data-v="{escape(m["date"] or "")}">{escape(m["date"]) if m["date"] else "&ndash;"}</td>',
         f'<td class="t" data-v="">{" ".join(filter(None, (_url("paper", m["paper"]), _url("code", m["code"]))))}</td>',
     ]
     cells += [f'<td data-col="family" {_num(m["families"][f]["score"], 2)}</td>' for f in site["families"]]
@@ -297,7 +297,7 @@ def _table(site: dict[str, Any]) -> str:
         '<th data-type="num" title="tasks scored, of all tasks">tasks</th>',
         '<th class="t" data-type="text" title="fresh-draw verification (iclbench verify)">verification</th>',
         '<th data-type="num">parameters</th>',
-        '<th class="t" data-type="text">submitted</th>',
+        '<th class="t" data-type="text" title="the day the submitted run finished (recorded by iclbench run)">run date</th>',
         '<th class="t" data-type="text">links</th>',
     ]
     head += [f'<th data-col="family" data-type="num">{escape(f)} (win %)</th>' for f in site["families"]]

@@ -8,7 +8,7 @@ reference lines too (they are run to convergence, onto a reference), and are ran
 comparators cut at each of `BUDGETS` steps (steps = layers); every other baseline (averaging,
 the learned LISTA variants at their own 16 layers) is ranked as it is. For each depth a
 submission reports per-layer errors at, the solvers also appear cut at that depth, shown
-beside it and not ranked (so a new submission never changes the pool the others are ranked in).
+beside it and not ranked (so the depth rows a new submission brings never enter a pool).
 
 Scores (`RANKING_RULE`, printed on the page and in the README). Ranks are decided by
 pairwise comparisons on a task: the errors at the task's nominal length in dB, each first
@@ -20,7 +20,10 @@ models in its pool that the model beats, where the pool is every ranked model sc
 the family's tasks; the overall score is the mean of the four family scores, for models in
 every family's pool. Nothing is imputed: a model outside a pool has no score there, so
 declaring a task unsupported can only take a score away. Higher is better; equal scores
-(exact fractions) share a rank, listed by name.
+(exact fractions) share a rank. In the overall order, models of equal rank and the unranked rows
+after them are listed by their family scores, then by name. A win rate is relative to its pool:
+adding a model can change the order of two others (as in any ranking by wins), which is why the
+per-task errors, absolute, stand beside every score.
 
 Why win rates, not mean dB: errors range over 140 dB on a noiseless task solved to round-off
 and a few dB on a noisy one, so a mean of dB is decided by whichever task has the widest
@@ -33,17 +36,17 @@ dtype's round-off is needed, and the floor only decides ties.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from iclbench.metrics import db, steps_to_reach
-from iclbench.submissions.rerun import ROUNDOFF
+from iclbench.metrics import steps_to_reach
+from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.tasks import TASKS
 
 FAMILIES = tuple(dict.fromkeys(t.spec.family for t in TASKS.values()))
 FAMILY_TASKS = {fam: tuple(n for n, t in TASKS.items() if t.spec.family == fam) for fam in FAMILIES}
-FLOOR_DB = {dtype: db(eps2) for dtype, eps2 in ROUNDOFF.items()}
 """Round-off floor of a relative squared error, by run dtype: eps² in dB (the reporting floor, -300 dB, below it)."""
 TIE_DB = 0.01
 """Two floored errors closer than this are a tie."""
@@ -80,8 +83,12 @@ RANKING_RULE = (
     "for models in every pool. Nothing is imputed: a task not supported leaves the model out of that family's "
     "pool and of the overall ranking, so declaring a task unsupported never helps. Each task weighs the same "
     "whatever the size of its errors, so solving a noiseless task to round-off counts as much as beating the same "
-    "models by 0.01 dB. Higher scores are better; equal scores share a rank (1, 2, 2, 4), listed by name."
+    "models by 0.01 dB. Higher scores are better; equal scores share a rank (1, 2, 2, 4); rows of equal rank, "
+    "and unranked rows after them, are listed by their family scores, then by name. A win rate is relative to its "
+    "pool: adding a model can change the order of two others, so the absolute per-task errors stand beside it."
 )
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 RANKING_EXAMPLE = (
     "the kernel family's pool is the 4 kernel submissions and gd, newton and newton3 cut at 1, 4 and 16 steps: "
@@ -308,11 +315,12 @@ def task_columns(entry: Entry, task: str, solvers: dict[str, Entry]) -> dict[str
 
 
 def _date(entry: Entry) -> str | None:
-    """A submission's date: its metadata's, else the day its run finished (baselines have none: CI runs them)."""
-    if entry.kind != "submission":
+    """A submission's date: the day its run finished (`run.finished`, written by `iclbench run`, as YYYY-MM-DD);
+    None for baselines (CI runs them) and for anything that is not such a day."""
+    finished = entry.results["run"].get("finished")
+    if entry.kind != "submission" or not isinstance(finished, str) or not _DAY.fullmatch(finished[:10]):
         return None
-    date = entry.meta.get("date") or entry.results["run"].get("finished")
-    return str(date)[:10] if date else None
+    return finished[:10]
 
 
 def site_summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any]:

@@ -117,8 +117,9 @@ def _name_problem(loaded: str, wanted: str | None, source: str) -> str | None:
     return f"--name {wanted}: the model in {source} is called {loaded!r} (its Model.name); set that name there"
 
 
-def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argparse.Namespace) -> None:
-    """results.json in `staged`: a copy of `given`, or a full float32 run of the staged model.py."""
+def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argparse.Namespace, source: str) -> None:
+    """results.json in `staged`: a copy of `given`, or a full float32 run of the staged model.py, whose
+    `model.source` is then `source`, where that model.py lands (not the staging folder, removed once done)."""
     out = staged / "results.json"
     if given is not None:
         results.read(given)  # a readable results file of the current schema; `schema.validate` checks the rest
@@ -128,6 +129,8 @@ def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argpa
     failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
     if failed:
         raise SubmitError("\n".join(failed))
+    doc["model"]["source"] = source
+    results.write(out, doc)
 
 
 def create(args: argparse.Namespace) -> Path:
@@ -152,11 +155,17 @@ def create(args: argparse.Namespace) -> Path:
         fields = trained_run(src, staged, name, args.parameters) if is_run else model_file(src, staged, args.parameters)
         if args.architecture is not None:
             fields["architecture"] = args.architecture
-        try:
+        try:  # as CI loads it: model.py with its one model, no class named
             model = IsolatedModel(str(staged / "model.py"))
         except PluginError as exc:
-            raise SubmitError(str(exc).replace(str(staged), str(target))) from None
+            raise SubmitError(
+                f"{args.source}: a submission's model.py defines one model: "
+                + str(exc).replace(str(staged), str(target))
+            ) from None
         try:
+            defined = model.qualname.rpartition(":")[2].rpartition(".")[2]
+            if class_name and defined != class_name:
+                raise SubmitError(f"{args.source}: the model {source} defines is {defined}, not {class_name}")
             if (problem := _name_problem(model.name, args.name, args.source)) is not None:
                 raise SubmitError(problem)
             meta = {
@@ -177,7 +186,7 @@ def create(args: argparse.Namespace) -> Path:
             early = schema.check_meta(meta, str(target / "submission.yaml")) + unique  # before the long run
             if early:
                 raise SubmitError("\n".join(early))
-            _results(staged, model, args.results, args)
+            _results(staged, model, args.results, args, (target / "model.py").as_posix())
         finally:
             model.close()
         shutil.rmtree(staged / "__pycache__", ignore_errors=True)
@@ -195,14 +204,15 @@ def create(args: argparse.Namespace) -> Path:
             if replaced.exists():
                 replaced.rename(target)
             raise
-    except SubmitError as exc:
+    except (SubmitError, KeyboardInterrupt) as exc:
         made = work / args.id / "results.json"
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         if args.results is None and made.is_file():  # a run that took minutes is kept for a look
             kept = Path("results") / f"{args.id}.submit.json"
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(made, kept)
-            raise SubmitError(f"{exc}\nthe run's results are kept in {kept}") from None
-        raise
+            raise SubmitError(f"{why}\nthe run's results are kept in {kept}") from None
+        raise SubmitError(why) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

@@ -34,6 +34,8 @@ TOL_DB = 0.1
 TOL_RATE = 0.002
 ROUNDOFF = {dtype: float(torch.finfo(getattr(torch, dtype)).eps) ** 2 for dtype in ("float32", "float64")}
 """The round-off floor of a relative squared error computed in each dtype: eps²."""
+FLOOR_DB = {dtype: db(eps2) for dtype, eps2 in ROUNDOFF.items()}
+"""`ROUNDOFF` in dB (-138.5 in float32): errors below it are round-off, equal to each other."""
 
 
 def db_close(a: float, b: float, dtype: str) -> bool:

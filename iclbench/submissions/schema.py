@@ -39,6 +39,8 @@ MAX_BYTES = {
 }
 """Largest accepted file of each kind; a larger checkpoint goes on the Hugging Face Hub."""
 MAX_FOLDER_BYTES = 64 * 2**20
+MAX_PARAMETERS = 10**13
+"""The largest parameter count accepted: far above any checkpoint a submission can hold (2 GiB on the Hub)."""
 
 Check = tuple[bool, Callable[[Any], bool], str]
 """(required, predicate, what the value must be) for one field of submission.yaml."""
@@ -90,8 +92,9 @@ SCHEMA: dict[str, Check] = {
     "architecture": (True, _text, "a short description of the architecture (layers, width, attention)"),
     "parameters": (
         True,
-        lambda v: _int(v, 0),
-        "a non-negative integer: the number of trained parameters (0, or the fitted constants, when training-free)",
+        lambda v: _int(v, 0) and v <= MAX_PARAMETERS,
+        f"an integer from 0 to {MAX_PARAMETERS:.0e}: the number of trained parameters (0, or the fitted constants, "
+        "when training-free)",
     ),
     "training": (
         True,

@@ -40,7 +40,7 @@ from iclbench import tasks as task_registry
 from iclbench.cache import fresh_sets
 from iclbench.metrics import CI_LEVEL, DB_FLOOR, db
 from iclbench.plugins import PluginError
-from iclbench.submissions.rerun import ROUNDOFF
+from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import SUITE_VERSION, TASKS
 from iclbench.tasks.family import VERIFY_SEED_BITS
@@ -56,8 +56,6 @@ Z = NormalDist().inv_cdf(1 - FALSE_ALARM / COMPARISONS)
 """Standard errors of the difference by which a public score may beat the fresh one."""
 CI_Z = NormalDist().inv_cdf(0.5 + CI_LEVEL / 2)
 """Standard errors in each half of a 90% interval (1.645)."""
-FLOOR_DB = {name: db(floor) for name, floor in ROUNDOFF.items()}
-"""`iclbench.submissions.rerun.ROUNDOFF` (eps², the round-off floor of a relative squared error) in dB."""
 LOWEST_DB = db(DB_FLOOR)
 IDENTITY = ("name", "file_sha256", "checkpoint_sha256")
 """The fields of `model` in results that name the files scored."""
