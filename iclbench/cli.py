@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from tabulate import tabulate
 import iclbench
 from iclbench import samples as samples_file
 from iclbench import tasks as task_registry
-from iclbench import training
+from iclbench import distributed, training
 from iclbench import results
 from iclbench.leaderboard import build as leaderboard_build
 from iclbench.submissions import create, schema, verify
@@ -85,11 +86,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"iclbench run: {exc}{again}", file=sys.stderr)
         return 130
     doc = res.doc
+    names = {task.spec.name for task in task_registry.select(args.tasks)}
+    failed = [message for name, message in res.failed.items() if name in names]
+    if distributed.rank() > 0:  # rank 0 reports
+        return 1 if failed else 0
     limited = f", first {args.prompts} prompts per task" if args.prompts else ""
     print(f"{res.model} on suite {SUITE_VERSION} ({doc['run']['device']}, {args.dtype}{limited})")
     print(res.table())
-    names = {task.spec.name for task in task_registry.select(args.tasks)}
-    failed = [message for name, message in res.failed.items() if name in names]
     for message in failed:
         print(f"error: {message}", file=sys.stderr)
     if doc["run"]["data_mismatch"]:
@@ -305,6 +308,10 @@ def split_lists(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+SHARDED = ("run", "train", "leaderboard")
+"""The commands that, launched by torchrun, split their work across processes (README, "Several GPUs or nodes")."""
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -313,11 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("tasks", "task"):  # every command's task list, whichever module registered it
         if isinstance(getattr(args, name, None), list):
             setattr(args, name, split_lists(getattr(args, name)))
+    if distributed.launched() and os.environ["WORLD_SIZE"] != "1" and args.command not in SHARDED:
+        print(f"iclbench {args.command}: runs in one process; under torchrun only {', '.join(SHARDED)} are split "
+              "across processes", file=sys.stderr)
+        return 2
     try:
+        if args.command in SHARDED:
+            distributed.init()
         return args.func(args)
     except KeyboardInterrupt:
         print(f"iclbench {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

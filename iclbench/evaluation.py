@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from tabulate import tabulate
 
-from iclbench import results, samples as samples_file
+from iclbench import distributed, results, samples as samples_file
 from iclbench import tasks as task_registry
 from iclbench.api import Model, TaskFailure
 from iclbench.cache import export_in_use, use_export
@@ -158,10 +158,13 @@ class Results:
 
 
 class TaskLines:
-    """One line per selected task as it is done, flushed at once: for logs, where a progress bar shows nothing."""
+    """One line per selected task as it is done, flushed at once: for logs, where a progress bar shows nothing.
 
-    def __init__(self, total: int, where: Path | None, stream: TextIO) -> None:
-        self.total, self.where, self.stream, self.count = total, where, stream, 0
+    With `rank` (a sharded run), each line names the rank that scored the task, and has no count.
+    """
+
+    def __init__(self, total: int, where: Path | None, stream: TextIO, rank: int | None = None) -> None:
+        self.total, self.where, self.stream, self.count, self.rank = total, where, stream, 0, rank
 
     def __call__(self, name: str, entry: dict[str, Any], kept: bool) -> None:
         self.count += 1
@@ -177,7 +180,8 @@ class TaskLines:
             what += f", kept from {self.where}"
         elif "seconds" in entry:
             what += f", {entry['seconds']:.1f} s"
-        print(f"[{self.count}/{self.total}] {name}: {what}", file=self.stream, flush=True)
+        where = f"[{self.count}/{self.total}]" if self.rank is None else f"[rank {self.rank}]"
+        print(f"{where} {name}: {what}", file=self.stream, flush=True)
 
 
 def _source_file(cls: type) -> Path | None:
@@ -245,11 +249,17 @@ def evaluate(
     `align`, `data` and `log_samples` are `iclbench run`'s options of those names. `progress`: a bar
     on a terminal, one line per task on stderr otherwise.
 
+    Launched by torchrun (`torchrun --nproc-per-node N script.py`), it joins the process group
+    (`iclbench.distributed`) and the tasks are split across the ranks, each scoring its own in its own
+    worker; every rank must call it alike. Rank 0 writes the results file, the same as a single process
+    writes, and every rank returns the whole document (`iclbench.runner.run`).
+
     Raises `PluginError` (a model that does not load), `UnknownTaskError`, `ValueError` (bad
     arguments, device or export; `ResultsError` for a results file that would lose work) and, on
     Ctrl-C, `Interrupted`, saying what the results file kept. A failing task does not raise: it is
     recorded, see `Results.failed`.
     """
+    distributed.init()
     patterns = [p for t in ([tasks] if isinstance(tasks, str) else tasks or []) for p in t.split(",") if p.strip()]
     selected = task_registry.select([p.strip() for p in patterns])
     names = [t.spec.name for t in selected]
@@ -268,14 +278,15 @@ def evaluate(
             references[name] = ref = IsolatedModel(name, limits)
             started.append(ref)
             try:
-                ref.setup(run_device)
+                ref.setup(distributed.local_device(run_device))
             except TaskFailure as exc:
                 raise ValueError(f"--align {name}: {exc}") from None
         cfg = RunConfig(device, dtype, batch_size, prompts)
         path = None if out is None else Path(out) / f"{results.file_stem(scored.name, scored.args)}.json"
         logged: Samples | None = {} if log_samples else None
-        report = TaskLines(len(selected), path, sys.stderr) if progress and not sys.stderr.isatty() else None
-        doc = run(scored, selected, cfg, path, resume=resume, progress=progress, references=references,
+        rank = distributed.rank() if distributed.world_size() > 1 else None  # sharded: lines name their rank
+        report = TaskLines(len(selected), path, sys.stderr, rank) if progress and not sys.stderr.isatty() else None
+        doc = run(scored, selected, cfg, path, resume=resume, progress=progress and not rank, references=references,
                   samples=logged, report=report)
     except KeyboardInterrupt:
         done = list(results.read(path)["tasks"]) if path is not None and path.exists() else []

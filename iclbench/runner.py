@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from tqdm import tqdm
 
 import iclbench
-from iclbench import alignment, metrics, results, samples as samples_file
+from iclbench import alignment, distributed, metrics, results, samples as samples_file
 from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
 from iclbench.cache import eval_set, export_in_use
 from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
@@ -275,11 +280,43 @@ def _finished(name: str, entry: dict[str, Any]) -> bool:
     return entry.get("status") == "ok" and entry.get("fingerprint") == eval_set(TASKS[name])[1]
 
 
-def _previous(out: Path | None, model: ScoredModel, resume: bool) -> dict[str, Any] | None:
-    """The results already at `out`, when it is a file of this model (`ResultsError` otherwise)."""
-    if out is None or not out.exists():
-        return None
-    previous = results.read(out)
+def partial_path(out: Path, rank: int) -> Path:
+    """Where rank `rank` > 0 of a sharded run keeps its finished tasks (a results document) until rank 0
+    gathers them: the hidden `.<results file>.rank<rank>.partial` beside `out`."""
+    return out.with_name(f".{out.name}.rank{rank}.partial")
+
+
+def _partials(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{glob.escape(out.name)}.rank*.partial"))
+
+
+def _previous(out: Path | None, model: ScoredModel, resume: bool) -> tuple[dict[str, Any] | None, list[Path]]:
+    """The results already at `out`, with the tasks of the partial files a sharded run that stopped left
+    beside it (`partial_path`), when they are of this model (`ResultsError` otherwise); and those partial files.
+
+    A partial file made with other model files or settings than the results file is left alone, with a warning.
+    """
+    if out is None:
+        return None, []
+    previous = results.read(out) if out.exists() else None
+    merged = []
+    for part in _partials(out):
+        try:
+            doc = results.read(part)
+        except results.ResultsError as exc:
+            log.warning("%s; it is left alone", exc)
+            continue
+        if previous is None:
+            previous = doc
+        elif differences := results.changes(previous, doc):
+            log.warning("%s was made with other model files or settings than %s (%s); it is left alone",
+                        part, out, "; ".join(differences))
+            continue
+        else:
+            previous["tasks"].update(doc["tasks"])
+        merged.append(part)
+    if previous is None:
+        return None, []
     if previous["model"]["name"] != model.name:
         raise results.ResultsError(
             f"{out} holds the results of model {previous['model']['name']!r}, not {model.name!r} "
@@ -295,7 +332,7 @@ def _previous(out: Path | None, model: ScoredModel, resume: bool) -> dict[str, A
             f"{out} was made on suite {previous['suite_version']!r}; this is suite {SUITE_VERSION!r}: "
             "re-run without --resume, or into another --out"
         )
-    return previous
+    return previous, merged
 
 
 def run(
@@ -323,21 +360,41 @@ def run(
     `samples`: a dict that receives the per-prompt outputs of every task scored (and, with `out`,
     of the tasks kept whose samples the file beside it holds), written beside `out` after every
     task (`iclbench.samples`). `report`: called as each selected task is done.
+
+    Sharded, in a process group of several ranks (`iclbench.distributed`; every rank calls `run`
+    alike, `model` being its own worker): rank 0 reads `out` and decides what to score; the tasks to
+    score are split across the ranks (`iclbench.distributed.assign`); rank 0 writes its tasks into
+    `out` as they finish, and every other rank into its `partial_path`, which a later run into `out`
+    keeps like the file's own tasks; at the end rank 0 gathers every rank's entries (and samples),
+    writes `out`, removes the partial files and sends the document to every rank, which returns it.
+    Each task is scored whole by one rank, so the numbers are those of a single-process run.
     """
-    with results.locked(out):
-        previous = _previous(out, model, resume)
-        setup_error = None
-        try:
-            model.setup(cfg.torch_device())
-        except TaskFailure as exc:
-            setup_error = str(exc)
-        try:
-            doc = new_results(model, cfg, out)
-        except PluginError as exc:
-            raise results.ResultsError(str(exc)) from None
+    rank, world = distributed.rank(), distributed.world_size()
+    lead, sharded = rank == 0, world > 1
+    with ExitStack() as held:
+        failure = None
+        previous, merged, kept, differences = None, [], {}, []
         selected = [task.spec.name for task in tasks]
-        differences = results.changes(previous, doc) if previous is not None else []
-        kept = results.merge(previous, differences, selected, str(out)) if previous is not None else {}
+        try:  # sharded: every rank learns why rank 0 cannot start (a locked or foreign file)
+            held.enter_context(results.locked(out if lead else None))
+            if lead:
+                previous, merged = _previous(out, model, resume)
+            setup_error = None
+            try:
+                model.setup(distributed.local_device(cfg.torch_device()))
+            except TaskFailure as exc:
+                setup_error = str(exc)
+            try:
+                doc = new_results(model, cfg, out)
+            except PluginError as exc:
+                raise results.ResultsError(str(exc)) from None
+            if previous is not None:
+                differences = results.changes(previous, doc)
+                kept = results.merge(previous, differences, selected, str(out))
+        except results.ResultsError as exc:
+            if not sharded:
+                raise
+            failure = str(exc)
         if resume and differences:
             log.warning("--resume: re-running every task of %s, made with other model files or settings: %s",
                         out, "; ".join(differences))
@@ -345,34 +402,90 @@ def run(
         for name in [*TASKS, *kept]:
             order.setdefault(name, len(order))
         by_name = {task.spec.name: task for task in tasks}
-        samples_out = None if samples is None or out is None else samples_file.path_for(out)
-        if samples_out is not None and kept and samples_out.exists():
-            samples.update(samples_file.kept(samples_out, kept))
-        for name in sorted(set(selected) | set(kept), key=order.__getitem__):
-            if name in kept and (name not in by_name or (resume and _finished(name, kept[name]))):
-                doc["tasks"][name] = kept[name]
+        names = sorted(set(selected) | set(kept), key=order.__getitem__)
+        keep = {n for n in names if n in kept and (n not in by_name or (resume and _finished(n, kept[n])))}
+        todo = [n for n in names if n not in keep]
+        entries = dict(kept)
+        if lead and merged and failure is None:  # their tasks are in `out` before the partial files go
+            doc["tasks"] = _ordered(entries, order)
+            _write(out, doc)
+            _remove(merged)
+        if sharded:
+            plan = json.dumps({"error": failure} if failure is not None else {"todo": todo}).encode()
+            plan = json.loads(distributed.broadcast_bytes(plan if lead else None))
+            if "error" in plan or failure is not None:
+                raise results.ResultsError(plan.get("error", failure))
+            todo = plan["todo"]
+            share = distributed.assign([distributed.cost(by_name[n], cfg.prompts) for n in todo], world)[rank]
+            mine = [todo[i] for i in share]
+        else:
+            mine = todo
+        write_to = out if lead else None if out is None else partial_path(out, rank)
+        samples_out = None if samples is None or write_to is None else samples_file.path_for(write_to)
+        if lead and samples is not None and out is not None and kept:
+            for path in [out, *merged]:
+                if samples_file.path_for(path).exists():
+                    samples.update(samples_file.kept(samples_file.path_for(path), kept))
+        for name in names:
+            if name in keep:
                 if report is not None and name in by_name:
                     report(name, kept[name], True)
+                continue
+            if name not in mine:
                 continue
             if samples is not None:
                 samples.pop(name, None)
             task_samples: dict[str, torch.Tensor] | None = None if samples is None else {}
             if setup_error is not None:
-                doc["tasks"][name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
+                entries[name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
             else:
-                doc["tasks"][name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
-            if task_samples and doc["tasks"][name]["status"] == "ok":
+                entries[name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
+            if task_samples and entries[name]["status"] == "ok":
                 samples[name] = task_samples
+            shown = _ordered(entries, order) if lead else {n: entries[n] for n in mine if n in entries}
+            doc["tasks"] = shown
             if samples_out is not None:
-                samples_file.write(samples_out, doc, {t: samples[t] for t in doc["tasks"] if t in samples})
-            if out is not None:
-                _write(out, doc)
+                samples_file.write(samples_out, doc, {t: samples[t] for t in shown if t in samples})
+            if write_to is not None:
+                _write(write_to, doc)
             if report is not None:
-                report(name, doc["tasks"][name], False)
+                report(name, entries[name], False)
+        if sharded:
+            entries.update(_gather(mine, entries, samples))
+        doc["tasks"] = _ordered(entries, order)
         doc["run"]["finished"] = _now()
-        if out is not None:
+        if lead and out is not None:
             _write(out, doc)
+            if sharded and samples is not None:
+                samples_file.write(samples_file.path_for(out), doc, {t: samples[t] for t in doc["tasks"] if t in samples})
+            _remove([partial_path(out, r) for r in range(1, world)])
+        if sharded:
+            doc = json.loads(distributed.broadcast_bytes(json.dumps(doc).encode() if lead else None))
     return doc
+
+
+def _ordered(entries: dict[str, dict[str, Any]], order: dict[str, int]) -> dict[str, dict[str, Any]]:
+    return {name: entries[name] for name in sorted(entries, key=order.__getitem__)}
+
+
+def _remove(partials: list[Path]) -> None:
+    """Remove partial files (and their samples files) once `out` holds their tasks."""
+    for path in partials:
+        path.unlink(missing_ok=True)
+        samples_file.path_for(path).unlink(missing_ok=True)
+
+
+def _gather(mine: list[str], entries: dict[str, dict[str, Any]], samples: Samples | None) -> dict[str, dict[str, Any]]:
+    """Every rank's scored entries (as JSON) and, when collected, samples (as safetensors), on every rank."""
+    scored: dict[str, dict[str, Any]] = {}
+    for part in distributed.all_gather_bytes(json.dumps({n: entries[n] for n in mine}).encode()):
+        scored.update(json.loads(part))
+    if samples is not None:
+        flat = {k: t.contiguous() for n in mine for k, t in samples.get(n, {}).items()}
+        for blob in distributed.all_gather_bytes(save_tensors(flat) if flat else b""):
+            for key, t in (load_tensors(blob) if blob else {}).items():
+                samples.setdefault(key.rsplit("/", 2)[0], {})[key] = t
+    return scored
 
 
 def _write(out: Path, doc: dict[str, Any]) -> None:

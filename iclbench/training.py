@@ -18,6 +18,19 @@ log.json (config, command, seeds, validations, final metrics, time) and model.py
 plugin for `iclbench run --model <out>/model.py`). A resumed run ends bit-identical to an
 uninterrupted one on the same device: all randomness after initialisation comes from the
 NumPy generators, saved with the state.
+
+Data-parallel training: launched by torchrun (`torchrun --nproc-per-node N -m iclbench train ...`),
+the model is wrapped in `DistributedDataParallel` (gloo on the CPU, NCCL on CUDA; "auto" and "cuda"
+mean each rank's GPU, `LOCAL_RANK`). Every rank initialises the model from `seed` and follows the
+same schedule (task and n per step), and draws its own batch of `batch_size` prompts: rank 0 from
+`Task.train_generator(seed)`, the stream of a single-process run, and rank r > 0 from
+`Task.train_generator(seed, rank=r)`, a stream of its own (spawn key (train, seed, r)), disjoint
+from the others and from validation. Gradients are averaged over the ranks, so a step sees an
+effective batch of world_size x `batch_size` prompts. A run is reproducible for a given world size;
+another world size gives another effective batch, hence another run (its first batch of each step is
+the single-process run's). Rank 0 alone validates, logs, prints and writes the outputs; the train
+loss it logs is the mean over all ranks. The state holds every rank's generator states, and every
+rank resumes from it, with as many processes as it was trained with (checked).
 """
 
 from __future__ import annotations
@@ -34,13 +47,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import iclbench
-from iclbench import metrics
+from iclbench import distributed, metrics
 from iclbench import tasks as task_registry
 from iclbench.models import ATTENTIONS, InContextModel, build
 from iclbench.models.weights import atomic_save, save_weights
@@ -223,8 +238,10 @@ def _set_rng_state(gen: np.random.Generator, state: dict[str, Any]) -> np.random
 
 
 def save_state(path: Path, step: int, cfg: TrainConfig, model: InContextModel, opt: torch.optim.Optimizer,
-               schedule: np.random.Generator, gens: list[np.random.Generator]) -> None:
-    """Weights, Adam state (flattened to tensors) and generator states in one safetensors file."""
+               schedule: np.random.Generator, gens: list[np.random.Generator],
+               rank_gens: list[list[dict[str, Any]]] | None = None) -> None:
+    """Weights, Adam state (flattened to tensors) and generator states in one safetensors file;
+    `rank_gens`: in a data-parallel run, the task generator states of ranks 1, 2, ... (`gens` are rank 0's)."""
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, entry in opt_state["state"].items():
@@ -235,14 +252,17 @@ def save_state(path: Path, step: int, cfg: TrainConfig, model: InContextModel, o
         "step": str(step),
         "config": json.dumps(asdict(cfg)),
         "param_groups": json.dumps(opt_state["param_groups"]),
-        "rng": json.dumps({"schedule": _rng_state(schedule), "tasks": [_rng_state(g) for g in gens]}),
+        "rng": json.dumps({"schedule": _rng_state(schedule), "tasks": [_rng_state(g) for g in gens],
+                           **({"rank_tasks": rank_gens} if rank_gens else {})}),
     }
+    if rank_gens:
+        metadata["world_size"] = str(len(rank_gens) + 1)
     atomic_save(tensors, path, metadata)
 
 
 def load_state(path: Path, model: InContextModel, opt: torch.optim.Optimizer, schedule: np.random.Generator,
-               gens: list[np.random.Generator]) -> int:
-    """Restore what `save_state` wrote into the given objects; return the step reached."""
+               gens: list[np.random.Generator], rank: int = 0) -> int:
+    """Restore what `save_state` wrote into the given objects (`gens`: those of rank `rank`); return the step reached."""
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata() or {}
     tensors = load_file(str(path))
@@ -256,18 +276,18 @@ def load_state(path: Path, model: InContextModel, opt: torch.optim.Optimizer, sc
     opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     rng = json.loads(meta["rng"])
     _set_rng_state(schedule, rng["schedule"])
-    for gen, s in zip(gens, rng["tasks"], strict=True):
+    for gen, s in zip(gens, rng["tasks"] if rank == 0 else rng["rank_tasks"][rank - 1], strict=True):
         _set_rng_state(gen, s)
     return int(meta["step"])
 
 
-def saved_config(path: Path) -> dict[str, Any]:
-    """The training config stored in a state file."""
+def saved_config(path: Path) -> tuple[dict[str, Any], int]:
+    """The training config stored in a state file, and the number of processes that trained it."""
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata() or {}
     if meta.get("format") != STATE_FORMAT:
         raise TrainError(f"{path}: not an iclbench training state")
-    return json.loads(meta["config"])
+    return json.loads(meta["config"]), int(meta.get("world_size", "1"))
 
 
 PLUGIN_SOURCE = '''"""{arch} trained with `iclbench train`; the command and training log are in log.json."""
@@ -292,13 +312,23 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True,
           name: str | None = None) -> dict[str, Any]:
-    """Train as `cfg` says, writing the outputs to `out`; return the log."""
+    """Train as `cfg` says, writing the outputs to `out`; return the log.
+
+    Launched by torchrun, data-parallel (`DistributedDataParallel`, module docstring); every rank
+    must read `out`, which rank 0 alone writes.
+    """
+    distributed.init()
+    rank, world = distributed.rank(), distributed.world_size()
+    lead = rank == 0
     out = Path(out)
     state_path, log_path = out / "state.safetensors", out / "log.json"
     if resume:
         if not state_path.exists():
             raise TrainError(f"--resume: no {state_path} to resume from")
-        before = saved_config(state_path)
+        before, trained_by = saved_config(state_path)
+        if trained_by != world:
+            raise TrainError(f"--resume: {state_path} was trained by {trained_by} process(es), this run has {world}: "
+                             "resume with as many (the effective batch and every rank's stream depend on it)")
         now = asdict(cfg)
         changed = [k for k in now if k not in RESUMABLE and json.dumps(before.get(k)) != json.dumps(now[k])]
         if changed:
@@ -306,7 +336,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             raise TrainError(f"--resume: settings differ from the saved run ({diff}); only {RESUMABLE} may change")
     elif state_path.exists():
         raise TrainError(f"{out} already holds a training run; use --resume or another --out")
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
     tasks = select_tasks(cfg.tasks)
     n_min, n_max = length_range(cfg, tasks)
     model = make_model(cfg, tasks).to(device)
@@ -314,8 +344,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         raise TrainError(f"--n-max {n_max} is longer than the model's {model.max_len}")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     schedule = np.random.Generator(np.random.PCG64(cfg.seed))
-    gens = [t.train_generator(cfg.seed) for t in tasks]
-    validate = Validation(cfg, tasks, model, device)
+    gens = [t.train_generator(cfg.seed, rank) for t in tasks]
+    validate = Validation(cfg, tasks, model, device) if lead else None
     names = [t.spec.name for t in tasks]
     log: dict[str, Any] = {
         "iclbench_version": iclbench.__version__,
@@ -325,6 +355,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         "parameters": sum(p.numel() for p in model.parameters()),
         "tasks": names,
         "seeds": {"init": cfg.seed, "train_stream": cfg.seed, "validation_stream": cfg.held_out_seed},
+        "world_size": world,
+        "effective_batch_size": world * cfg.batch_size,
         "lengths": {"n_min": n_min, "n_max": n_max, "curriculum_steps": cfg.curriculum},
         "device": str(device),
         "torch_version": torch.__version__,
@@ -338,16 +370,21 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     }
     start = 0
     if resume:
-        start = load_state(state_path, model, opt, schedule, gens)
-        previous = json.loads(log_path.read_text()) if log_path.exists() else {}
+        start = load_state(state_path, model, opt, schedule, gens, rank)
+        previous = json.loads(log_path.read_text()) if lead and log_path.exists() else {}
         kept = ("started", "finished", "seconds", "validations", "resumed_at", "final")
         log.update({k: previous[k] for k in kept if k in previous})
         log["resumed_at"] = [*log["resumed_at"], start]
     info = {"tasks": names, "train_config": asdict(cfg)}
     plugin = out / "model.py"
-    out.mkdir(parents=True, exist_ok=True)
-    if not plugin.exists():
-        plugin.write_text(PLUGIN_SOURCE.format(arch=model.arch, name=name or out.resolve().name))
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        if not plugin.exists():
+            plugin.write_text(PLUGIN_SOURCE.format(arch=model.arch, name=name or out.resolve().name))
+    net = model
+    if dist.is_initialized():
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    progress = progress and lead
 
     model.train()
     clock = time.perf_counter()
@@ -361,7 +398,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             n = int(schedule.integers(n_min, hi + 1))
             task = tasks[which]
             sample = task.sample(cfg.batch_size, n, gens[which], device=device)
-            _, steps = model(sample.batch.x, sample.batch.y, sample.batch.x_query)
+            _, steps = net(sample.batch.x, sample.batch.y, sample.batch.x_query)
             loss = compute_loss(steps, sample, loss_kind(cfg, task), cfg.all_layers)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -373,9 +410,20 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             bar.update(1)
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.steps:
+                rank_gens = None
+                if dist.is_initialized():  # the mean over the effective batch; every rank's generators
+                    dist.all_reduce(running)
+                    running /= world
+                    states = distributed.all_gather_bytes(json.dumps([_rng_state(g) for g in gens]).encode())
+                    rank_gens = [json.loads(b) for b in states[1:]]
                 if not torch.isfinite(running):
                     raise TrainError(f"training diverged (non-finite loss) between steps {done - count} and {done}; "
                                      f"the last checkpoint in {out} is from step {done - count}: lower --lr")
+                if not lead:
+                    running.zero_()
+                    count = 0
+                    continue
+                assert validate is not None
                 val = validate(model)
                 record = {"step": done, "n_max": hi, "train_loss": round(float(running) / count, 6),
                           "val_nominal_db": nominal_mean_db(val), "tasks": val}
@@ -386,7 +434,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 log["seconds"] = round(log["seconds"] + time.perf_counter() - clock, 2)
                 clock = time.perf_counter()
                 save_weights(model, out / "model.safetensors", {**info, "steps": done})
-                save_state(state_path, done, cfg, model, opt, schedule, gens)
+                save_state(state_path, done, cfg, model, opt, schedule, gens, rank_gens)
                 log["final"] = record if done == cfg.steps else None
                 log["finished"] = _now() if done == cfg.steps else None
                 _write_json(log_path, log)
@@ -429,6 +477,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"iclbench train: interrupted; {args.out} keeps the state of step {step} (state.safetensors, "
                   f"model.safetensors); continue with: {again}", file=sys.stderr)
         return 130
+    if distributed.rank() > 0:  # rank 0 reports
+        return 0
     final = log["final"]
     print(f"trained {log['model_config']['arch']} ({log['parameters']} parameters) on {', '.join(log['tasks'])} "
           f"for {final['step']} steps in {log['seconds']:.1f} s")

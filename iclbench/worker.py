@@ -23,8 +23,9 @@ Limits (`Limits`, flags `--task-timeout` and `--max-memory` of `iclbench run`):
 A hang, a crash (a signal such as SIGSEGV), an exit (`sys.exit`, `os._exit`) or a limit
 fails the current task with one message (`TaskFailure`) saying which; the worker is
 started again, loaded and set up, for the next task. The worker runs with
-`ICLBENCH_CACHE=off`, so it finds no evaluation set on disk, and ignores SIGINT: on Ctrl-C the
-harness stops it.
+`ICLBENCH_CACHE=off`, so it finds no evaluation set on disk, without torchrun's variables
+(`iclbench.distributed.RENDEZVOUS`), so it neither knows its rank nor can join the run's process
+group, and ignores SIGINT: on Ctrl-C the harness stops it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
+from iclbench.distributed import RENDEZVOUS
 from iclbench.plugins import PluginError, check_model_args
 from iclbench.tasks import TaskSpec
 
@@ -185,7 +187,7 @@ class IsolatedModel:
         return None if self._info["path"] is None else Path(self._info["path"])
 
     def _start(self) -> dict[str, Any]:
-        env = {**os.environ, "ICLBENCH_CACHE": "off"}
+        env = {**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS}, "ICLBENCH_CACHE": "off"}
         memory = "" if self.limits.max_memory_gb is None else str(int(self.limits.max_memory_gb * _GB))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "iclbench.worker", memory],

@@ -16,6 +16,7 @@ from typing import Any
 from tabulate import tabulate
 
 import iclbench
+from iclbench import distributed
 from iclbench.leaderboard.ranking import (
     BUDGETS,
     FAMILIES,
@@ -223,7 +224,9 @@ def check(submissions: Path, baselines: Path) -> list[str]:
 
 
 def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
-    """Score the named baselines (all available when empty) on the full suite into `baselines`; return failures."""
+    """Score the named baselines (all available when empty) on the full suite into `baselines`; return failures.
+
+    Launched by torchrun, each baseline's tasks are split across the ranks (`iclbench.runner.run`)."""
     from iclbench.plugins import PluginError, baseline_names
     from iclbench.runner import RunConfig, run
     from iclbench.worker import IsolatedModel
@@ -244,15 +247,19 @@ def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    failures = []
+    if args.run_baselines is not None and not args.check:
+        failures = run_baselines(args.run_baselines, args.baselines, args.device)
+    if distributed.rank() > 0:  # launched by torchrun: rank 0 alone checks, reports and builds the site
+        return 0
     if args.check:
         problems = check(args.submissions, args.baselines)
         for message in problems:
             print(f"error: {message}", file=sys.stderr)
         print(f"{args.submissions}: {f'INVALID, {len(problems)} problem(s)' if problems else 'every folder valid'}")
         return 1 if problems else 0
-    if args.run_baselines is not None:
-        for message in run_baselines(args.run_baselines, args.baselines, args.device):
-            print(f"warning: baseline not scored: {message}", file=sys.stderr)
+    for message in failures:
+        print(f"warning: baseline not scored: {message}", file=sys.stderr)
     left_out: list[str] = []
     try:
         entries = build(args.submissions, args.baselines, args.out, args.findings or _default_findings(), left_out)

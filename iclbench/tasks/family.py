@@ -116,9 +116,10 @@ class Task:
             {k: t.to(torch.float32).contiguous() for k, t in self.public.items()},
         )
 
-    def train_generator(self, seed: int) -> np.random.Generator:
-        """A generator on the training seed stream, disjoint from the evaluation stream."""
-        return stream(self.spec.seed, TRAIN_STREAM, seed)
+    def train_generator(self, seed: int, rank: int = 0) -> np.random.Generator:
+        """A generator on the training seed stream, disjoint from the evaluation stream; `rank` r > 0
+        (of a data-parallel run) gets its own stream, disjoint from those of `seed` and every other rank."""
+        return stream(self.spec.seed, TRAIN_STREAM, seed) if rank == 0 else stream(self.spec.seed, TRAIN_STREAM, seed, rank)
 
     def sample(
         self,
