@@ -47,6 +47,16 @@ def _limit(text: str, what: str, zero_means_none: bool) -> float:
     return value
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of threads (0 for torch's default), got {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     return _limit(text, "a positive number of seconds", zero_means_none=False)
 
@@ -75,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         res = evaluate(
             args.model, args.tasks, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
             prompts=args.prompts, out=args.out, resume=args.resume, model_args=model_args,
-            limits=Limits(args.task_timeout, args.max_memory or None), align=args.align or (), data=args.data,
+            limits=Limits(args.task_timeout, args.max_memory or None, args.threads), align=args.align or (), data=args.data,
             log_samples=args.log_samples, progress=not args.quiet,
         )
     except (PluginError, UnknownTaskError, ValueError) as exc:
@@ -254,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall time allowed per task (and for loading and setup) before the model's worker is stopped")
     p.add_argument("--max-memory", type=_gigabytes, default=Limits.max_memory_gb, metavar="GB",
                    help="memory allowed to the model's worker: address space on the CPU, GPU memory on CUDA (0: no limit)")
+    p.add_argument("--threads", type=_threads, default=Limits.threads, metavar="N",
+                   help="CPU threads of the model's worker (default 1: never slowed down many times by other load; "
+                        "0: torch's default, one per core)")
     p.add_argument("--log-samples", action="store_true",
                    help="also write every prompt's error and prediction to <results stem>.samples.safetensors "
                         "(for iclbench compare)")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
+import torch
 from tabulate import tabulate
+from threadpoolctl import threadpool_limits
 
 from iclbench import distributed, results, samples as samples_file
 from iclbench import tasks as task_registry
@@ -184,6 +188,23 @@ class TaskLines:
         print(f"{where} {name}: {what}", file=self.stream, flush=True)
 
 
+@contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """This process's thread pools (torch's, and the BLAS and OpenMP pools NumPy uses) held at `threads` (0: as
+    they are): the harness's data and metrics, like the model's worker (`Limits.threads`), then never wait on
+    threads that other processes keep from running."""
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _source_file(cls: type) -> Path | None:
     try:
         found = inspect.getsourcefile(cls)
@@ -286,8 +307,9 @@ def evaluate(
         logged: Samples | None = {} if log_samples else None
         rank = distributed.rank() if distributed.world_size() > 1 else None  # sharded: lines name their rank
         report = TaskLines(len(selected), path, sys.stderr, rank) if progress and not sys.stderr.isatty() else None
-        doc = run(scored, selected, cfg, path, resume=resume, progress=progress and not rank, references=references,
-                  samples=logged, report=report)
+        with thread_limit(limits.threads):
+            doc = run(scored, selected, cfg, path, resume=resume, progress=progress and not rank,
+                      references=references, samples=logged, report=report)
     except KeyboardInterrupt:
         done = list(results.read(path)["tasks"]) if path is not None and path.exists() else []
         raise Interrupted(path, [n for n in names if n in done], names) from None

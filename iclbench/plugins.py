@@ -56,6 +56,10 @@ class LoadedModel:
         return f"{cls.__module__}:{cls.__qualname__}"
 
     @property
+    def threads(self) -> int:
+        return torch.get_num_threads()
+
+    @property
     def checkpoint(self) -> str | None:
         return self.model.checkpoint
 

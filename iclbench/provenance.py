@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_info
 
 
 def cpu_model() -> str:
@@ -46,11 +47,7 @@ def _numpy_libraries() -> dict[str, Any]:
 
 
 def _thread_pools() -> list[str]:
-    """The BLAS and OpenMP libraries loaded at run time, with the kernels they chose (needs threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
+    """The BLAS and OpenMP libraries loaded at run time, with the kernels they chose."""
     keys = ("internal_api", "version", "architecture")
     return [
         " ".join([*(str(p[k]) for k in keys if p.get(k)), f"threads={p['num_threads']}"]) for p in threadpool_info()

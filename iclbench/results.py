@@ -271,6 +271,7 @@ RUN_FIELDS = {
     "dtype": (True, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
     "device": (True, _str, "a string"),
     "batch_size": (False, _count(1), "a positive integer"),
+    "threads": (False, _count(1), "a positive integer: the model's CPU threads"),
     "prompts": (False, _optional(_count(1)), "a positive integer or null"),
     "limited": (False, lambda v: isinstance(v, bool), "true or false"),
     "data_mismatch": (False, lambda v: isinstance(v, list) and all(map(_str, v)), "a list of task names"),

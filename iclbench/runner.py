@@ -45,6 +45,10 @@ class ScoredModel(Protocol):
     def qualname(self) -> str: ...
 
     @property
+    def threads(self) -> int:
+        """The CPU threads the model computes with."""
+
+    @property
     def path(self) -> Path | None: ...
 
     @property
@@ -258,6 +262,7 @@ def new_results(model: ScoredModel, cfg: RunConfig, out: Path | None = None) -> 
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
             "dtype": cfg.dtype,
             "batch_size": cfg.batch_size,
+            "threads": model.threads,
             "prompts": cfg.prompts,
             "limited": cfg.prompts is not None,
             "torch_version": torch.__version__,

@@ -64,10 +64,14 @@ _PREDICTION_NAMES = ("y", "steps", "w")
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-task limits of a worker: wall time in seconds, memory in GB (None: no memory limit)."""
+    """Resources of a worker: wall time per task in seconds, memory in GB (None: no memory limit), and
+    CPU threads (torch's intra-op threads, with OpenMP's and MKL's; 0: torch's default, one per core)."""
 
     task_timeout: float = 1800.0
     max_memory_gb: float | None = 16.0
+    threads: int = 1
+    """One by default: with more, small batched LAPACK solves collapse when another process competes for the cores
+    (ridge's full suite, measured on 2 cores beside one busy process: 17-19 s with 2 threads, 8 s with 1)."""
 
 
 class _Closed(Exception):
@@ -183,11 +187,17 @@ class IsolatedModel:
         return self._info["class"]
 
     @property
+    def threads(self) -> int:
+        return self._info["threads"]
+
+    @property
     def path(self) -> Path | None:
         return None if self._info["path"] is None else Path(self._info["path"])
 
     def _start(self) -> dict[str, Any]:
         env = {**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS}, "ICLBENCH_CACHE": "off"}
+        if self.limits.threads:
+            env.update({name: str(self.limits.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
         memory = "" if self.limits.max_memory_gb is None else str(int(self.limits.max_memory_gb * _GB))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "iclbench.worker", memory],
@@ -202,11 +212,14 @@ class IsolatedModel:
             reply, _ = self._request({"op": "load", "source": self.source, "args": self.args}, "loading the model")
         except TaskFailure as exc:
             raise PluginError(f"{self.source}: {exc}") from None
-        if not (isinstance(reply.get("name"), str) and isinstance(reply.get("class"), str)):
+        threads = reply.get("threads")
+        if not (isinstance(reply.get("name"), str) and isinstance(reply.get("class"), str)
+                and type(threads) is int and threads >= 1):
             self._stop()
             raise PluginError(str(reply.get("error") or f"{self.source}: the worker answered loading with {reply!r}"))
         path = reply.get("path")
-        return {"name": reply["name"], "class": reply["class"], "path": path if isinstance(path, str) else None}
+        return {"name": reply["name"], "class": reply["class"], "threads": threads,
+                "path": path if isinstance(path, str) else None}
 
     def _stop(self) -> None:
         if self._proc is not None:
@@ -345,7 +358,7 @@ class _Worker:
             except PluginError as exc:
                 return {"error": str(exc)}, None
             path = self.loaded.path
-            return {"name": self.loaded.model.name, "class": self.loaded.qualname,
+            return {"name": self.loaded.model.name, "class": self.loaded.qualname, "threads": torch.get_num_threads(),
                     "path": None if path is None else str(Path(path).resolve())}, None
         model = self.loaded.model
         if op == "setup":
