@@ -7,6 +7,8 @@ optimum's logit), the residual of layer k is the vector
 
     r_k = (steps[p, k, j] - target[p, j]) over every prompt p and query j   (length P * q),
 
+(and over every coordinate of a vector label),
+
 likewise r'_s for step s of the reference, and
 
     cosine[k][s] = <r_k, r'_s> / (||r_k|| ||r'_s||),
@@ -35,7 +37,13 @@ if TYPE_CHECKING:
 
 
 def cosine_matrix(steps: torch.Tensor, ref_steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(K, S) cosine similarities of the residuals of `steps` (P, K, q) and `ref_steps` (P, S, q) to `target` (P, q)."""
+    """(K, S) cosine similarities of the residuals of `steps` (P, K, q) and `ref_steps` (P, S, q) to `target` (P, q).
+
+    Vector labels, `steps` (P, K, q, m), `ref_steps` (P, S, q, m) and `target` (P, q, m), count each of
+    a query's m coordinates as one more entry of the residual.
+    """
+    if steps.dim() == 4 and ref_steps.dim() == 4 and target.dim() == 3:
+        steps, ref_steps, target = steps.flatten(2), ref_steps.flatten(2), target.flatten(1)
     if steps.dim() != 3 or ref_steps.dim() != 3 or target.dim() != 2:
         raise ValueError(
             f"alignment: expected steps (P, K, q), reference steps (P, S, q) and target (P, q), got shapes "

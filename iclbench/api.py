@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Batch:
-    """A chunk of prompts: `x` (B, n, d) and `y` (B, n) of context, `x_query` (B, q, d)."""
+    """A chunk of prompts: `x` (B, n, d) and `y` (B, n) of context, `x_query` (B, q, d).
+
+    On a task with vector labels (`task.m` = m > 1) `y` is (B, n, m).
+    """
 
     task: TaskSpec
     x: torch.Tensor
@@ -26,6 +29,11 @@ class Batch:
         """Prompt length (number of context pairs)."""
         return self.x.shape[1]
 
+    @property
+    def m(self) -> int:
+        """Label dimension: 1 for scalar labels, m for (B, n, m) vector labels."""
+        return self.task.m
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -34,6 +42,8 @@ class Prediction:
     `y` (B, q) is the prediction for every query. `steps` (B, K, q), optional, is the
     prediction after each of K iterations or layers. `w` (B, d), optional, is an
     estimated parameter vector, scored against the task's hidden one where it has one.
+    On a task with vector labels (m > 1) every query's prediction is a vector: `y` is
+    (B, q, m), `steps` (B, K, q, m) and `w` an estimated (B, m, d) matrix (labels W x).
     """
 
     y: torch.Tensor
@@ -69,7 +79,7 @@ class Model(ABC):
 
     @abstractmethod
     def predict(self, batch: Batch) -> torch.Tensor | Prediction:
-        """Predict the (B, q) query labels of `batch`, on its device and in its dtype."""
+        """Predict the (B, q) query labels of `batch` ((B, q, m) for vector labels), on its device and in its dtype."""
 
 
 class TaskFailure(Exception):
@@ -92,11 +102,16 @@ def check_prediction(out: Any, batch: Batch) -> Prediction:
     """The model's output as a `Prediction`, or `TaskFailure` saying what is wrong with it."""
     pred = out if isinstance(out, Prediction) else Prediction(out)
     b, q = batch.x_query.shape[:2]
-    _check_tensor(pred.y, "prediction", (b, q), batch)
+    label = batch.task.label_shape
+    _check_tensor(pred.y, "prediction", (b, q, *label), batch)
     if pred.steps is not None:
-        if not isinstance(pred.steps, torch.Tensor) or pred.steps.dim() != 3:
-            raise TaskFailure("Prediction.steps must be a (B, K, q) tensor")
-        _check_tensor(pred.steps, "Prediction.steps", (b, pred.steps.shape[1], q), batch)
+        if not isinstance(pred.steps, torch.Tensor) or pred.steps.dim() != 3 + len(label):
+            raise TaskFailure(f"Prediction.steps must be a {_shape('B', 'K', 'q', *label)} tensor")
+        _check_tensor(pred.steps, "Prediction.steps", (b, pred.steps.shape[1], q, *label), batch)
     if pred.w is not None:
-        _check_tensor(pred.w, "Prediction.w", (b, batch.task.d), batch)
+        _check_tensor(pred.w, "Prediction.w", (b, *label, batch.task.d), batch)
     return pred
+
+
+def _shape(*dims: object) -> str:
+    return f"({', '.join(map(str, dims))})"

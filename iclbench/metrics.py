@@ -17,8 +17,9 @@ CI_LEVEL = 0.90
 DB_FLOOR = 1e-30
 """Values below this are reported at its level (-300 dB): exact solvers reach round-off."""
 
-RECOVERY_FAMILIES = ("linear", "lasso")
-"""Families whose hidden `w` is the parameter in y = x^T w, scored against a returned `w`."""
+RECOVERY_FAMILIES = ("linear", "lasso", "ar")
+"""Families whose hidden `w` is the parameter in y = x^T w (y = W x, `w` (P, m, d), for vector labels),
+scored against a returned `w`."""
 
 
 def db(value: float) -> float:
@@ -69,13 +70,14 @@ def mean(values: torch.Tensor) -> dict[str, Any]:
 
 
 def squared_errors(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per prompt, the squared error summed over queries and the target's energy sum(target^2) (float64)."""
-    pred, target = pred.double(), target.double()
+    """Per prompt, the squared error summed over queries (and a vector label's coordinates) and the
+    target's energy sum(target^2), in float64, from (P, q) or (P, q, m) tensors."""
+    pred, target = pred.double().flatten(1), target.double().flatten(1)
     return ((pred - target) ** 2).sum(-1), (target**2).sum(-1)
 
 
 def relative_error(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
-    """E[(pred - target)^2] / E[target^2] over prompts and queries (the zero predictor scores 1)."""
+    """E[||pred - target||^2] / E[||target||^2] over prompts and queries (the zero predictor scores 1)."""
     return ratio(*squared_errors(pred, target))
 
 
@@ -99,8 +101,10 @@ def score(
     `rel_err` compares `y` (P, q) with the noiseless target (for logistic tasks, the
     regularised optimum's logit); logistic tasks add `error_rate` against the true
     label (a zero prediction counts as half an error); a returned `w` adds
-    `recovery` (NMSE against the hidden parameter); returned `steps` add
-    `steps_rel_err_db`, the relative error in dB after each step.
+    `recovery` (NMSE against the hidden parameter); returned `steps` (P, K, q) add
+    `steps_rel_err_db`, the relative error in dB after each step. For vector labels
+    (P, q, m) predictions, (P, K, q, m) steps and a (P, m, d) `w`, every error and energy is
+    summed over all output coordinates.
     """
     target = data.targets[n].double()
     out: dict[str, Any] = {"rel_err": relative_error(y.double(), target)}
@@ -110,8 +114,9 @@ def score(
         out["error_rate"] = mean(wrong.mean(-1))
     if w is not None and spec.family in RECOVERY_FAMILIES:
         true_w = data.hidden["w"].double()
-        out["recovery"] = ratio(((w.double() - true_w) ** 2).sum(-1), (true_w**2).sum(-1))
+        out["recovery"] = ratio(*squared_errors(w, true_w))
     if steps is not None:
-        err = ((steps.double() - target.unsqueeze(1)) ** 2).sum((0, 2)) / (target**2).sum()
+        outputs = (0, *range(2, steps.dim()))  # prompts, queries and label coordinates
+        err = ((steps.double() - target.unsqueeze(1)) ** 2).sum(outputs) / (target**2).sum()
         out["steps_rel_err_db"] = [db(float(e)) for e in err]
     return out

@@ -134,7 +134,7 @@ def predict_all(model: ScoredModel, spec: TaskSpec, data: EvalSet, n: int, cfg: 
             if ys is None:
                 ys = pred.y.new_empty((total, *pred.y.shape[1:]))
                 steps = None if pred.steps is None else pred.steps.new_empty((total, *pred.steps.shape[1:]))
-                ws = None if pred.w is None else pred.w.new_empty((total, spec.d))
+                ws = None if pred.w is None else pred.w.new_empty((total, *pred.w.shape[1:]))
             elif (pred.steps is None) != (steps is None) or (pred.w is None) != (ws is None):
                 raise TaskFailure("Prediction.steps and Prediction.w must be returned for every batch or none")
             elif steps is not None and pred.steps.shape[1] != steps.shape[1]:

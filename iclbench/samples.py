@@ -50,7 +50,7 @@ def path_for(results_path: Path) -> Path:
 
 
 def task_tensors(task: str, n: int, y: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The samples of one task and length from the predictions `y` and the target `f` (both (P, q)),
+    """The samples of one task and length from the predictions `y` and the target `f` (both (P, q), or (P, q, m)),
     computed as the metrics are (`iclbench.metrics.squared_errors`)."""
     err, energy = metrics.squared_errors(y, target)
     return {f"{task}/{n}/rel_err": err / energy, f"{task}/{n}/target_sq": energy, f"{task}/{n}/y": y.float()}

@@ -28,7 +28,9 @@ three streams, so none can reproduce another's."""
 class Draw:
     """Prompts drawn by a family: float64 NumPy arrays, every value float32-representable.
 
-    `y_query` is the query label drawn like the context labels (noise included);
+    `x` is (B, n, d), `x_query` (B, q, d); `y` is (B, n) and `y_query` (B, q) for scalar labels,
+    (B, n, m) and (B, q, m) for vector labels (`TaskSpec.m`). `y_query` is the query label drawn
+    like the context labels (noise included);
     `hidden` holds the per-prompt hidden values the evaluation set keeps (for example `w`,
     and `f_query`, the noiseless query target); `extra` holds by-products that training
     samples expose but evaluation sets do not keep (for example `sigma`).
@@ -47,7 +49,7 @@ class Sample:
     """A training batch drawn by `Task.sample`.
 
     `batch` is what a model sees (`Batch`: `x` (B, n, d), `y` (B, n), `x_query` (B, q, d));
-    `y_query` (B, q) the query labels, drawn like the context labels (noise included; +-1 on
+    `y_query` (B, q) the query labels ((B, n, m) and (B, q, m) for vector labels), drawn like the context labels (noise included; +-1 on
     logistic tasks); `target` (B, q) the noiseless target the benchmark scores (on logistic
     tasks, the regularised optimum's logit); `hidden` the per-prompt hidden values by name
     (`w` on linear and lasso tasks, and by-products of the draw such as `sigma`).

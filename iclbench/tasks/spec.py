@@ -16,7 +16,9 @@ class TaskSpec:
     """A frozen description of one task of the suite.
 
     `lengths` is the grid of prompt lengths scored, `nominal` the one reported in
-    summary tables; `params` holds the family's own parameters.
+    summary tables; `params` holds the family's own parameters. `m` is the dimension of a
+    label: 1 for scalar labels (`y` (B, n), predictions (B, q)), m > 1 for vector labels
+    (`y` (B, n, m), predictions (B, q, m)).
     """
 
     name: str
@@ -29,6 +31,7 @@ class TaskSpec:
     noise: float = 0.0
     seed: int = 0
     params: Mapping[str, Any] = field(default_factory=dict)
+    m: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -36,6 +39,8 @@ class TaskSpec:
             raise ValueError(f"{self.name}: nominal length {self.nominal} is not in {self.lengths}")
         if list(self.lengths) != sorted(set(self.lengths)):
             raise ValueError(f"{self.name}: lengths must be strictly increasing, got {self.lengths}")
+        if self.m < 1:
+            raise ValueError(f"{self.name}: the label dimension m must be at least 1, got {self.m}")
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -44,12 +49,18 @@ class TaskSpec:
     def max_length(self) -> int:
         return self.lengths[-1]
 
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """The shape of one label: () for scalar labels, (m,) for vector labels."""
+        return () if self.m == 1 else (self.m,)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored in results files."""
         return {
             "name": self.name,
             "family": self.family,
             "d": self.d,
+            "m": self.m,
             "lengths": list(self.lengths),
             "nominal": self.nominal,
             "n_prompts": self.n_prompts,
@@ -65,7 +76,8 @@ class EvalSet:
     """A task's evaluation set at its longest prompt length, as float32 CPU tensors.
 
     Shorter prompts are prefixes: the prompt of length n is `x[:, :n]`, `y[:, :n]`.
-    `targets[n]` (P, q) is the noiseless target scored at length n; `hidden` holds
+    `y` is (P, N) for scalar labels and (P, N, m) for vector ones (`TaskSpec.m`);
+    `targets[n]` (P, q), or (P, q, m), is the noiseless target scored at length n; `hidden` holds
     the query labels and the task's per-prompt hidden parameters, never shown to a
     model; `public` holds tensors published with the task (shared by all prompts).
     """
