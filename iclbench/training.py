@@ -12,6 +12,13 @@ label regression would bound predictions to [-1, 1] and the logistic loss drives
 +-infinity on separable prompts) and "label" elsewhere. With `all_layers` the loss is
 averaged over the read-out of every layer.
 
+The causal LSA (`--arch causal-lsa`, `iclbench.models.causal_lsa`, the one architecture for the
+vector labels of the `ar` family) is trained autoregressively, as von Oswald et al. and Zheng et al.
+train it: one forward pass predicts every context label y_t from the pairs before it and every query
+from the whole context, and the loss is the mean squared error against the sampled labels over all
+of them (positions 2 to n, the first having no pair before it, and the queries). `--weight-decay`
+makes the optimiser AdamW (the papers': AdamW at 3e-4 with weight decay 0.05); without it, Adam.
+
 Output folder: model.safetensors (weights, config and training info in its metadata),
 state.safetensors (weights, Adam state, step and generator states, for `--resume`),
 log.json (config, command, seeds, validations, final metrics, time) and model.py (a
@@ -64,7 +71,7 @@ from iclbench.tasks import EvalSet, Sample, Task, UnknownTaskError
 
 STATE_FORMAT = "iclbench-train-state-1"
 LOSSES = ("auto", "label", "target", "logistic")
-ARCH_CHOICES = ("lsa", "linear-transformer", "gpt2")
+ARCH_CHOICES = ("lsa", "linear-transformer", "gpt2", "causal-lsa")
 RESUMABLE = ("steps", "device")
 """Settings a resumed run may change; every other one must match the saved state."""
 
@@ -88,6 +95,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
+    weight_decay: float | None = None
     clip: float = 1.0
     loss: str = "auto"
     all_layers: bool = False
@@ -110,6 +118,16 @@ class TrainConfig:
                              f"{self.attention}")
         if self.loss not in LOSSES:
             raise TrainError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.arch == "causal-lsa":
+            unused = [flag for flag, on in (("--norm", self.norm), ("--tied", self.tied), ("--width", self.width),
+                                            (f"--attention {self.attention}", self.attention != "linear")) if on]
+            if unused:
+                raise TrainError(f"--arch causal-lsa is plain linear attention on (x, y) tokens: no {', '.join(unused)}")
+            if self.loss not in ("auto", "label"):
+                raise TrainError(f"--arch causal-lsa is trained on the labels of every position: --loss {self.loss} "
+                                 "does not apply (leave --loss auto)")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise TrainError(f"--weight-decay must be at least 0, got {self.weight_decay}")
         for name in ("layers", "heads", "steps", "batch_size", "val_every", "val_prompts"):
             if getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -130,9 +148,11 @@ def select_tasks(patterns: tuple[str, ...]) -> list[Task]:
         chosen = task_registry.select(list(patterns))
     except UnknownTaskError as exc:
         raise TrainError(str(exc)) from None
-    dims = {t.spec.d for t in chosen}
-    if len(dims) > 1:
-        raise TrainError(f"tasks {[t.spec.name for t in chosen]} have different d {sorted(dims)}; train on one d")
+    for dim in ("d", "m"):
+        dims = {getattr(t.spec, dim) for t in chosen}
+        if len(dims) > 1:
+            raise TrainError(f"tasks {[t.spec.name for t in chosen]} have different {dim} {sorted(dims)}; "
+                             f"train on one {dim}")
     return chosen
 
 
@@ -153,6 +173,8 @@ def make_model(cfg: TrainConfig, tasks: list[Task]) -> InContextModel:
         max_len = max(length_range(cfg, tasks)[1], max(t.spec.max_length for t in tasks))
         config = {"arch": "gpt2", "d": d, "layers": cfg.layers, "width": cfg.width or 64, "heads": cfg.heads,
                   "max_len": max_len, "tied": cfg.tied}
+    elif cfg.arch == "causal-lsa":
+        config = {"arch": "causal-lsa", "d": d, "m": tasks[0].spec.m, "layers": cfg.layers, "heads": cfg.heads}
     else:
         config = {"arch": "linear-transformer", "d": d, "layers": cfg.layers, "attention": cfg.attention,
                   "heads": cfg.heads, "width": cfg.width, "norm": cfg.norm, "tied": cfg.tied}
@@ -175,6 +197,22 @@ def compute_loss(steps: torch.Tensor, sample: Sample, kind: str, all_layers: boo
         return F.softplus(-sample.y_query.unsqueeze(1) * pred).mean()
     goal = sample.y_query if kind == "label" else sample.target
     return ((pred - goal.unsqueeze(1)) ** 2).mean()
+
+
+def autoregressive_loss(context: torch.Tensor, steps: torch.Tensor, sample: Sample, all_layers: bool) -> torch.Tensor:
+    """The mean squared error of the per-layer predictions of every context label, `context` (B, K, n[, m]),
+    from position 2 on, and of every query, `steps` (B, K, q[, m]), against the sampled labels."""
+    pred = torch.cat([context[:, :, 1:], steps], 2)
+    pred = pred if all_layers else pred[:, -1:]
+    goal = torch.cat([sample.batch.y[:, 1:], sample.y_query], 1)
+    return ((pred - goal.unsqueeze(1)) ** 2).mean()
+
+
+def make_optimizer(cfg: TrainConfig, model: InContextModel) -> torch.optim.Optimizer:
+    """Adam, or AdamW with `cfg.weight_decay` when it is set."""
+    if cfg.weight_decay is None:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def command_line(cfg: TrainConfig, out: Path) -> str:
@@ -342,7 +380,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     model = make_model(cfg, tasks).to(device)
     if cfg.arch == "gpt2" and not model.supports_length(n_max):
         raise TrainError(f"--n-max {n_max} is longer than the model's {model.max_len}")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(cfg, model)
     schedule = np.random.Generator(np.random.PCG64(cfg.seed))
     gens = [t.train_generator(cfg.seed, rank) for t in tasks]
     validate = Validation(cfg, tasks, model, device) if lead else None
@@ -398,8 +436,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             n = int(schedule.integers(n_min, hi + 1))
             task = tasks[which]
             sample = task.sample(cfg.batch_size, n, gens[which], device=device)
-            _, steps = net(sample.batch.x, sample.batch.y, sample.batch.x_query)
-            loss = compute_loss(steps, sample, loss_kind(cfg, task), cfg.all_layers)
+            if cfg.arch == "causal-lsa":
+                context, steps = net(sample.batch.x, sample.batch.y, sample.batch.x_query, context=True)
+                loss = autoregressive_loss(context, steps, sample, cfg.all_layers)
+            else:
+                _, steps = net(sample.batch.x, sample.batch.y, sample.batch.x_query)
+                loss = compute_loss(steps, sample, loss_kind(cfg, task), cfg.all_layers)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip > 0:
@@ -498,7 +540,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="task names, families (all their tasks, mixed uniformly) or glob patterns, "
                         "separated by spaces or commas")
     p.add_argument("--arch", default=d.arch, choices=ARCH_CHOICES,
-                   help="lsa (linear self-attention), linear-transformer (with --attention) or gpt2")
+                   help="lsa (linear self-attention), linear-transformer (with --attention), gpt2, or causal-lsa "
+                        "(causal linear self-attention for labels of any dimension, trained autoregressively)")
     p.add_argument("--layers", type=int, default=d.layers, help="number of layers (loops when --tied)")
     p.add_argument("--attention", default=d.attention, choices=ATTENTIONS, help="attention non-linearity h")
     p.add_argument("--heads", type=int, default=d.heads)
@@ -508,6 +551,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (may grow on --resume)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=float, help="AdamW with this weight decay (default: Adam, no decay)")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0: none)")
     p.add_argument("--loss", default=d.loss, choices=LOSSES,
                    help="auto: target on logistic tasks, label elsewhere")
@@ -533,6 +577,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 TRAIN_EXAMPLES = """examples:
   iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 2000 --lr 0.005 --out runs/lsa1
   iclbench train --task linear --arch gpt2 --layers 4 --heads 4 --curriculum 1000 --out runs/gpt2-linear
+  iclbench train --task ar/uniform --arch causal-lsa --layers 1 --lr 3e-4 --weight-decay 0.05 --batch-size 256 \
+      --steps 20000 --out runs/mesa1      autoregressive training, the settings of von Oswald et al.
   iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 4000 --lr 0.005 --out runs/lsa1 --resume
                                        continue an interrupted run, or extend it (only --steps and --device may change)
   iclbench run --model runs/lsa1/model.py

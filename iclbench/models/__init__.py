@@ -1,7 +1,8 @@
-"""Reference in-context architectures: LSA and its kernel variants, GPT-2, looped forms.
+"""Reference in-context architectures: LSA and its kernel variants, GPT-2, looped forms, causal LSA.
 
 Every architecture is an `InContextModel`: `model(x, y, x_query)` returns the (B, q)
-prediction and the (B, K, q) prediction after each of its K layers. `build(config)` makes
+prediction and the (B, K, q) prediction after each of its K layers ((B, q, m) and (B, K, q, m)
+for the m-dimensional labels of the causal LSA, the one architecture with `m` > 1). `build(config)` makes
 one from the dict its `config()` returns (the form stored in checkpoints).
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from iclbench.models.base import InContextModel
+from iclbench.models.causal_lsa import CausalLSA, gd_causal_lsa
 from iclbench.models.gpt2 import GPT2
 from iclbench.models.linear_transformer import ATTENTIONS, LinearTransformer
 from iclbench.models.lsa import gd_lsa
 
-ARCHS: dict[str, type[InContextModel]] = {"linear-transformer": LinearTransformer, "gpt2": GPT2}
+ARCHS: dict[str, type[InContextModel]] = {"linear-transformer": LinearTransformer, "gpt2": GPT2, "causal-lsa": CausalLSA}
 
 
 def build(config: dict[str, Any]) -> InContextModel:
@@ -29,4 +31,5 @@ def build(config: dict[str, Any]) -> InContextModel:
         raise ValueError(f"bad configuration for {arch}: {exc}") from None
 
 
-__all__ = ["ARCHS", "ATTENTIONS", "GPT2", "InContextModel", "LinearTransformer", "build", "gd_lsa"]
+__all__ = ["ARCHS", "ATTENTIONS", "GPT2", "CausalLSA", "InContextModel", "LinearTransformer", "build", "gd_causal_lsa",
+           "gd_lsa"]

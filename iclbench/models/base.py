@@ -19,6 +19,8 @@ class InContextModel(nn.Module, metaclass=ABCMeta):
     """
 
     arch: str = ""
+    m: int = 1
+    """The label dimension the architecture reads and predicts (1: scalar labels)."""
 
     def __init__(self, d: int, layers: int) -> None:
         super().__init__()

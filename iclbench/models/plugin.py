@@ -72,7 +72,8 @@ class TrainedModel(Model):
 
     def supports(self, task: TaskSpec) -> bool:
         families = self.families or {name.split("/")[0] for name in self.trained_on}
-        return task.d == self._loaded().d and task.family in families
+        net = self._loaded()
+        return task.d == net.d and task.m == net.m and task.family in families
 
     def supports_length(self, task: TaskSpec, n: int) -> bool:
         return self._loaded().supports_length(n)
