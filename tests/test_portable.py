@@ -10,7 +10,7 @@ import torch
 
 from iclbench.kernels import gram as torch_gram
 from iclbench.solvers import logistic_optimum
-from iclbench.tasks import kernel, logistic, portable
+from iclbench.tasks import ar, kernel, logistic, portable
 
 
 
@@ -92,3 +92,15 @@ def test_logistic_target_is_the_regularised_optimum(n: int) -> None:
     np.testing.assert_allclose(w, want, rtol=0, atol=1e-10 * np.abs(want).max())
     grad, _ = logistic._gradient(x, y, w, 0.01)
     assert np.abs(grad).max() < 1e-14
+
+
+def test_ar_transition_matches_blas_and_the_uniform_token_is_exact() -> None:
+    rng = np.random.default_rng(7)
+    w, x = portable.haar(rng.standard_normal((64, 10, 10))), rng.standard_normal((64, 10))
+    np.testing.assert_allclose(ar.transition(w, x), np.einsum("bij,bj->bi", w, x), rtol=0, atol=1e-14)
+    token = ar.initial_token(np.random.default_rng(3), "uniform", 64, 10)
+    u = np.random.default_rng(3).random((64, 10))  # 2u - 1 is exact: no rounding left to a libm or an FMA
+    assert np.array_equal(token, (2 * u - 1).astype(np.float32).astype(np.float64))
+    assert np.array_equal(((2 * u - 1) + 1) / 2, u)
+    with pytest.raises(ValueError, match="unknown initial token 'laplace'"):
+        ar.initial_token(rng, "laplace", 1, 10)

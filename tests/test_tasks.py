@@ -12,6 +12,7 @@ from iclbench import tasks
 from iclbench.cache import eval_set
 from iclbench.kernels import gram
 from iclbench.solvers import logistic_optimum
+from iclbench.tasks import ar
 
 
 def sampled(name: str, batch: int, n: int, seed: int = 0):
@@ -182,3 +183,79 @@ def test_unknown_task_names_are_reported() -> None:
         "lasso/shift0.5",
         "kernel/exp",
     ]
+
+
+AR_TASKS = ("ar/uniform", "ar/gaussian", "ar/noisy")
+
+
+@pytest.mark.parametrize("name", AR_TASKS)
+def test_ar_transition_matrices_are_haar_orthogonal(name: str) -> None:
+    data, _ = eval_set(tasks.get(name))
+    w = data.hidden["w"].double()
+    eye = torch.eye(10, dtype=w.dtype).expand_as(w)
+    assert (w.mT @ w - eye).abs().max() < 1e-6  # orthogonal to float32 round-off
+    # Haar on O(10): E tr W = 0, E tr(W)^2 = 1, E W_ij^2 = 1/d, det = +1 or -1 with probability 1/2
+    trace = torch.diagonal(w, dim1=-2, dim2=-1).sum(-1)
+    assert abs(float(trace.mean())) < 0.07 and float((trace**2).mean()) == pytest.approx(1.0, abs=0.1)
+    assert float((w**2).mean()) == pytest.approx(0.1, rel=1e-6)
+    assert float((torch.linalg.det(w) > 0).double().mean()) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("name", AR_TASKS)
+def test_ar_states_follow_the_recurrence(name: str) -> None:
+    task = tasks.get(name)
+    data, _ = eval_set(task)
+    x, y, w = data.x.double(), data.y.double(), data.hidden["w"].double()
+    assert torch.equal(y[:, :-1], x[:, 1:])  # a pair's label is the next pair's input
+    assert torch.equal(data.x_query[:, 0], data.y[:, -1])  # the query is the state after the last pair
+    assert data.y.shape == (2048, 50, 10) and data.x_query.shape == (2048, 1, 10) and w.shape == (2048, 10, 10)
+    pred = torch.einsum("bij,bnj->bni", w, x)  # W x_t in float64, summed in BLAS's order
+    query = torch.einsum("bij,bqj->bqi", w, data.x_query.double())
+    for n in task.spec.lengths:  # one target, W x_{N+1}, at every length
+        assert torch.equal(data.targets[n], data.targets[50])
+    assert ((data.targets[50].double() - query).abs() <= 2**-24 * query.abs() + 1e-15).all()
+    if task.spec.noise == 0:  # every state is W times the previous one, rounded to float32
+        assert ((y - pred).abs() <= 2**-24 * pred.abs() + 1e-15).all()  # within float32 rounding of BLAS's W x_t
+        exact = ar.transition(w[:64].numpy(), x[:64, 7].numpy())  # the definition's order of summation
+        assert np.array_equal(y[:64, 7].numpy(), exact.astype(np.float32).astype(np.float64))
+        assert torch.equal(data.hidden["y_query"], data.targets[50])
+        norms = torch.cat([x, data.x_query.double()], 1).norm(dim=-1)
+        assert (norms - norms[:, :1]).abs().max() < 1e-5  # W orthogonal: every state keeps x_1's norm
+    else:
+        for residual in (y - pred, data.hidden["y_query"].double() - query):
+            assert abs(float(residual.mean())) < 0.0005 and float(residual.std()) == pytest.approx(0.01, rel=0.02)
+
+
+def test_ar_initial_token_has_the_stated_law() -> None:
+    uniform = eval_set(tasks.get("ar/uniform"))[0].x[:, 0].double().flatten()
+    assert uniform.min() >= -1 and uniform.max() < 1
+    counts = torch.histc(uniform, bins=10, min=-1, max=1)  # U(-1, 1): each tenth holds a tenth
+    assert (counts / len(uniform) - 0.1).abs().max() < 0.01
+    gauss = eval_set(tasks.get("ar/gaussian"))[0].x[:, 0].double().flatten()
+    assert abs(float(gauss.mean())) < 0.03 and float(gauss.var()) == pytest.approx(1.0, abs=0.04)
+    assert float((gauss**4).mean()) == pytest.approx(3.0, abs=0.2)  # N(0, 1)'s fourth moment; U(-1, 1) has 1/5
+    coords = eval_set(tasks.get("ar/gaussian"))[0].x[:, 0].double()
+    assert (coords.T @ coords / len(coords) - torch.eye(10, dtype=coords.dtype)).abs().max() < 0.1  # N(0, I_d)
+
+
+def test_ar_samples_are_sequences_and_streams_are_disjoint() -> None:
+    task = tasks.get("ar/noisy")
+    data, _ = eval_set(task)
+    a = task.sample(64, 20, task.train_generator(0), dtype=torch.float64)
+    b = task.sample(64, 20, task.train_generator(0), dtype=torch.float64)
+    c = task.sample(64, 20, task.train_generator(1), dtype=torch.float64)
+    assert torch.equal(a.batch.x, b.batch.x) and not torch.equal(a.batch.x, c.batch.x)
+    assert a.batch.y.shape == (64, 20, 10) and a.batch.x_query.shape == (64, 1, 10) and a.y_query.shape == (64, 1, 10)
+    assert torch.equal(a.batch.y[:, :-1], a.batch.x[:, 1:]) and torch.equal(a.batch.x_query[:, 0], a.batch.y[:, -1])
+    w = a.hidden["w"]
+    assert torch.allclose(a.target, torch.einsum("bij,bqj->bqi", w, a.batch.x_query), atol=1e-6)
+    eval_rows = {row.tobytes() for row in data.x.reshape(-1, 10).float().numpy()}
+    train_rows = {row.tobytes() for row in a.batch.x.reshape(-1, 10).float().numpy()}
+    assert len(train_rows) == 64 * 20 and not eval_rows & train_rows
+
+
+def test_ar_prompts_have_one_query() -> None:
+    task = tasks.get("ar/uniform")
+    assert task.sample(4, 10, task.train_generator(0)).batch.x_query.shape == (4, 1, 10)
+    with pytest.raises(ValueError, match=r"ar/uniform: a prompt has one query, .*got n_queries=8"):
+        task.sample(4, 10, task.train_generator(0), n_queries=8)

@@ -51,7 +51,7 @@ REPORT = "verification.json"
 FALSE_ALARM = 0.01
 """Target probability that an honest model fails verification of the whole suite."""
 COMPARISONS = sum(len(t.spec.lengths) for t in TASKS.values())
-"""Prompt lengths compared on a full verification (62 in suite v2)."""
+"""Prompt lengths compared on a full verification (77 in suite v3)."""
 Z = NormalDist().inv_cdf(1 - FALSE_ALARM / COMPARISONS)
 """Standard errors of the difference by which a public score may beat the fresh one."""
 CI_Z = NormalDist().inv_cdf(0.5 + CI_LEVEL / 2)

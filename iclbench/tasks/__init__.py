@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 
+from iclbench.tasks.ar import AR
 from iclbench.tasks.family import Family, Sample, Task
 from iclbench.tasks.kernel import Kernel
 from iclbench.tasks.lasso import Lasso
@@ -12,7 +13,7 @@ from iclbench.tasks.logistic import Logistic
 from iclbench.tasks.spec import EvalSet, TaskSpec
 from iclbench.tasks.suite import FINGERPRINTS, SPECS, SUITE_VERSION
 
-FAMILIES: dict[str, Family] = {"linear": Linear(), "logistic": Logistic(), "lasso": Lasso(), "kernel": Kernel()}
+FAMILIES: dict[str, Family] = {"linear": Linear(), "logistic": Logistic(), "lasso": Lasso(), "kernel": Kernel(), "ar": AR()}
 TASKS: dict[str, Task] = {s.name: Task(s, FAMILIES[s.family]) for s in SPECS}
 
 

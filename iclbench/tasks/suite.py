@@ -1,10 +1,10 @@
-"""Suite v2: the task specs and the SHA-256 fingerprints of their evaluation sets."""
+"""Suite v3: the task specs and the SHA-256 fingerprints of their evaluation sets."""
 
 from __future__ import annotations
 
 from iclbench.tasks.spec import TaskSpec
 
-SUITE_VERSION = "v2"
+SUITE_VERSION = "v3"
 
 LINEAR_LENGTHS = (5, 10, 20, 40, 80)
 LASSO_LENGTHS = (5, 10, 15, 20, 40)
@@ -12,6 +12,8 @@ KERNEL_LENGTHS = (4, 8, 14, 28)
 LASSO_MATRIX_SEED = 20240
 LOGISTIC_MU = 0.01
 KERNEL_JITTER = 1e-8
+AR_LENGTHS = (5, 10, 20, 30, 50)
+AR_D = 10
 
 
 def _linear(name: str, seed: int, kappa: float, noise: float = 0.0) -> TaskSpec:
@@ -32,6 +34,10 @@ def _kernel(name: str, seed: int, kernel: str) -> TaskSpec:
     return TaskSpec(name, "kernel", 5, KERNEL_LENGTHS, 14, seed=seed, params=params)
 
 
+def _ar(name: str, seed: int, init: str, noise: float = 0.0) -> TaskSpec:
+    return TaskSpec(name, "ar", AR_D, AR_LENGTHS, 20, n_queries=1, noise=noise, seed=seed, params={"init": init}, m=AR_D)
+
+
 SPECS: tuple[TaskSpec, ...] = (
     _linear("linear/kappa1", 1001, 1),
     _linear("linear/kappa10", 1002, 10),
@@ -46,6 +52,9 @@ SPECS: tuple[TaskSpec, ...] = (
     _kernel("kernel/linear", 4001, "linear"),
     _kernel("kernel/exp", 4002, "exp"),
     _kernel("kernel/relu", 4003, "relu"),
+    _ar("ar/uniform", 5001, "uniform"),
+    _ar("ar/gaussian", 5002, "gaussian"),
+    _ar("ar/noisy", 5003, "uniform", noise=0.01),
 )
 
 FINGERPRINTS: dict[str, str] = {
@@ -62,4 +71,7 @@ FINGERPRINTS: dict[str, str] = {
     "kernel/linear": "48c90762e2ba14eab53acf3d4b74391e6fd91320a94929fa9b8be7b23c20a2e0",
     "kernel/exp": "c4860cf4b6c2b701a1e133710c022179dcbecb556d6a77ed894b847eb7998662",
     "kernel/relu": "0be30075f77f6f722d1c2c6c7451cef33946f85bf5e830a39969f10bdcc451b2",
+    "ar/uniform": "0b3f82c266bbb9a230182c9921b1e4f9cf3aa8f1304f371b5e42e6343c023845",
+    "ar/gaussian": "649bc4f18bd94f6fe7b5ac9ec387204334388f03ed6b90748fbaea7edfd76a18",
+    "ar/noisy": "e50996d3bb0eed1e362a0ccc54ea26a267fd2bcb660526af367c888f52879280",
 }
