@@ -188,3 +188,10 @@ def test_tasks_of_one_training_run_share_m(monkeypatch: pytest.MonkeyPatch, vect
     monkeypatch.setitem(task_registry.TASKS, "test/scalar", scalar)
     with pytest.raises(TrainError, match=r"different m \[1, 3\]"):
         train(TrainConfig(tasks=(vector_task, "test/scalar"), steps=1), "unused", progress=False)
+
+
+def test_a_submission_describes_the_architecture() -> None:
+    from iclbench.submissions.create import describe
+
+    text = describe(CausalLSA(D, 2, m=M, heads=2).config())
+    assert text == "2-layer causal linear self-attention on (x, y) tokens, 2 head(s), labels of dimension 3, no MLP"

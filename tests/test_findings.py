@@ -104,3 +104,34 @@ def test_one_step_gd_fit_and_a_hand_built_one_layer_lsa() -> None:
     assert found["model_db"] == pytest.approx(found["gd_db"], abs=0.01)
     xty = (data.x.double().mT @ data.y.double().unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(pred, eta * torch.einsum("bqd,bd->bq", data.x_query.double(), xty) / n)
+
+
+def test_one_step_gd_on_vector_labels_and_a_hand_set_causal_lsa() -> None:
+    """On the ar family, the fitted step W = eta Y^T X / n (checked with NumPy), and a causal LSA hand-set to
+    that step agrees with it: same error, a difference at round-off, residual cosine 1."""
+    from iclbench.models import gd_causal_lsa
+
+    task, n = get("ar/uniform"), 20
+    sample = task.sample(256, n, task.train_generator(123))
+    data = EvalSet(sample.batch.x, sample.batch.y, sample.batch.x_query, {n: sample.target}, {}, {})
+    eta, pred = findings.one_step_gd(task, n, data, tuning_prompts=512)
+    tune = task.sample(512, n, task.train_generator(findings.TUNING_SEED))
+    x, y, xq = (t.double().numpy() for t in (tune.batch.x, tune.batch.y, tune.batch.x_query))
+    feature = np.einsum("bqd,bnd,bnm->bqm", xq, x, y) / n
+    expected = np.linalg.lstsq(feature.reshape(-1, 1), tune.target.double().numpy().reshape(-1), rcond=None)[0][0]
+    assert eta == pytest.approx(expected, rel=1e-9) and pred.shape == (256, 1, task.spec.m)
+    found = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, eta), data, n, pred)
+    gd_db = findings.metrics.relative_error(pred, sample.target.double())["db"]
+    assert found["layers_db"] == [round(gd_db, 2)] and found["cosine"] == [1.0] and found["difference_db"][0] < -200
+    other = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, 2 * eta), data, n, pred)
+    assert other["cosine"][0] < 0.99 and other["difference_db"][0] > -10  # a wrong step size is seen
+
+
+def test_question6_reads_the_ar_models_results(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
+    subs, base = synthetic
+    model = next(iter(findings.Q6_MODELS))
+    write_doc(subs / model / "results.json", model, {"ar/uniform": task_entry("ar/uniform", {20: [-4.5], 50: [-4.7]})})
+    found = findings.question6(findings.load(subs, base), tmp_path, None)
+    lengths = {"ar/uniform": {"20": -4.5, "50": -4.7}, "ar/gaussian": {}, "ar/noisy": {}}
+    assert found["models"][model] == {"task": "ar/uniform", "lengths_db": lengths, "per_layer_db": [-4.5]}
+    assert found["one_step"] is None and (tmp_path / "q6_ar.png").stat().st_size > 1000

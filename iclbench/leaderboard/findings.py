@@ -5,9 +5,9 @@
 reads every `<submissions>/*/results.json` and `<baselines>/*.json` (the output of
 `iclbench run --model <baseline>`), keyed by model name, and writes to `--out` one PNG per
 question and `numbers.json`, every number the page quotes. Models and baselines that are
-missing are left out of the plots and reported as null. Question 1 also loads the 1-layer
-model's checkpoint and compares it, on the evaluation set, with one GD step whose step size
-is fitted in closed form on the training stream (`one_step_gd`); `--no-checkpoints` skips it.
+missing are left out of the plots and reported as null. Questions 1 and 6 also load the
+checkpoints of their models and compare them, on the evaluation sets, with one GD step whose step
+size is fitted in closed form on the training stream (`one_step_gd`); `--no-checkpoints` skips it.
 `heatmap` draws any results entry's `alignment` (from `iclbench run --align`).
 
 The baselines' results are generated, never committed, so the committed numbers.json is checked
@@ -51,12 +51,20 @@ Q4_MODELS = {
     "kernel/relu": ("kernel-relu-attn-relu", "kernel-relu-attn-linear"),
 }
 Q4_BASELINES = ("gp-posterior", "gd", "newton")
+Q6_MODELS = {
+    "causal-lsa-1l-ar-uniform": "ar/uniform",
+    "causal-lsa-2l-ar-uniform": "ar/uniform",
+    "causal-lsa-1l-ar-gaussian": "ar/gaussian",
+}
+"""The causal LSAs trained autoregressively on the ar family and the task each was trained on."""
+Q6_TASKS = ("ar/uniform", "ar/gaussian", "ar/noisy")
 TRAINED_TASKS: dict[str, tuple[str, ...]] = {
     Q1_MODEL: (Q1_TASK,),
     **{m: (Q2_TASK,) for m in Q2_MODELS},
     **{m: (task,) for m, task in Q3_MODELS.items()},
     **{m: (task,) for task, group in Q4_MODELS.items() for m in group},
     "lsa-norm-4l-logistic": ("logistic/kappa1",),
+    **{m: (task,) for m, task in Q6_MODELS.items()},
 }
 """The task each submission was trained on: the one its heatmap shows."""
 CLIP_DB = 20.0
@@ -113,8 +121,12 @@ def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -
 
     The prediction is eta * a with a = x_q^T X^T y / n; eta minimises the squared error to the
     target on `tuning_prompts` prompts of the training stream (`TUNING_SEED`), in closed form.
+    For vector labels (P, n, m) the step is W = eta Y^T X / n, from 0 on sum_i ||y_i - W x_i||^2 / 2n, and the
+    prediction W x_q, (P, q, m).
     """
     def feature(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+        if y.dim() == 3:
+            return torch.einsum("bqd,bmd->bqm", xq.double(), torch.einsum("bnd,bnm->bmd", x.double(), y.double())) / n
         return torch.einsum("bqd,bd->bq", xq.double(), torch.einsum("bnd,bn->bd", x.double(), y.double())) / n
 
     tune = task.sample(tuning_prompts, n, task.train_generator(TUNING_SEED))
@@ -135,6 +147,22 @@ def one_step_comparison(net: torch.nn.Module, task: Task, data: EvalSet, n: int)
         "gd_db": round(metrics.relative_error(gd, target)["db"], 2),
         "model_db": round(metrics.relative_error(y, target)["db"], 2),
         "cosine": _round(cosine_matrix(steps[:, :1], gd.unsqueeze(1), target)[0, 0]),
+    }
+
+
+def mesa_comparison(net: torch.nn.Module, data: EvalSet, n: int, gd: torch.Tensor) -> dict[str, Any]:
+    """A causal LSA's per-layer predictions on `data` at length `n` against one GD step's, `gd` (P, q, m): the
+    error of each layer (dB), the difference of the two predictions relative to the target's energy (dB;
+    0 would be as large as the target) and the cosine of their residuals (1: the same errors up to scale)."""
+    with torch.no_grad():
+        _, steps = net(data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double())
+    target = data.targets[n].double()
+    energy = float((target**2).sum())
+    layers = range(steps.shape[1])
+    return {
+        "layers_db": [round(metrics.relative_error(steps[:, k], target)["db"], 2) for k in layers],
+        "difference_db": [round(metrics.db(float(((steps[:, k] - gd) ** 2).sum()) / energy), 2) for k in layers],
+        "cosine": [_round(c) for c in cosine_matrix(steps, gd.unsqueeze(1), target)[:, 0]],
     }
 
 
@@ -348,6 +376,62 @@ def question5(docs: Docs, out: Path, names: list[str]) -> dict[str, Any]:
     return found
 
 
+def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]:
+    """Causal LSAs trained autoregressively on the ar family against one GD step on the OLS objective."""
+    found: dict[str, Any] = {"models": {}, "references": None, "one_step": None}
+    for model, task in Q6_MODELS.items():  # errors on every ar task (trained on one), per layer on its own
+        found["models"][model] = {"task": task, "lengths_db": {t: lengths_db(docs, model, t) for t in Q6_TASKS},
+                                  "per_layer_db": steps_db(docs, model, task)}
+    present = {m: t for m, t in Q6_MODELS.items() if submissions and (submissions / m / "weights.safetensors").exists()}
+    if present:
+        from iclbench.cache import eval_set
+        from iclbench.models.weights import load_weights
+
+        found["references"], found["one_step"] = {}, {}
+        fits: dict[str, dict[int, tuple[EvalSet, torch.Tensor]]] = {}
+        for name in dict.fromkeys(present.values()):
+            task = get(name)
+            data, refs = eval_set(task)[0], {}
+            fits[name] = {}
+            for n in task.spec.lengths:
+                eta, gd = one_step_gd(task, n, data)
+                x, y, xq, target = data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double(), data.targets[n]
+                ols = xq @ torch.linalg.lstsq(x, y).solution  # least squares on the n pairs (minimum norm for n < d)
+                refs[str(n)] = {"eta": _round(eta), "gd_db": round(metrics.relative_error(gd, target)["db"], 2),
+                                "ols_db": round(metrics.relative_error(ols, target)["db"], 2)}
+                fits[name][n] = (data, gd)
+            found["references"][name] = refs
+        for model, name in present.items():
+            net = load_weights(submissions / model / "weights.safetensors")[0].double()
+            found["one_step"][model] = {str(n): mesa_comparison(net, data, n, gd) for n, (data, gd) in fits[name].items()}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (model, task) in enumerate(Q6_MODELS.items()):
+        style = "-" if task == "ar/uniform" else "--"
+        if found["one_step"] and model in found["one_step"]:
+            comp = found["one_step"][model]
+            ns = [int(n) for n in comp]
+            for k in range(len(comp[str(ns[0])]["cosine"])):
+                label = f"{model}" + (f", layer {k + 1}" if len(comp[str(ns[0])]["cosine"]) > 1 else "")
+                ax1.plot(ns, [comp[str(n)]["layers_db"][k] for n in ns], style, marker="o", color=f"C{i + k * 3}",
+                         label=label)
+                ax2.plot(ns, [comp[str(n)]["cosine"][k] for n in ns], style, marker="o", color=f"C{i + k * 3}",
+                         label=label)
+        elif found["models"][model]["lengths_db"][task]:
+            ns_db = found["models"][model]["lengths_db"][task]
+            ax1.plot([int(n) for n in ns_db], list(ns_db.values()), style, marker="o", color=f"C{i}", label=model)
+    for task, refs in (found["references"] or {}).items():
+        ns = [int(n) for n in refs]
+        ax1.plot(ns, [refs[str(n)]["gd_db"] for n in ns], ":" if task == "ar/uniform" else "-.", color="black",
+                 label=f"one GD step (fitted), {task}")
+    _label(ax1, "prompt length n (pairs)", "Q6: ar, error against W x_query")
+    ax2.set_xlabel("prompt length n (pairs)")
+    ax2.set_ylabel("residual cosine with one GD step")
+    ax2.set_title("Q6: alignment with one GD step on the OLS objective", fontsize=10)
+    _legend(ax2, 7)
+    _save(fig, out / "q6_ar.png")
+    return found
+
+
 def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = True) -> dict[str, Any]:
     """Write the figures and numbers.json to `out`; return the numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -359,6 +443,7 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
         "q3": question3(docs, out),
         "q4": question4(docs, out),
         "q5": question5(docs, out, sorted(TRAINED_TASKS)),
+        "q6": question6(docs, out, submissions if checkpoints else None),
     }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers

@@ -51,6 +51,9 @@ def describe(config: dict[str, Any]) -> str:
     looped = f" looped (one tied layer applied {layers} times)" if config.get("tied") else ""
     if config.get("arch") == "gpt2":
         return f"{layers}-layer{looped} GPT-2 transformer, {heads} head(s), width {width}"
+    if config.get("arch") == "causal-lsa":
+        return (f"{layers}-layer causal linear self-attention on (x, y) tokens, {heads} head(s), "
+                f"labels of dimension {config.get('m')}, no MLP")
     attention = config.get("attention", "linear")
     kind = "linear self-attention (LSA)" if attention == "linear" else f"{attention}-attention linear transformer"
     norm = " with LayerNorm" if config.get("norm") else ""
