@@ -19,4 +19,5 @@ REGISTRY: dict[str, str] = {
     "alista": "lista:ALISTA",
     "logistic-optimum": "oracles:LogisticOptimum",
     "gp-posterior": "oracles:GPPosterior",
+    "true-w": "oracles:TrueW",
 }

@@ -1,6 +1,9 @@
 """Gradient descent from 0 on the prompt, with a constant step size tuned per task and prompt length.
 
-Linear tasks: least squares, w <- w - eta X^T (X w - y) / n. Logistic tasks: the mean
+Linear tasks: least squares, w <- w - eta X^T (X w - y) / n. Autoregressive tasks (vector labels
+y_t = x_{t+1}): least squares on W, sum_t ||y_t - W x_t||^2 / (2n), W <- W - eta (W X^T X - Y^T X) / n
+from W = 0, prediction W x_query; the first step, W_1 = (eta / n) sum_t x_{t+1} x_t^T, is the
+mesa-optimizer's one GD step. Logistic tasks: the mean
 logistic loss plus (mu / 2) ||w||^2, prediction the logit x_query^T w. Kernel tasks:
 functional GD in the RKHS of the task's kernel, f <- f + (eta / n) sum_i (y_i - f(x_i)) K(x_i, .)
 from f = 0, kept as coefficients alpha over the context points (f = sum_i alpha_i K(x_i, .)).
@@ -26,7 +29,7 @@ from iclbench.kernels import gram
 BUDGET = 1024
 """Steps run (and reported in `Prediction.steps`): enough to show GD's O(kappa) convergence."""
 
-FAMILIES = ("linear", "logistic", "kernel")
+FAMILIES = ("linear", "logistic", "kernel", "ar")
 STEP_SIZES_FILE = Path(__file__).with_name("gd_steps.json")
 
 
@@ -39,15 +42,23 @@ def load_step_sizes(path: Path = STEP_SIZES_FILE) -> dict[str, dict[int, float]]
 def least_squares(
     x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, eta: float, budget: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GD on ||X w - y||^2 / (2n) from 0: predictions (B, budget, q) after each step and the last w (B, d)."""
+    """GD on ||X w - y||^2 / (2n) from 0: predictions (B, budget, q) after each step and the last w (B, d).
+
+    Vector labels y (B, n, m): GD on sum_t ||y_t - W x_t||^2 / (2n) from W = 0, predictions
+    (B, budget, q, m) and the last W (B, m, d).
+    """
     n = x.shape[1]
     hess = x.mT @ x / n
-    xty = torch.einsum("bnd,bn->bd", x, y) / n
-    w = x.new_zeros(x.shape[0], x.shape[2])
-    steps = x.new_empty(x.shape[0], budget, x_query.shape[1])
+    if y.dim() == 2:
+        xty, update, apply = "bnd,bn->bd", "bij,bj->bi", "bqd,bd->bq"
+    else:
+        xty, update, apply = "bnd,bnm->bmd", "bij,bmj->bmi", "bqd,bmd->bqm"
+    xty = torch.einsum(xty, x, y) / n
+    w = torch.zeros_like(xty)
+    steps = x.new_empty(x.shape[0], budget, *torch.einsum(apply, x_query, w).shape[1:])
     for k in range(budget):
-        w = w - eta * (torch.einsum("bij,bj->bi", hess, w) - xty)
-        steps[:, k] = torch.einsum("bqd,bd->bq", x_query, w)
+        w = w - eta * (torch.einsum(update, hess, w) - xty)
+        steps[:, k] = torch.einsum(apply, x_query, w)
     return steps, w
 
 
@@ -83,14 +94,14 @@ def functional(
 
 
 def descend(batch: Batch, eta: float, budget: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """GD on the batch's task, in float64: predictions (B, budget, q) after each step and w (linear only)."""
+    """GD on the batch's task, in float64: predictions (B, budget, q[, m]) after each step and w (linear and ar only)."""
     spec = batch.task
     if spec.family not in FAMILIES:
         raise ValueError(f"gradient descent: task {spec.name} has family {spec.family!r}, expected one of {FAMILIES}")
     if not eta > 0 or budget < 1:
         raise ValueError(f"gradient descent: need a step size > 0 and a budget >= 1, got eta={eta}, budget={budget}")
     x, y, x_query = batch.x.double(), batch.y.double(), batch.x_query.double()
-    if spec.family == "linear":
+    if spec.family in ("linear", "ar"):
         return least_squares(x, y, x_query, eta, budget)
     if spec.family == "logistic":
         return logistic(x, y, x_query, eta, spec.params["mu"], budget)[0], None

@@ -1,12 +1,15 @@
-"""Exact solutions in float64: the regularised logistic optimum and the GP posterior mean."""
+"""Exact solutions in float64: the regularised logistic optimum and the GP posterior mean; the true-W oracle."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from iclbench import Batch, Model, Prediction, TaskSpec
+from iclbench.baselines.ridge import apply
 from iclbench.kernels import gram
 from iclbench.solvers import logistic_optimum
+from iclbench.tasks import EvalSet, get
 
 GP_RTOL = 1e-10
 """Eigenvalues of the context Gram matrix below GP_RTOL times its largest are treated as zero."""
@@ -62,3 +65,53 @@ class GPPosterior(Model):
             raise ValueError(f"{self.name}: task {batch.task.name} is not a kernel task")
         params = batch.task.params
         return gp_posterior_mean(batch.x, batch.y, batch.x_query, params["kernel"], params["jitter"]).to(batch.x.dtype)
+
+
+class TrueW(Model):
+    """W x_query with each prompt's true W on the ar tasks: their target itself, the 0-error reference line.
+
+    A model is shown no hidden parameter, so this oracle takes W where anyone can for the pinned
+    evaluation sets, which are public: it regenerates the task's set and finds each prompt by its
+    first state. It knows no other prompt (a training sample, a fresh verification set) and fails on
+    one with a line saying so: it is a reference, never ranked, and it cannot pass `iclbench verify`.
+    """
+
+    name = "true-w"
+
+    def __init__(self) -> None:
+        self._sets: dict[str, EvalSet] = {}
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.family == "ar"
+
+    def predict(self, batch: Batch) -> Prediction:
+        if not self.supports(batch.task):
+            raise ValueError(f"{self.name}: task {batch.task.name} is not an ar task")
+        name = batch.task.name
+        data = self._sets.setdefault(name, get(name).generate())
+        index = find_rows(data.x[:, 0], batch.x[:, 0].to("cpu", torch.float32))
+        known = index >= 0
+        if known.all():
+            known = (data.x[index, : batch.n] == batch.x.to("cpu", torch.float32)).flatten(1).all(-1)
+        if not known.all():
+            raise ValueError(
+                f"{self.name}: prompt {int((~known).nonzero()[0])} of this batch is not in the pinned evaluation set "
+                f"of {name}; the oracle knows only those prompts' W"
+            )
+        true_w = data.hidden["w"][index].to(batch.x.device, torch.float64)
+        return Prediction(apply(batch.x_query.double(), true_w).to(batch.x.dtype), w=true_w.to(batch.x.dtype))
+
+
+def _row_bytes(t: torch.Tensor) -> np.ndarray:
+    """The rows of a (B, d) tensor as B opaque byte strings (NumPy void scalars), sortable and comparable."""
+    a = np.ascontiguousarray(t.numpy())
+    return a.view(np.dtype((np.void, a.shape[1] * a.itemsize)))[:, 0]
+
+
+def find_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """For each row of `rows` (B, d), the index of the bitwise-equal row of `table` (P, d), or -1."""
+    keys, wanted = _row_bytes(table), _row_bytes(rows)
+    order = np.argsort(keys, kind="stable")
+    pos = np.minimum(np.searchsorted(keys[order], wanted), len(keys) - 1)
+    found = keys[order][pos] == wanted
+    return torch.from_numpy(np.where(found, order[pos], -1))

@@ -1,14 +1,15 @@
 """Grid search of the gradient-descent step size per task and prompt length (stored in `gd_steps.json`).
 
-Procedure, for every task of the linear, logistic and kernel families and every prompt length
+Procedure, for every task of the linear, logistic, kernel and ar families and every prompt length
 n it scores: draw `PROMPTS` prompts of length n with the task's training sampler
 (`task.train_generator(TUNING_SEED)`, a seed stream disjoint from the evaluation set), run
 `TUNING_BUDGET` GD steps (the depth of the compared transformers) for every step size of
 `GRID`, and keep the one with the smallest relative error of the query prediction
 (sum of squared errors over sum of squared targets), among the step sizes that are stable over
 the full `gd.BUDGET`: eta * L <= `STABILITY` for every tuning prompt, with L the smoothness
-constant of the prompt's loss (lambda_max of X^T X / n; of X^T X / (4n) + mu for the logistic
-loss; of K / n for functional GD). Everything runs in float64 on the CPU.
+constant of the prompt's loss (lambda_max of X^T X / n, with scalar or vector labels; of
+X^T X / (4n) + mu for the logistic loss; of K / n for functional GD). Everything runs in
+float64 on the CPU.
 
     python -m iclbench.baselines.tune_gd            # print the search's results
     python -m iclbench.baselines.tune_gd --check    # exit 1 unless they equal the stored step sizes

@@ -100,7 +100,7 @@ def test_every_task_and_length_has_a_tuned_step() -> None:
     model = gd.GradientDescent()
     stored = json.loads(gd.STEP_SIZES_FILE.read_text())
     assert stored["tuning_seed"] == 7 and stored["tuning_budget"] == 12
-    for task in select(["linear", "logistic", "kernel"]):
+    for task in select(["linear", "logistic", "kernel", "ar"]):
         assert model.supports(task.spec)
         assert all(model.supports_length(task.spec, n) for n in task.spec.lengths)
         assert all(eta > 0 for eta in stored["step_sizes"][task.spec.name].values())
@@ -112,7 +112,7 @@ def test_every_task_and_length_has_a_tuned_step() -> None:
 def test_tuned_steps_are_stable_on_fresh_prompts() -> None:
     """eta * L < 2 (GD cannot diverge over its budget) on prompts the tuning never saw."""
     step_sizes = gd.load_step_sizes()
-    for task in select(["linear", "logistic", "kernel"]):
+    for task in select(["linear", "logistic", "kernel", "ar"]):
         spec = task.spec
         for n in spec.lengths:
             generator = task.train_generator(tune_gd.TUNING_SEED + 1)

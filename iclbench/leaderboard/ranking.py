@@ -17,7 +17,7 @@ the -300 dB reporting floor in float64), are a tie when they differ by less than
 A task rank is 1 + the number of ranked models that beat the model on that task. A family
 score is a mean win rate (ties count half): over the family's tasks, the share of the other
 models in its pool that the model beats, where the pool is every ranked model scored on all of
-the family's tasks; the overall score is the mean of the four family scores, for models in
+the family's tasks; the overall score is the mean of every family's score (`FAMILIES`), for models in
 every family's pool. Nothing is imputed: a model outside a pool has no score there, so
 declaring a task unsupported can only take a score away. Higher is better; equal scores
 (exact fractions) share a rank. In the overall order, models of equal rank and the unranked rows
@@ -57,6 +57,7 @@ REFERENCES = {
     "lasso-exact": "the exact lasso solution ISTA and FISTA converge to",
     "logistic-optimum": "the regularised logistic optimum, from which the logistic target is made",
     "gp-posterior": "the GP posterior mean: the Bayes-optimal predictor of the kernel tasks",
+    "true-w": "W x_query with the true W: the ar tasks' target itself (error 0 up to round-off)",
 }
 """Baselines that are reference lines: exact solvers and oracles, shown and never ranked."""
 SOLVERS = ("gd", "newton", "newton3", "ista", "fista")
@@ -70,8 +71,8 @@ FINDINGS_LINK = "../docs/findings.md"
 """Where the findings page lies, relative to the leaderboard folder."""
 
 RANKING_RULE = (
-    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, zero) are reference lines, "
-    "never ranked; so are gd, newton, newton3, ista and fista at their last step, which converge onto them. "
+    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, true-w, zero) are reference "
+    "lines, never ranked; so are gd, newton, newton3, ista and fista at their last step, which converge onto them. "
     f"Those five are ranked as comparators cut at {', '.join(map(str, BUDGETS))} steps (steps = layers), and shown, "
     "unranked, cut at each submission's own depth. Submissions and the other baselines are ranked. "
     "On a task, two models compare by their relative error at the nominal prompt length in dB, both raised to the "
@@ -79,7 +80,8 @@ RANKING_RULE = (
     f"{FLOOR_DB['float64']:.0f} dB in float64); errors less than {TIE_DB} dB apart tie. A task rank is 1 + the "
     "number of ranked models better on that task. A family's pool is every ranked model scored on all its tasks; "
     "a model's family score is its mean win rate there: over the family's tasks, the percentage of the other "
-    "models in the pool it beats (a tie counts half). The overall score is the mean of the four family scores, "
+    f"models in the pool it beats (a tie counts half). The overall score is the mean of the {len(FAMILIES)} family scores "
+    f"({', '.join(FAMILIES)}), "
     "for models in every pool. Nothing is imputed: a task not supported leaves the model out of that family's "
     "pool and of the overall ranking, so declaring a task unsupported never helps. Each task weighs the same "
     "whatever the size of its errors, so solving a noiseless task to round-off counts as much as beating the same "
