@@ -195,3 +195,15 @@ def test_a_submission_describes_the_architecture() -> None:
 
     text = describe(CausalLSA(D, 2, m=M, heads=2).config())
     assert text == "2-layer causal linear self-attention on (x, y) tokens, 2 head(s), labels of dimension 3, no MLP"
+
+
+def test_hand_set_layer_matches_the_gd_baselines_first_step_on_ar() -> None:
+    """The query's prediction of `gd_causal_lsa` with the gd baseline's step size is that baseline's step 1."""
+    from iclbench.plugins import load_model
+
+    gd = load_model("gd").model
+    task = get("ar/uniform")
+    batch = task.sample(16, 20, task.train_generator(0), dtype=torch.float64).batch
+    eta = gd.step_size(task.spec, 20)
+    pred, _ = gd_causal_lsa(task.spec.d, task.spec.m, eta)(batch.x, batch.y, batch.x_query)
+    torch.testing.assert_close(pred, gd.predict(batch).steps[:, 0], rtol=0, atol=1e-12)

@@ -120,11 +120,39 @@ def test_one_step_gd_on_vector_labels_and_a_hand_set_causal_lsa() -> None:
     feature = np.einsum("bqd,bnd,bnm->bqm", xq, x, y) / n
     expected = np.linalg.lstsq(feature.reshape(-1, 1), tune.target.double().numpy().reshape(-1), rcond=None)[0][0]
     assert eta == pytest.approx(expected, rel=1e-9) and pred.shape == (256, 1, task.spec.m)
-    found = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, eta), data, n, pred)
+    found = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, eta), data, n, eta, pred, pred)
     gd_db = findings.metrics.relative_error(pred, sample.target.double())["db"]
     assert found["layers_db"] == [round(gd_db, 2)] and found["cosine"] == [1.0] and found["difference_db"][0] < -200
-    other = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, 2 * eta), data, n, pred)
+    assert found["closest_eta"] == [round(eta, 4)]
+    other = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, 2 * eta), data, n, eta, pred, pred)
     assert other["cosine"][0] < 0.99 and other["difference_db"][0] > -10  # a wrong step size is seen
+    assert other["closest_eta"] == [round(2 * eta, 4)]
+
+
+def test_two_gd_steps_take_the_best_step_size_of_the_grid() -> None:
+    """Two steps W_2 = W_1 - eta (W_1 X^T X - Y^T X) / n from W_1 = eta Y^T X / n (NumPy, one prompt at a time),
+    at the grid step size with the least error on the tuning prompts."""
+    task, n = get("ar/uniform"), 12
+    sample = task.sample(64, n, task.train_generator(5))
+    data = EvalSet(sample.batch.x, sample.batch.y, sample.batch.x_query, {n: sample.target}, {}, {})
+    eta, pred = findings.two_gd_steps(task, n, data, tuning_prompts=256)
+    tune = task.sample(256, n, task.train_generator(findings.TUNING_SEED))
+
+    def two_steps(x: np.ndarray, y: np.ndarray, xq: np.ndarray, step: float) -> np.ndarray:
+        out = []
+        for xb, yb, qb in zip(x, y, xq):
+            w = np.zeros((y.shape[-1], x.shape[-1]))
+            for _ in range(2):
+                w = w - step * (w @ xb.T @ xb - yb.T @ xb) / n
+            out.append(qb @ w.T)
+        return np.stack(out)
+
+    tx, ty, tq, tt = (t.double().numpy() for t in (tune.batch.x, tune.batch.y, tune.batch.x_query, tune.target))
+    grid = np.logspace(-2, np.log10(3), 121)
+    best = grid[int(np.argmin([((two_steps(tx, ty, tq, e) - tt) ** 2).sum() for e in grid]))]
+    assert eta == pytest.approx(best, rel=1e-12)
+    x, y, xq = (t.double().numpy() for t in (data.x, data.y, data.x_query))
+    np.testing.assert_allclose(pred.numpy(), two_steps(x, y, xq, eta), rtol=0, atol=1e-10)
 
 
 def test_question6_reads_the_ar_models_results(synthetic: tuple[Path, Path], tmp_path: Path) -> None:

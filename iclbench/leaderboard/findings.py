@@ -135,6 +135,23 @@ def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -
     return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
 
 
+def two_gd_steps(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -> tuple[float, torch.Tensor]:
+    """Two GD steps from W = 0 on sum_i ||y_i - W x_i||^2 / 2n (vector labels) with the constant step size, of a
+    log-spaced grid from 0.01 to 3, that is best on `tuning_prompts` training-stream prompts; its (P, q, m)
+    predictions on `data`."""
+    def predict(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+        x, y, xq = x.double(), y.double(), xq.double()
+        g, h = torch.einsum("bnd,bnm->bmd", x, y) / n, x.mT @ x / n
+        w1 = eta[:, None, None, None] * g  # (E, B, m, d), one row per step size
+        return torch.einsum("bqd,ebmd->ebqm", xq, w1 - eta[:, None, None, None] * (w1 @ h - g))
+
+    grid = torch.logspace(-2, np.log10(3), 121, dtype=torch.float64)
+    tune = task.sample(tuning_prompts, n, task.train_generator(TUNING_SEED))
+    errors = ((predict(tune.batch.x, tune.batch.y, tune.batch.x_query, grid) - tune.target.double()) ** 2).flatten(1)
+    eta = grid[errors.sum(1).argmin()].reshape(1)
+    return float(eta), predict(data.x[:, :n], data.y[:, :n], data.x_query, eta)[0]
+
+
 def one_step_comparison(net: torch.nn.Module, task: Task, data: EvalSet, n: int) -> dict[str, Any]:
     """A 1-layer model against one fitted GD step on `data` at length `n`: errors in dB and residual cosine."""
     eta, gd = one_step_gd(task, n, data)
@@ -150,10 +167,14 @@ def one_step_comparison(net: torch.nn.Module, task: Task, data: EvalSet, n: int)
     }
 
 
-def mesa_comparison(net: torch.nn.Module, data: EvalSet, n: int, gd: torch.Tensor) -> dict[str, Any]:
-    """A causal LSA's per-layer predictions on `data` at length `n` against one GD step's, `gd` (P, q, m): the
-    error of each layer (dB), the difference of the two predictions relative to the target's energy (dB;
-    0 would be as large as the target) and the cosine of their residuals (1: the same errors up to scale)."""
+def mesa_comparison(
+    net: torch.nn.Module, data: EvalSet, n: int, eta: float, gd: torch.Tensor, gd2: torch.Tensor
+) -> dict[str, Any]:
+    """A causal LSA's per-layer predictions on `data` at length `n` against those of one GD step of size `eta`,
+    `gd` (P, q, m): the error of each layer (dB), the difference of the two predictions relative to the
+    target's energy (dB; 0 would be as large as the target), the cosine of their residuals (1: the same
+    errors up to scale), the step size of the GD step closest to the layer's prediction (least squares),
+    and the cosine of its residual with that of two GD steps, `gd2`."""
     with torch.no_grad():
         _, steps = net(data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double())
     target = data.targets[n].double()
@@ -163,6 +184,8 @@ def mesa_comparison(net: torch.nn.Module, data: EvalSet, n: int, gd: torch.Tenso
         "layers_db": [round(metrics.relative_error(steps[:, k], target)["db"], 2) for k in layers],
         "difference_db": [round(metrics.db(float(((steps[:, k] - gd) ** 2).sum()) / energy), 2) for k in layers],
         "cosine": [_round(c) for c in cosine_matrix(steps, gd.unsqueeze(1), target)[:, 0]],
+        "closest_eta": [_round(eta * float((steps[:, k] * gd).sum() / (gd * gd).sum())) for k in layers],
+        "cosine_two_steps": [_round(c) for c in cosine_matrix(steps, gd2.unsqueeze(1), target)[:, 0]],
     }
 
 
@@ -380,30 +403,34 @@ def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
     """Causal LSAs trained autoregressively on the ar family against one GD step on the OLS objective."""
     found: dict[str, Any] = {"models": {}, "references": None, "one_step": None}
     for model, task in Q6_MODELS.items():  # errors on every ar task (trained on one), per layer on its own
+        curve = steps_db(docs, model, task)
         found["models"][model] = {"task": task, "lengths_db": {t: lengths_db(docs, model, t) for t in Q6_TASKS},
-                                  "per_layer_db": steps_db(docs, model, task)}
+                                  "per_layer_db": None if curve is None else [round(v, 2) for v in curve]}
     present = {m: t for m, t in Q6_MODELS.items() if submissions and (submissions / m / "weights.safetensors").exists()}
     if present:
         from iclbench.cache import eval_set
         from iclbench.models.weights import load_weights
 
         found["references"], found["one_step"] = {}, {}
-        fits: dict[str, dict[int, tuple[EvalSet, torch.Tensor]]] = {}
+        fits: dict[str, dict[int, tuple[EvalSet, float, torch.Tensor, torch.Tensor]]] = {}
         for name in dict.fromkeys(present.values()):
             task = get(name)
             data, refs = eval_set(task)[0], {}
             fits[name] = {}
             for n in task.spec.lengths:
                 eta, gd = one_step_gd(task, n, data)
+                eta2, gd2 = two_gd_steps(task, n, data)
                 x, y, xq, target = data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double(), data.targets[n]
                 ols = xq @ torch.linalg.lstsq(x, y).solution  # least squares on the n pairs (minimum norm for n < d)
                 refs[str(n)] = {"eta": _round(eta), "gd_db": round(metrics.relative_error(gd, target)["db"], 2),
+                                "two_steps_eta": _round(eta2),
+                                "two_steps_db": round(metrics.relative_error(gd2, target)["db"], 2),
                                 "ols_db": round(metrics.relative_error(ols, target)["db"], 2)}
-                fits[name][n] = (data, gd)
+                fits[name][n] = (data, eta, gd, gd2)
             found["references"][name] = refs
         for model, name in present.items():
             net = load_weights(submissions / model / "weights.safetensors")[0].double()
-            found["one_step"][model] = {str(n): mesa_comparison(net, data, n, gd) for n, (data, gd) in fits[name].items()}
+            found["one_step"][model] = {str(n): mesa_comparison(net, data, n, *fit) for n, (data, *fit) in fits[name].items()}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (model, task) in enumerate(Q6_MODELS.items()):
         style = "-" if task == "ar/uniform" else "--"
@@ -423,6 +450,8 @@ def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
         ns = [int(n) for n in refs]
         ax1.plot(ns, [refs[str(n)]["gd_db"] for n in ns], ":" if task == "ar/uniform" else "-.", color="black",
                  label=f"one GD step (fitted), {task}")
+        if task == "ar/uniform":
+            ax1.plot(ns, [refs[str(n)]["two_steps_db"] for n in ns], ":", color="gray", label=f"two GD steps, {task}")
     _label(ax1, "prompt length n (pairs)", "Q6: ar, error against W x_query")
     ax2.set_xlabel("prompt length n (pairs)")
     ax2.set_ylabel("residual cosine with one GD step")
