@@ -13,7 +13,9 @@ The contract (see README.md, "Writing a model"):
   (B, q, d), on the run's device and dtype, and returns a (B, q) tensor of the same
   device and dtype, or a `Prediction` that may also carry `steps` (B, K, q), the
   prediction after each of K iterations or layers, and `w` (B, d), an estimated
-  parameter vector. Work on the whole batch at once: no Python loop over prompts.
+  parameter vector. On tasks with vector labels (`task.m` > 1: the ar family) `batch.y` is
+  (B, n, m) and every prediction gains a last axis m. Work on the whole batch at once: no
+  Python loop over prompts.
 """
 
 from __future__ import annotations
@@ -37,13 +39,17 @@ class NearestNeighbours(Model):
         """Nothing to load: a model with weights would read them here, onto `device`."""
 
     def supports(self, task: TaskSpec) -> bool:
-        return True  # every family: regression, classification (the sign of the mean label), kernels
+        return True  # every family: regression, classification (the sign of the mean label), kernels, vector labels
 
     def predict(self, batch: Batch) -> Prediction:
         k = min(self.max_k, batch.n)
         dist = torch.cdist(batch.x_query, batch.x)  # (B, q, n)
         idx = dist.topk(k, dim=-1, largest=False).indices  # (B, q, k), nearest first
-        labels = torch.gather(batch.y.unsqueeze(1).expand(-1, idx.shape[1], -1), 2, idx)
-        counts = torch.arange(1, k + 1, device=labels.device, dtype=labels.dtype)
-        steps = (labels.cumsum(-1) / counts).transpose(1, 2)  # (B, k, q)
+        y = batch.y.reshape(*batch.y.shape[:2], batch.m)  # (B, n, m): scalar labels as m = 1
+        b, q, m = idx.shape[0], idx.shape[1], batch.m
+        labels = torch.gather(y.unsqueeze(1).expand(b, q, -1, m), 2, idx.unsqueeze(-1).expand(b, q, k, m))
+        counts = torch.arange(1, k + 1, device=labels.device, dtype=labels.dtype).unsqueeze(-1)
+        steps = (labels.cumsum(2) / counts).transpose(1, 2)  # (B, k, q, m)
+        if batch.task.m == 1:
+            steps = steps.squeeze(-1)  # scalar tasks: (B, k, q)
         return Prediction(steps[:, -1], steps=steps)
