@@ -13,7 +13,7 @@ length is flagged when the public score is better (lower) than the fresh one by 
 `Z` standard errors of the difference, sqrt(se_public² + se_fresh²). One-sided: doing better
 on fresh data is not cheating. `Z` makes the false-alarm rate of an honest model at most
 `FALSE_ALARM` over the suite's `COMPARISONS` prompt lengths (Bonferroni: one-sided tail
-`FALSE_ALARM / COMPARISONS` per length, z = 3.60). Both scores are first raised to the run
+`FALSE_ALARM / COMPARISONS` per length, z = 3.65 in suite v3). Both scores are first raised to the run
 dtype's round-off floor `FLOOR_DB` (eps², eps the dtype's machine epsilon: -138.5 dB in
 float32; in float64 below the -300 dB reporting floor), so two errors below it count as equal.
 A public score that is not a finite number at or above -300 dB with ordered interval bounds
