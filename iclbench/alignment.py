@@ -96,7 +96,7 @@ def with_references(
             if n not in (ref.supported_lengths(spec) or ()):
                 continue
             with tqdm(disable=True) as bar:
-                ref_steps = predict_all(ref, spec, inputs, n, cfg, bar).steps
+                ref_steps = dict(predict_all(ref, spec, inputs, [n], cfg, bar, keep_steps={n}))[n].steps
         except TaskFailure as exc:
             out[name] = {"n": n, "error": f"reference {name}: {exc}"}
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -34,6 +34,10 @@ class Batch:
         """Label dimension: 1 for scalar labels, m for (B, n, m) vector labels."""
         return self.task.m
 
+    def prefix(self, n: int) -> Batch:
+        """The same prompts cut to their first `n` context pairs (the same queries)."""
+        return Batch(self.task, self.x[:, :n], self.y[:, :n], self.x_query)
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -54,9 +58,9 @@ class Prediction:
 class Model(ABC):
     """Base class of every scored model, baselines included.
 
-    Subclasses set `name`, may override `setup` (load weights onto `device`) and
-    `supports`, and implement `predict`. A model that loads weights sets
-    `checkpoint` to the file's path so that results record its SHA-256.
+    Subclasses set `name`, may override `setup` (load weights onto `device`),
+    `supports` and `predict_lengths`, and implement `predict`. A model that loads weights
+    sets `checkpoint` to the file's path so that results record its SHA-256.
     """
 
     name: str = ""
@@ -81,9 +85,33 @@ class Model(ABC):
     def predict(self, batch: Batch) -> torch.Tensor | Prediction:
         """Predict the (B, q) query labels of `batch` ((B, q, m) for vector labels), on its device and in its dtype."""
 
+    def predict_lengths(self, batch: Batch, lengths: list[int]) -> Mapping[int, torch.Tensor | Prediction]:
+        """Optional: the predictions at every prompt length of `lengths` (ascending) in one call, by length.
+
+        `batch` holds the prompts at the longest of them; the prediction at length n must be
+        `predict(batch.prefix(n))` up to round-off: it may read only the first n context pairs.
+        Override it when one pass serves every length (a causal transformer reads every prefix of
+        its context at once); the runner then calls it once per chunk of prompts instead of calling
+        `predict` once per length. `validate --rerun` scores with `predict` alone, so a model whose
+        prediction at length n depends on later pairs is found out. By default: `predict` per length.
+        """
+        return {n: self.predict(batch.prefix(n)) for n in lengths}
+
+
+def predicts_lengths(model: Model) -> bool:
+    """Whether the model's class overrides `Model.predict_lengths` (the runner then uses it)."""
+    return type(model).predict_lengths is not Model.predict_lengths
+
 
 class TaskFailure(Exception):
-    """A task that could not be scored; the message names the task and what is wrong."""
+    """A task that could not be scored; the message names the task and what is wrong.
+
+    `length`: the prompt length it concerns, when one call predicted several (`Model.predict_lengths`).
+    """
+
+    def __init__(self, message: str, length: int | None = None) -> None:
+        super().__init__(message)
+        self.length = length
 
 
 def _check_tensor(t: Any, what: str, shape: tuple[int, ...], batch: Batch) -> torch.Tensor:
@@ -111,6 +139,15 @@ def check_prediction(out: Any, batch: Batch) -> Prediction:
     if pred.w is not None:
         _check_tensor(pred.w, "Prediction.w", (b, *label, batch.task.d), batch)
     return pred
+
+
+def by_length(out: Any, lengths: list[int]) -> dict[int, Any]:
+    """What `predict_lengths` returned, as a dict with exactly the keys `lengths`; `TaskFailure` otherwise."""
+    if not isinstance(out, Mapping):
+        raise TaskFailure(f"predict_lengths returned a {type(out).__name__}, expected a dict of predictions by prompt length")
+    if set(out) != set(lengths) or any(type(n) is not int for n in out):
+        raise TaskFailure(f"predict_lengths returned predictions for lengths {sorted(map(repr, out))}, expected {lengths}")
+    return {n: out[n] for n in lengths}
 
 
 def _shape(*dims: object) -> str:

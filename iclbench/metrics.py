@@ -88,12 +88,72 @@ def steps_to_reach(curve: list[float] | None, level: float | None) -> int | None
     return next((k for k, v in enumerate(curve, 1) if v <= level), None)
 
 
+STEP_ERRORS_BLOCK = 1 << 18
+"""Most squared errors `StepErrors` holds in float64 at once (2 MiB)."""
+
+
+def _squared_errors(steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(steps - target)^2 in float64, for steps (B, K, q[, m]) and target (B, 1, q[, m])."""
+    sq = steps.to(torch.float64, copy=True)
+    return sq.sub_(target).square_()
+
+
+class StepErrors:
+    """The squared error of each step of a model's `steps`, summed over prompts, queries and label coordinates
+    in float64, accumulated as chunks of consecutive prompts arrive, so that memory does not grow with
+    prompts x steps x queries.
+
+    `total()` is, bit for bit, the sum at once of the (P, K, q[, m]) squared errors over every dimension but
+    the steps' (torch, single-threaded): each prompt's sum over its outputs, those sums added prompt after
+    prompt in order; with one output per step, torch's sum over prompts of the (P, K) errors; with one step,
+    torch's sum of every squared error. Only these last two keep a (P, K) or (P, q[, m]) buffer.
+    """
+
+    def __init__(self, target: torch.Tensor) -> None:
+        self.target = target.double()
+        """(P, q[, m]) the noiseless target of every prompt."""
+        self.done = 0
+        self.largest = 0.0
+        """The largest magnitude among the steps added."""
+        self._sum: torch.Tensor | None = None
+        self._parts: list[torch.Tensor] = []
+        self._one_step = False
+
+    def add(self, steps: torch.Tensor) -> StepErrors:
+        """Add the steps (B, K, q[, m]) of the next B prompts."""
+        b, k, outputs = len(steps), steps.shape[1], math.prod(steps.shape[2:])
+        if not b:
+            return self
+        target = self.target[self.done : self.done + b].unsqueeze(1)
+        self.done += b
+        lo, hi = steps.aminmax()
+        self.largest = max(self.largest, -float(lo), float(hi))
+        if k == 1 or outputs == 1:  # keep (B, q[*m]) or (B, K) for torch's sum over all of them at the end
+            self._parts.append(_squared_errors(steps, target).reshape(b, -1))
+            self._one_step = k == 1
+            return self
+        block = max(1, STEP_ERRORS_BLOCK // max(1, b * outputs))  # steps at a time: a float64 copy of bounded size
+        rows = torch.cat([_squared_errors(steps[:, i : i + block], target).flatten(2).sum(-1) for i in range(0, k, block)], 1)
+        # each prompt's sum over its outputs, added to the running sums in prompt order (cumsum is sequential)
+        self._sum = (rows if self._sum is None else torch.cat([self._sum.unsqueeze(0), rows])).cumsum(0)[-1]
+        return self
+
+    def total(self) -> torch.Tensor:
+        """(K,) float64: the squared error of each step summed over every prompt added and its outputs."""
+        if self._sum is not None:
+            return self._sum
+        if not self._parts:
+            raise ValueError("StepErrors: no steps were added")
+        parts = torch.cat(self._parts)
+        return parts.sum().reshape(1) if self._one_step else parts.sum(0)
+
+
 def score(
     spec: TaskSpec,
     data: EvalSet,
     n: int,
     y: torch.Tensor,
-    steps: torch.Tensor | None = None,
+    steps: torch.Tensor | StepErrors | None = None,
     w: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Every metric of a model's predictions at prompt length `n`.
@@ -101,8 +161,9 @@ def score(
     `rel_err` compares `y` (P, q) with the noiseless target (for logistic tasks, the
     regularised optimum's logit); logistic tasks add `error_rate` against the true
     label (a zero prediction counts as half an error); a returned `w` adds
-    `recovery` (NMSE against the hidden parameter); returned `steps` (P, K, q) add
-    `steps_rel_err_db`, the relative error in dB after each step. For vector labels
+    `recovery` (NMSE against the hidden parameter); returned `steps` (P, K, q), or their
+    `StepErrors` accumulated chunk by chunk, add `steps_rel_err_db`, the relative error in dB
+    after each step (the same numbers either way). For vector labels
     (P, q, m) predictions, (P, K, q, m) steps and a (P, m, d) `w`, every error and energy is
     summed over all output coordinates.
     """
@@ -116,7 +177,7 @@ def score(
         true_w = data.hidden["w"].double()
         out["recovery"] = ratio(*squared_errors(w, true_w))
     if steps is not None:
-        outputs = (0, *range(2, steps.dim()))  # prompts, queries and label coordinates
-        err = ((steps.double() - target.unsqueeze(1)) ** 2).sum(outputs) / (target**2).sum()
+        errors = steps if isinstance(steps, StepErrors) else StepErrors(target).add(steps)
+        err = errors.total() / (target**2).sum()
         out["steps_rel_err_db"] = [db(float(e)) for e in err]
     return out

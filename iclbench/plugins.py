@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
-from iclbench.api import Batch, Model, Prediction, TaskFailure, check_prediction
+from iclbench.api import Batch, Model, Prediction, TaskFailure, by_length, check_prediction, predicts_lengths
 
 if TYPE_CHECKING:
     from iclbench.tasks import TaskSpec
@@ -92,6 +92,30 @@ class LoadedModel:
             raise TaskFailure(f"predict raised {type(exc).__name__}: {exc}") from exc
         pred = check_prediction(out, copy)
         return Prediction(*(None if t is None else t.cpu() for t in (pred.y, pred.steps, pred.w)))
+
+    @property
+    def predicts_lengths(self) -> bool:
+        """Whether the model predicts every prompt length in one call (`iclbench.api.Model.predict_lengths`)."""
+        return predicts_lengths(self.model)
+
+    def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
+        """The model's checked predictions at every length of `lengths` for a copy of `batch` on its device,
+        returned on the CPU."""
+        copy = Batch(batch.task, *(t.to(self.device, copy=True) for t in (batch.x, batch.y, batch.x_query)))
+        try:
+            out = by_length(self.model.predict_lengths(copy, lengths), lengths)
+        except TaskFailure:
+            raise
+        except Exception as exc:
+            raise TaskFailure(f"predict_lengths raised {type(exc).__name__}: {exc}") from exc
+        preds = {}
+        for n in lengths:
+            try:
+                pred = check_prediction(out[n], copy.prefix(n))
+            except TaskFailure as exc:
+                raise TaskFailure(str(exc), n) from None
+            preds[n] = Prediction(*(None if t is None else t.cpu() for t in (pred.y, pred.steps, pred.w)))
+        return preds
 
     def close(self) -> None:
         """Nothing to release."""

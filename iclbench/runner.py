@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Collection, Iterator, Protocol
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -66,6 +66,14 @@ class ScoredModel(Protocol):
     def predict(self, batch: Batch) -> Prediction:
         """The prediction for a CPU batch, on the CPU; `TaskFailure` saying what went wrong."""
 
+    @property
+    def predicts_lengths(self) -> bool:
+        """Whether the runner calls `predict_lengths` rather than `predict` per length."""
+
+    def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
+        """The predictions at every length of `lengths` for a CPU batch at the longest (`iclbench.api.Model.predict_lengths`),
+        on the CPU; `TaskFailure` saying what went wrong (and its `length`, where it concerns one)."""
+
     def close(self) -> None:
         """Release the model (stop its worker)."""
 
@@ -118,40 +126,106 @@ def _first_bad(t: torch.Tensor) -> int | None:
     return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
 
-def predict_all(model: ScoredModel, spec: TaskSpec, data: EvalSet, n: int, cfg: RunConfig, bar: tqdm) -> Prediction:
-    """Predictions for every prompt of length `n` of `data` (CPU tensors in the run's dtype), chunked by
-    `cfg.batch_size`, on the CPU."""
+class Outputs:
+    """A model's outputs for every prompt at one length, gathered chunk by chunk (`add`): `y` and `w` whole,
+    `steps` as their per-step errors against `target` (`metrics.StepErrors`, in memory that does not grow
+    with prompts x steps; None without a target) and, with `keep_steps`, whole too."""
+
+    def __init__(self, n: int, total: int, target: torch.Tensor | None, keep_steps: bool) -> None:
+        self.n, self.total, self.target, self.keep_steps = n, total, target, keep_steps
+        self.y: torch.Tensor | None = None
+        self.w: torch.Tensor | None = None
+        self.steps: torch.Tensor | None = None
+        self.errors: metrics.StepErrors | None = None
+        self._k: int | None = None
+        self._bad: dict[str, int] = {}
+
+    def add(self, sl: slice, pred: Prediction) -> None:
+        """Take the checked prediction of the prompts `sl` (the next ones); `TaskFailure` when its fields differ from earlier chunks'."""
+        if self.y is None:
+            self.y = pred.y.new_empty((self.total, *pred.y.shape[1:]))
+            self.w = None if pred.w is None else pred.w.new_empty((self.total, *pred.w.shape[1:]))
+            if pred.steps is not None:
+                self._k = pred.steps.shape[1]
+                self.errors = None if self.target is None else metrics.StepErrors(self.target)
+                self.steps = pred.steps.new_empty((self.total, *pred.steps.shape[1:])) if self.keep_steps else None
+        elif (pred.steps is None) != (self._k is None) or (pred.w is None) != (self.w is None):
+            raise TaskFailure("Prediction.steps and Prediction.w must be returned for every batch or none")
+        elif pred.steps is not None and pred.steps.shape[1] != self._k:
+            raise TaskFailure(f"Prediction.steps has {pred.steps.shape[1]} steps, earlier batches had {self._k}")
+        for what, t in (("prediction", pred.y), ("Prediction.steps", pred.steps), ("Prediction.w", pred.w)):
+            if t is not None and what not in self._bad and (bad := _first_bad(t)) is not None:
+                self._bad[what] = sl.start + bad
+        self.y[sl] = pred.y
+        if self.w is not None:
+            self.w[sl] = pred.w
+        if self.errors is not None:
+            self.errors.add(pred.steps)
+        if self.steps is not None:
+            self.steps[sl] = pred.steps
+
+    def finish(self) -> Outputs:
+        """These outputs, once every prompt is in; `TaskFailure` at the first NaN or Inf (predictions, steps, then w)."""
+        for what in ("prediction", "Prediction.steps", "Prediction.w"):
+            if what in self._bad:
+                raise TaskFailure(f"{what} contains NaN or Inf (n={self.n}, first at prompt {self._bad[what]})")
+        return self
+
+    def largest(self) -> float:
+        """The largest magnitude among the outputs."""
+        found = [float(t.abs().max()) for t in (self.y, self.w) if t is not None and t.numel()]
+        return max(found + ([] if self.errors is None else [self.errors.largest]))
+
+
+def predict_all(
+    model: ScoredModel,
+    spec: TaskSpec,
+    data: EvalSet,
+    lengths: list[int],
+    cfg: RunConfig,
+    bar: tqdm,
+    targets: dict[int, torch.Tensor] | None = None,
+    keep_steps: Collection[int] = (),
+) -> Iterator[tuple[int, Outputs]]:
+    """The outputs for every prompt of `data` (CPU tensors in the run's dtype) at each of `lengths` (ascending),
+    chunked by `cfg.batch_size`, yielded by length as each is complete; the steps' errors against `targets`
+    (by length), the whole steps only at the lengths of `keep_steps`.
+
+    A model that predicts every length in one call (`ScoredModel.predicts_lengths`) is called once per chunk
+    at the longest length, and every length is complete at the end; any other, once per length and chunk,
+    length after length. Each prediction is checked as that of a `predict` call at its length.
+    """
     total = data.n_prompts
-    ys: torch.Tensor | None = None
-    steps: torch.Tensor | None = None
-    ws: torch.Tensor | None = None
-    for start in range(0, total, cfg.batch_size):
-        sl = slice(start, min(start + cfg.batch_size, total))
-        where = f"n={n}, prompts {sl.start}-{sl.stop - 1}"
-        batch = Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl])
-        try:
-            pred = check_prediction(model.predict(batch), batch)
-            if ys is None:
-                ys = pred.y.new_empty((total, *pred.y.shape[1:]))
-                steps = None if pred.steps is None else pred.steps.new_empty((total, *pred.steps.shape[1:]))
-                ws = None if pred.w is None else pred.w.new_empty((total, *pred.w.shape[1:]))
-            elif (pred.steps is None) != (steps is None) or (pred.w is None) != (ws is None):
-                raise TaskFailure("Prediction.steps and Prediction.w must be returned for every batch or none")
-            elif steps is not None and pred.steps.shape[1] != steps.shape[1]:
-                raise TaskFailure(f"Prediction.steps has {pred.steps.shape[1]} steps, earlier batches had {steps.shape[1]}")
-        except TaskFailure as exc:
-            raise TaskFailure(f"{exc} ({where})") from None
-        ys[sl] = pred.y
-        if steps is not None:
-            steps[sl] = pred.steps
-        if ws is not None:
-            ws[sl] = pred.w
-        bar.update(1)
-    assert ys is not None
-    for what, t in (("prediction", ys), ("Prediction.steps", steps), ("Prediction.w", ws)):
-        if t is not None and (bad := _first_bad(t)) is not None:
-            raise TaskFailure(f"{what} contains NaN or Inf (n={n}, first at prompt {bad})")
-    return Prediction(ys, steps, ws)
+    chunks = [slice(start, min(start + cfg.batch_size, total)) for start in range(0, total, cfg.batch_size)]
+    outs = {n: Outputs(n, total, None if targets is None else targets[n], n in keep_steps) for n in lengths}
+
+    if model.predicts_lengths:
+        longest = max(lengths)
+        for sl in chunks:
+            batch = Batch(spec, data.x[sl, :longest], data.y[sl, :longest], data.x_query[sl])
+            try:
+                preds = model.predict_lengths(batch, lengths)
+            except TaskFailure as exc:
+                at = ", ".join(map(str, lengths)) if exc.length is None else exc.length
+                raise TaskFailure(f"{exc} (n={at}, prompts {sl.start}-{sl.stop - 1})") from None
+            for n in lengths:
+                try:
+                    outs[n].add(sl, check_prediction(preds[n], batch.prefix(n)))
+                except TaskFailure as exc:
+                    raise TaskFailure(f"{exc} (n={n}, prompts {sl.start}-{sl.stop - 1})") from None
+            bar.update(len(lengths))
+        for n in lengths:
+            yield n, outs[n].finish()
+        return
+    for n in lengths:
+        for sl in chunks:
+            batch = Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl])
+            try:
+                outs[n].add(sl, check_prediction(model.predict(batch), batch))
+            except TaskFailure as exc:
+                raise TaskFailure(f"{exc} (n={n}, prompts {sl.start}-{sl.stop - 1})") from None
+            bar.update(1)
+        yield n, outs[n].finish()
 
 
 def run_task(
@@ -208,21 +282,20 @@ def _score_task(
     entry["unsupported_lengths"] = [n for n in spec.lengths if n not in scored]
     chunks = -(-data.n_prompts // cfg.batch_size) * len(scored)
     entry["lengths"] = lengths = {}
+    keep_steps = {spec.nominal} if references else set()  # alignment needs the whole steps, at the nominal length
     with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
-        for n in scored:
-            pred = predict_all(model, spec, inputs, n, cfg, bar)
-            scores = metrics.score(spec, data, n, pred.y, pred.steps, pred.w)
+        for n, out in predict_all(model, spec, inputs, scored, cfg, bar, data.targets, keep_steps):
+            scores = metrics.score(spec, data, n, out.y, out.errors, out.w)
             if (where := results.non_finite(scores)) is not None:
-                largest = max(float(t.abs().max()) for t in (pred.y, pred.steps, pred.w) if t is not None)
                 raise TaskFailure(
                     f"n={n}: {where} is not a finite number: the predictions are too large to score "
-                    f"(largest magnitude {largest:.3g})"
+                    f"(largest magnitude {out.largest():.3g})"
                 )
             lengths[str(n)] = scores
             if samples is not None:
-                samples.update(samples_file.task_tensors(spec.name, n, pred.y, data.targets[n]))
-            if references and n == spec.nominal and pred.steps is not None:
-                entry["alignment"] = alignment.with_references(references, spec, data, inputs, n, pred.steps, cfg)
+                samples.update(samples_file.task_tensors(spec.name, n, out.y, data.targets[n]))
+            if out.steps is not None:
+                entry["alignment"] = alignment.with_references(references, spec, data, inputs, n, out.steps, cfg)
 
 
 def model_info(model: ScoredModel, out: Path | None = None) -> dict[str, Any]:

@@ -48,7 +48,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
+from iclbench.api import Batch, Prediction, TaskFailure, by_length, check_prediction, predicts_lengths
 from iclbench.distributed import RENDEZVOUS
 from iclbench.plugins import PluginError, check_model_args
 from iclbench.tasks import TaskSpec
@@ -160,13 +160,17 @@ class IsolatedModel:
 
     Creating it starts the worker and loads the model with `args` as its constructor's keyword
     arguments (`PluginError` on failure, with the model's own message). `setup`, `begin_task`,
-    `supported_lengths` and `predict` are the runner's requests; a worker that died or was
-    stopped is started again by `begin_task`.
+    `supported_lengths`, `predict` and `predict_lengths` are the runner's requests; a worker that
+    died or was stopped is started again by `begin_task`. With `one_pass` False the runner is told
+    that the model has no `predict_lengths` (`validate --rerun` scores with `predict` alone).
     """
 
-    def __init__(self, source: str, limits: Limits = Limits(), args: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, source: str, limits: Limits = Limits(), args: Mapping[str, Any] | None = None, one_pass: bool = True
+    ) -> None:
         self.source = source
         self.limits = limits
+        self.one_pass = one_pass
         try:
             self.args = check_model_args(args or {})
         except ValueError as exc:
@@ -194,6 +198,11 @@ class IsolatedModel:
     def path(self) -> Path | None:
         return None if self._info["path"] is None else Path(self._info["path"])
 
+    @property
+    def predicts_lengths(self) -> bool:
+        """Whether the runner is to call `predict_lengths` (the model defines it, and `one_pass`)."""
+        return self.one_pass and self._info["predicts_lengths"]
+
     def _start(self) -> dict[str, Any]:
         env = {**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS}, "ICLBENCH_CACHE": "off"}
         if self.limits.threads:
@@ -219,7 +228,7 @@ class IsolatedModel:
             raise PluginError(str(reply.get("error") or f"{self.source}: the worker answered loading with {reply!r}"))
         path = reply.get("path")
         return {"name": reply["name"], "class": reply["class"], "threads": threads,
-                "path": path if isinstance(path, str) else None}
+                "path": path if isinstance(path, str) else None, "predicts_lengths": reply.get("predicts_lengths") is True}
 
     def _stop(self) -> None:
         if self._proc is not None:
@@ -308,6 +317,21 @@ class IsolatedModel:
             raise TaskFailure(f"the model's worker process returned tensors {sorted(out)}, expected y, steps, w")
         return Prediction(out["y"], out.get("steps"), out.get("w"))
 
+    def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
+        """The model's predictions at every length of `lengths` for `batch` (at the longest, on the CPU),
+        each checked in the worker and returned on the CPU; `TaskFailure` naming the length it concerns."""
+        header = {"op": "predict_lengths", "task": public_spec(batch.task), "lengths": lengths}
+        tensors = {"x": batch.x, "y": batch.y, "x_query": batch.x_query}
+        reply, out = self._request(header, "predicting", tensors)
+        if "error" in reply:
+            length = reply.get("length")
+            raise TaskFailure(str(reply["error"]), length if length in lengths and type(length) is int else None)
+        names = {f"{n}/{k}" for n in lengths for k in _PREDICTION_NAMES}
+        if set(out) - names or any(f"{n}/y" not in out for n in lengths):
+            raise TaskFailure(f"the model's worker process returned tensors {sorted(out)}, "
+                              f"expected <length>/y, steps, w for lengths {lengths}")
+        return {n: Prediction(out[f"{n}/y"], out.get(f"{n}/steps"), out.get(f"{n}/w")) for n in lengths}
+
     def close(self) -> None:
         """Stop the worker: ask it to exit, or kill it when a request was cut short (Ctrl-C)."""
         if self._proc is not None and self._proc.poll() is None and not self._busy:
@@ -359,7 +383,8 @@ class _Worker:
                 return {"error": str(exc)}, None
             path = self.loaded.path
             return {"name": self.loaded.model.name, "class": self.loaded.qualname, "threads": torch.get_num_threads(),
-                    "path": None if path is None else str(Path(path).resolve())}, None
+                    "path": None if path is None else str(Path(path).resolve()),
+                    "predicts_lengths": predicts_lengths(self.loaded.model)}, None
         model = self.loaded.model
         if op == "setup":
             self.device = torch.device(header["device"])
@@ -377,6 +402,8 @@ class _Worker:
                 return {"error": _describe(f"supports({spec.name})", exc, self.memory)}, None
             return {"lengths": lengths}, None
         batch = Batch(spec, *(tensors[k].to(self.device) for k in ("x", "y", "x_query")))
+        if op == "predict_lengths":
+            return self._predict_lengths(model, batch, header["lengths"])
         try:
             pred = check_prediction(model.predict(batch), batch)
         except TaskFailure as exc:
@@ -384,6 +411,22 @@ class _Worker:
         except (Exception, SystemExit) as exc:
             return {"error": _describe("predict", exc, self.memory)}, None
         out = {k: getattr(pred, k) for k in _PREDICTION_NAMES if getattr(pred, k) is not None}
+        return {}, out
+
+    def _predict_lengths(self, model: Any, batch: Batch, lengths: list[int]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        try:
+            preds = by_length(model.predict_lengths(batch, lengths), lengths)
+        except TaskFailure as exc:
+            return {"error": str(exc)}, None
+        except (Exception, SystemExit) as exc:
+            return {"error": _describe("predict_lengths", exc, self.memory)}, None
+        out = {}
+        for n in lengths:
+            try:
+                pred = check_prediction(preds[n], batch.prefix(n))
+            except TaskFailure as exc:
+                return {"error": str(exc), "length": n}, None
+            out.update({f"{n}/{k}": getattr(pred, k) for k in _PREDICTION_NAMES if getattr(pred, k) is not None})
         return {}, out
 
     def _limit_memory(self) -> None:

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from iclbench import metrics, results, tasks
+from iclbench.api import Batch, Model, Prediction
 from iclbench.cache import eval_set
-from iclbench.plugins import load_model
+from iclbench.plugins import load_model, loaded
 from iclbench.tasks import SUITE_VERSION
-from iclbench.runner import RunConfig, run
+from iclbench.runner import RunConfig, run, run_task
 
 LINEAR = tasks.select(["linear/kappa1", "linear/kappa100"])
 
@@ -126,3 +127,56 @@ def test_steps_curves_are_recorded() -> None:
     lengths = scores(doc, "kernel/exp")
     assert len(lengths["14"]["steps_rel_err_db"]) == 8 and len(lengths["4"]["steps_rel_err_db"]) == 4
     assert lengths["14"]["steps_rel_err_db"][-1] == pytest.approx(lengths["14"]["rel_err"]["db"], abs=1e-9)
+
+
+def _steps_sums_at_once(steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The per-step sums as `metrics.score` took them on the whole (P, K, q[, m]) steps before they were chunked."""
+    outputs = (0, *range(2, steps.dim()))
+    return ((steps.double() - target.unsqueeze(1)) ** 2).sum(outputs)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    "shape",
+    [(2048, 64, 8), (300, 33, 10), (517, 5, 3), (517, 5, 1), (64, 1, 8), (40, 1, 1), (257, 7, 4, 3), (100, 1, 4, 3), (90, 6, 1, 1)],
+)
+def test_step_errors_in_chunks_are_the_sum_at_once_bit_for_bit(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(sum(shape))
+    steps = torch.randn(shape, generator=gen) * torch.rand(shape, generator=gen).mul(8).exp()  # float32, wide range
+    target = torch.randn(shape[:1] + shape[2:], generator=gen, dtype=torch.float64)
+    expected = _steps_sums_at_once(steps, target)
+    for chunk in (1, 7, 512, shape[0]):
+        errors = metrics.StepErrors(target)
+        for start in range(0, shape[0], chunk):
+            errors.add(steps[start : start + chunk])
+        assert torch.equal(errors.total(), expected), chunk
+        assert errors.largest == float(steps.abs().max())
+
+
+class _Steps(Model):
+    """Per-prompt predictions (elementwise and per-prompt sums only, so independent of the batch) with 6 steps."""
+
+    name = "steps"
+
+    def predict(self, batch: Batch) -> Prediction:
+        y = batch.y if batch.y.dim() == 3 else batch.y.unsqueeze(-1)
+        w = torch.einsum("bnd,bnm->bmd", batch.x, y) / batch.n  # (B, m, d)
+        pred = (batch.x_query.unsqueeze(2) * w.unsqueeze(1)).sum(-1)  # (B, q, m)
+        pred = pred if batch.y.dim() == 3 else pred[..., 0]
+        return Prediction(pred, steps=torch.stack([pred * (1 - 0.6**k) for k in range(1, 7)], 1))
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_per_step_errors_of_a_run_are_those_of_the_whole_steps(vector: bool) -> None:
+    from test_vector_labels import TASK
+
+    task = TASK if vector else tasks.get("linear/kappa10")
+    cfg = RunConfig(prompts=96, batch_size=7)
+    entry = run_task(loaded(_Steps(), "steps", None), task, cfg, progress=False)
+    assert entry["status"] == "ok", entry.get("error")
+    data = eval_set(task)[0].head(96)
+    for n in task.spec.lengths:
+        steps = _Steps().predict(Batch(task.spec, data.x[:, :n], data.y[:, :n], data.x_query)).steps
+        target = data.targets[n].double()
+        expected = [metrics.db(float(e)) for e in _steps_sums_at_once(steps, target) / (target**2).sum()]
+        assert entry["lengths"][str(n)]["steps_rel_err_db"] == expected, n

@@ -33,6 +33,13 @@ class InContextModel(nn.Module, metaclass=ABCMeta):
     def config(self) -> dict[str, Any]:
         """The JSON-ready dict `iclbench.models.build` recreates this architecture from."""
 
+    def forward_lengths(
+        self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` on the prefixes of `lengths` context pairs, by length: here one pass per length; a causal
+        architecture, whose every prefix is read in one pass over the longest, overrides it."""
+        return {n: self(x[:, :n], y[:, :n], x_query) for n in lengths}
+
     def supports_length(self, n: int) -> bool:
         """Whether prompts of `n` context pairs fit the architecture."""
         return n >= 1

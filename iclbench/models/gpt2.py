@@ -74,20 +74,35 @@ class GPT2(InContextModel):
         return 1 <= n <= self.max_len
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_lengths(x, y, x_query, [x.shape[1]])[x.shape[1]]
+
+    def forward_lengths(
+        self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` on the prefixes of `lengths` context pairs, in one pass, by length.
+
+        The context is causal, so its first 2n tokens are the same in every prompt longer than n: the
+        queries are appended once per length, at position 2n, each attending to the first 2n context
+        tokens and to itself.
+        """
         self.check_input(x, y, x_query)
         (b, n, d), q = x.shape, x_query.shape[1]
+        if not all(1 <= m <= n for m in lengths):
+            raise ValueError(f"{self.arch}: lengths {lengths} must lie in 1..{n}, the batch's prompt length")
         xt = torch.cat([x, x.new_zeros(b, n, 1)], -1)
         yt = torch.cat([x.new_zeros(b, n, d), y.unsqueeze(-1)], -1)
-        qt = torch.cat([x_query, x.new_zeros(b, q, 1)], -1)
+        qt = torch.cat([x_query, x.new_zeros(b, q, 1)], -1).repeat(1, len(lengths), 1)
         seq = torch.cat([torch.stack([xt, yt], 2).reshape(b, 2 * n, d + 1), qt], 1)
-        positions = torch.cat([torch.arange(2 * n, device=x.device), torch.full((q,), 2 * n, device=x.device)])
+        at = torch.tensor(lengths, device=x.device).repeat_interleave(q)  # the prompt length of each query token
+        positions = torch.cat([torch.arange(2 * n, device=x.device), 2 * at])
         h = self.read_in(seq) + self.pos(positions)
-        t = 2 * n + q
+        t = 2 * n + len(at)
         mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        mask[2 * n :, 2 * n :] = torch.eye(q, dtype=torch.bool, device=x.device)
+        mask[2 * n :, : 2 * n] = torch.arange(2 * n, device=x.device) < 2 * at.unsqueeze(1)
+        mask[2 * n :, 2 * n :] = torch.eye(len(at), dtype=torch.bool, device=x.device)
         steps = []
         for k in range(self.layers):
             h = self.blocks[0 if self.tied else k](h, mask)
             steps.append(self.read_out(self.ln_f(h[:, 2 * n :])).squeeze(-1))
-        out = torch.stack(steps, 1)
-        return out[:, -1], out
+        out = torch.stack(steps, 1).view(b, self.layers, len(lengths), q)
+        return {m: (out[:, -1, i], out[:, :, i]) for i, m in enumerate(lengths)}

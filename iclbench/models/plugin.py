@@ -78,10 +78,19 @@ class TrainedModel(Model):
     def supports_length(self, task: TaskSpec, n: int) -> bool:
         return self._loaded().supports_length(n)
 
+    def _ready(self, dtype: torch.dtype) -> InContextModel:
+        net = self._loaded()
+        if next(net.parameters()).dtype != dtype:
+            net.to(dtype)
+        return net
+
     @torch.no_grad()
     def predict(self, batch: Batch) -> Prediction:
-        net = self._loaded()
-        if next(net.parameters()).dtype != batch.x.dtype:
-            net.to(batch.x.dtype)
-        y, steps = net(batch.x, batch.y, batch.x_query)
+        y, steps = self._ready(batch.x.dtype)(batch.x, batch.y, batch.x_query)
         return Prediction(y, steps=steps)
+
+    @torch.no_grad()
+    def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
+        """Every length in one pass where the architecture is causal (GPT-2); one pass per length otherwise."""
+        outs = self._ready(batch.x.dtype).forward_lengths(batch.x, batch.y, batch.x_query, lengths)
+        return {n: Prediction(y, steps=steps) for n, (y, steps) in outs.items()}

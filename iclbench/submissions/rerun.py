@@ -128,11 +128,13 @@ def rerun_and_compare(
     from `submitted`; this process never imports the model's code.
 
     A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such
-    and its metrics are not compared.
+    and its metrics are not compared. The model is scored with `predict` alone, one call per length
+    and chunk, never with its `predict_lengths` (`iclbench.api.Model.predict_lengths`): a prediction
+    at length n that read context pairs past the n-th is then not reproduced.
     """
     try:
         chosen = task_registry.select(patterns)
-        model = IsolatedModel(str(model_file), limits)
+        model = IsolatedModel(str(model_file), limits, one_pass=False)
     except (PluginError, task_registry.UnknownTaskError) as exc:
         return [f"{model_file}: {exc}"]
     try:
