@@ -33,11 +33,6 @@ BARRIER = 1e200
 """Added, in the homotopy, to an active coordinate's distance to the penalty level: no join for it."""
 
 
-def soft(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Soft thresholding sign(v) max(|v| - t, 0), with t >= 0 broadcast against v."""
-    return v - v.clamp(-t, t)
-
-
 def penalties(lam: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
     """lambda as a (B, 1) float64 tensor on `like`'s device: one value for all prompts, or one per prompt."""
     lam = torch.as_tensor(lam, dtype=torch.float64, device=like.device)
@@ -79,20 +74,30 @@ class LassoProblem:
         xty = (x.mT @ y.unsqueeze(-1)).squeeze(-1)
         return cls(gram, xty, penalties(lam, x.shape[0], x), step)
 
-    def prox_step(self, z: torch.Tensor) -> torch.Tensor:
-        """soft(z + X^T (y - X z) / L, lambda / L): one proximal-gradient step from z (B, d)."""
-        residual_corr = torch.baddbmm(self.xty.unsqueeze(-1), self.gram, z.unsqueeze(-1), alpha=-1).squeeze(-1)
-        return soft(z + self.step * residual_corr, self.lam * self.step)
-
-    def iterates(self, iters: int, accelerated: bool, start: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    def iterates(
+        self, iters: int, accelerated: bool, start: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ) -> Iterator[torch.Tensor]:
         """b_1, ..., b_iters of ISTA, or of FISTA when `accelerated`, from `start` (zero by default).
 
-        FISTA: t_1 = 1, t+ = (1 + sqrt(1 + 4 t^2)) / 2, z = b+ + ((t - 1) / t+)(b+ - b).
+        Each step is b+ = soft(z + X^T (y - X z) / L, lambda / L), soft(v, t) = v - clamp(v, -t, t)
+        = sign(v) max(|v| - t, 0); FISTA: t_1 = 1, t+ = (1 + sqrt(1 + 4 t^2)) / 2,
+        z = b+ + ((t - 1) / t+)(b+ - b). With `out` (B, iters, d), b_k is written into out[:, k - 1]
+        and the views are yielded.
+
+        A step is five tensor operations: the thresholds are formed once, and X^T (y - X z) as the
+        row y^T X - z^T G^T, a (B, 1, d) by (B, d, d) product, on the CPU about twice as fast as
+        G z and measured bit-identical to it.
         """
+        gram_t = self.gram.mT.contiguous()
+        xty = self.xty.unsqueeze(-2)
+        upper = self.lam * self.step
+        lower = -upper
         b = self.xty.new_zeros(self.xty.shape) if start is None else start
         z, t = b, 1.0
-        for _ in range(iters):
-            b_next = self.prox_step(z)
+        for k in range(iters):
+            corr = torch.baddbmm(xty, z.unsqueeze(-2), gram_t, alpha=-1).squeeze(-2)
+            v = z + self.step * corr
+            b_next = torch.sub(v, v.clamp(lower, upper), out=None if out is None else out[:, k])
             if accelerated:
                 t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
                 z = b_next + ((t - 1) / t_next) * (b_next - b)
@@ -384,8 +389,8 @@ class ISTA(Model):
         lam = lasso_lambda(batch.task, batch.n) if batch.task.family == "lasso" else 0.0
         problem = LassoProblem.of(batch.x, batch.y, lam)
         path = problem.xty.new_empty(batch.x.shape[0], self.iterations, batch.task.d)
-        for k, b in enumerate(problem.iterates(self.iterations, self.accelerated)):
-            path[:, k] = b
+        for _ in problem.iterates(self.iterations, self.accelerated, out=path):
+            pass
         steps = path @ batch.x_query.double().mT
         dtype = batch.x.dtype
         return Prediction(steps[:, -1].to(dtype), steps.to(dtype), path[:, -1].to(dtype))
