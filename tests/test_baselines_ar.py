@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from iclbench import Batch, TaskSpec
+from iclbench import Batch
 from iclbench.baselines import REGISTRY, averaging, gd, oracles, ridge, zero
 from iclbench.cache import eval_set
 from iclbench.plugins import load_model
