@@ -28,8 +28,9 @@ from pathlib import Path
 class Blocks(Model):
     name = "blocks"
     def predict(self, batch):
-        if batch.task.family == "kernel":  # the second task waits for the test's signal
+        if batch.task.family == "kernel":  # the second task says it waits, then waits for the test's signal
             gate, deadline = Path(os.environ["GATE"]), time.monotonic() + 120
+            gate.with_suffix(".waiting").touch()
             while not gate.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         return batch.x_query.new_zeros(batch.x_query.shape[:2])
@@ -107,7 +108,9 @@ def test_ctrl_c_keeps_the_finished_tasks_and_says_how_to_resume(tmp_path: Path) 
     proc, argv = _start(tmp_path)
     try:
         assert _line(proc).startswith("[1/2] linear/kappa1")
-        time.sleep(0.5)  # into the second task, whose worker waits
+        waiting, deadline = tmp_path / "go.waiting", time.monotonic() + 120
+        while not waiting.exists() and time.monotonic() < deadline:  # into the second task, whose worker waits
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
