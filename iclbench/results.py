@@ -184,16 +184,14 @@ class Journal:
 
     def append(self, doc: dict[str, Any], name: str) -> None:
         """Make the entry of task `name` in `doc` durable; the first call writes `doc` without it first."""
+        records = [{"task": name, "entry": doc["tasks"][name]}]
         if self._fh is None:
             self._fh = open(self.path, "w")
-            self._line({**doc, "tasks": {k: v for k, v in doc["tasks"].items() if k != name}})
-        self._line({"task": name, "entry": doc["tasks"][name]})
-
-    def _line(self, record: dict[str, Any]) -> None:
-        assert self._fh is not None
-        if (where := non_finite(record)) is not None:
-            raise ResultsError(f"non-finite number at {where}")
-        self._fh.write(json.dumps(record, allow_nan=False) + "\n")
+            records.insert(0, {**doc, "tasks": {k: v for k, v in doc["tasks"].items() if k != name}})
+        for record in records:
+            if (where := non_finite(record)) is not None:
+                raise ResultsError(f"non-finite number at {where}")
+        self._fh.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 

@@ -6,6 +6,7 @@ import glob
 import json
 import logging
 import platform
+import re
 import sys
 import time
 from contextlib import ExitStack
@@ -365,10 +366,11 @@ def partial_path(out: Path, rank: int) -> Path:
 
 
 def _partials(out: Path) -> list[Path]:
-    """The partial files beside `out`, and those of which only a journal was written."""
+    """The partial files beside `out` that a sharded run wrote or journaled (`iclbench.results.journal_path`)."""
     stem = f".{glob.escape(out.name)}.rank*.partial"
-    journaled = {p.with_name(p.name.removesuffix(".journal")) for p in out.parent.glob(f"{stem}.journal")}
-    return sorted(set(out.parent.glob(stem)) | journaled)
+    found = [*out.parent.glob(stem), *out.parent.glob(results.journal_path(Path(stem)).name)]
+    ranks = {int(m[1]) for p in found if (m := re.search(r"\.rank(\d+)\.partial(\.journal)?$", p.name))}
+    return [partial_path(out, r) for r in sorted(ranks)]
 
 
 def _previous(out: Path | None, model: ScoredModel, resume: bool) -> tuple[dict[str, Any] | None, list[Path]]:
@@ -433,10 +435,10 @@ def run(
 ) -> dict[str, Any]:
     """Score `model` on `tasks`, writing the results file at `out` once, at the end.
 
-    Each task's entry is made durable as it finishes by a line appended to the journal beside `out`
-    (`iclbench.results.Journal`), never by rewriting the whole file; an interrupted run (Ctrl-C, an
-    exception) writes `out` before it stops, and the journal of one that crashed is folded in by the
-    next run into `out` (with `--resume`, its tasks are kept), so nothing computed is lost.
+    Each task's entry is made durable as it finishes, before it is reported, by a line appended to the
+    journal beside `out` (`iclbench.results.Journal`), not by rewriting the file. A run stopped while
+    scoring (Ctrl-C, an exception) writes `out` before it stops; one killed leaves its journal, which the
+    next run into `out` writes into `out` before it scores anything (`iclbench.results.read_journaled`).
 
     A failure in `setup` or in one task is recorded and the other tasks still run.
     An existing file at `out` is never silently lost (`iclbench.results.merge`): its tasks
@@ -448,15 +450,16 @@ def run(
     `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
     `references`: set-up models to align with (see `run_task`).
     `samples`: a dict that receives the per-prompt outputs of every task scored (and, with `out`,
-    of the tasks kept whose samples the file beside it holds), written beside `out` after every
+    of the tasks kept whose samples the file beside it holds), rewritten beside `out` after every
     task (`iclbench.samples`). `report`: called as each selected task is done.
 
     Sharded, in a process group of several ranks (`iclbench.distributed`; every rank calls `run`
     alike, `model` being its own worker): rank 0 reads `out` and decides what to score; the tasks to
     score are split across the ranks (`iclbench.distributed.assign`); rank 0 journals its tasks beside
-    `out` as they finish, and every other rank beside its `partial_path` (which it writes if interrupted),
-    which a later run into `out` keeps like the file's own tasks; at the end rank 0 gathers every rank's entries (and samples),
-    writes `out`, removes the partial files and sends the document to every rank, which returns it.
+    `out`, every other rank beside its `partial_path` (which it writes when stopped while scoring), and a
+    later run into `out` keeps those like the file's own tasks; at the end rank 0 gathers every rank's
+    entries (and samples), writes `out`, removes the partial files and sends the document to every rank,
+    which returns it.
     Each task is scored whole by one rank, so the numbers are those of a single-process run.
     """
     rank, world = distributed.rank(), distributed.world_size()
@@ -496,8 +499,12 @@ def run(
         keep = {n for n in names if n in kept and (n not in by_name or (resume and _finished(n, kept[n])))}
         todo = [n for n in names if n not in keep]
         entries = dict(kept)
+        if lead and samples is not None and out is not None and kept:  # before the partial files' samples go
+            for path in [out, *merged]:
+                if samples_file.path_for(path).exists():
+                    samples.update(samples_file.kept(samples_file.path_for(path), kept))
         journaled = lead and previous is not None and results.journal_path(out).exists()
-        if lead and (merged or journaled) and failure is None:  # their tasks are in `out` before the journal and partial files go
+        if lead and (merged or journaled) and failure is None:  # their tasks are in `out` before the journals and partial files go
             doc["tasks"] = _ordered(entries, order)
             _write(out, doc)
             results.journal_path(out).unlink(missing_ok=True)
@@ -514,10 +521,6 @@ def run(
             mine = todo
         write_to = out if lead else None if out is None else partial_path(out, rank)
         samples_out = None if samples is None or write_to is None else samples_file.path_for(write_to)
-        if lead and samples is not None and out is not None and kept:
-            for path in [out, *merged]:
-                if samples_file.path_for(path).exists():
-                    samples.update(samples_file.kept(samples_file.path_for(path), kept))
         journal = None if write_to is None else results.Journal(write_to)
         try:
             for name in names:
