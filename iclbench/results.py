@@ -11,7 +11,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TextIO
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "unsupported")
@@ -161,6 +161,71 @@ def write(path: str | Path, results: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def journal_path(path: Path) -> Path:
+    """Where a run into the results file `path` makes each finished task durable: the hidden `.<name>.journal` beside it."""
+    return path.with_name(f".{path.name}.journal")
+
+
+class Journal:
+    """The journal of a results file (`journal_path`), that a run appends each finished task's entry to, one JSON
+    line flushed to disk, after a first line holding the document the run started from; the run then writes the
+    results file once, at its end (or when it is interrupted), and removes the journal. `read_journaled` folds
+    a journal that a crash left behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = journal_path(path)
+        self._fh: TextIO | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._fh is not None
+
+    def append(self, doc: dict[str, Any], name: str) -> None:
+        """Make the entry of task `name` in `doc` durable; the first call writes `doc` without it first."""
+        records = [{"task": name, "entry": doc["tasks"][name]}]
+        if self._fh is None:
+            self._fh = open(self.path, "w")
+            records.insert(0, {**doc, "tasks": {k: v for k, v in doc["tasks"].items() if k != name}})
+        for record in records:
+            if (where := non_finite(record)) is not None:
+                raise ResultsError(f"non-finite number at {where}")
+        self._fh.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def remove(self) -> None:
+        """Close and delete the journal, once the results file holds its entries."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_journaled(path: Path) -> dict[str, Any] | None:
+    """The results at `path` as the last run into it left them: with a journal beside it (a run that stopped before
+    writing the file), the journal's document with every entry appended to it, which supersedes the file; else the
+    file; None when there is neither. A torn last line (a crash while appending) is left out."""
+    journal = journal_path(path)
+    try:
+        lines = journal.read_text().split("\n")[:-1] if journal.exists() else []  # after the last newline: torn
+    except OSError as exc:
+        raise ResultsError(f"{journal}: not a readable results journal: {exc}") from None
+    if not lines:
+        return read(path) if path.exists() else None
+    try:
+        doc = json.loads(lines[0])
+        for line in lines[1:]:
+            record = json.loads(line)
+            doc["tasks"][record["task"]] = record["entry"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ResultsError(f"{journal}: not a readable results journal: {exc}") from None
+    check(doc, str(journal))
+    return doc
 
 
 def read(path: str | Path) -> dict[str, Any]:

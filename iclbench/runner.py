@@ -6,6 +6,7 @@ import glob
 import json
 import logging
 import platform
+import re
 import sys
 import time
 from contextlib import ExitStack
@@ -365,24 +366,32 @@ def partial_path(out: Path, rank: int) -> Path:
 
 
 def _partials(out: Path) -> list[Path]:
-    return sorted(out.parent.glob(f".{glob.escape(out.name)}.rank*.partial"))
+    """The partial files beside `out` that a sharded run wrote or journaled (`iclbench.results.journal_path`)."""
+    stem = f".{glob.escape(out.name)}.rank*.partial"
+    found = [*out.parent.glob(stem), *out.parent.glob(results.journal_path(Path(stem)).name)]
+    ranks = {int(m[1]) for p in found if (m := re.search(r"\.rank(\d+)\.partial(\.journal)?$", p.name))}
+    return [partial_path(out, r) for r in sorted(ranks)]
 
 
 def _previous(out: Path | None, model: ScoredModel, resume: bool) -> tuple[dict[str, Any] | None, list[Path]]:
-    """The results already at `out`, with the tasks of the partial files a sharded run that stopped left
-    beside it (`partial_path`), when they are of this model (`ResultsError` otherwise); and those partial files.
+    """The results already at `out` (with the journal a run that stopped left beside it folded in,
+    `iclbench.results.read_journaled`), with the tasks of the partial files a sharded run that stopped left
+    beside it (`partial_path`, their journals folded in too), when they are of this model (`ResultsError`
+    otherwise); and those partial files.
 
     A partial file made with other model files or settings than the results file is left alone, with a warning.
     """
     if out is None:
         return None, []
-    previous = results.read(out) if out.exists() else None
+    previous = results.read_journaled(out)
     merged = []
     for part in _partials(out):
         try:
-            doc = results.read(part)
+            doc = results.read_journaled(part)
         except results.ResultsError as exc:
             log.warning("%s; it is left alone", exc)
+            continue
+        if doc is None:
             continue
         if previous is None:
             previous = doc
@@ -424,7 +433,12 @@ def run(
     samples: Samples | None = None,
     report: Report | None = None,
 ) -> dict[str, Any]:
-    """Score `model` on `tasks`, writing the results file at `out` after every task scored.
+    """Score `model` on `tasks`, writing the results file at `out` once, at the end.
+
+    Each task's entry is made durable as it finishes, before it is reported, by a line appended to the
+    journal beside `out` (`iclbench.results.Journal`), not by rewriting the file. A run stopped while
+    scoring (Ctrl-C, an exception) writes `out` before it stops; one killed leaves its journal, which the
+    next run into `out` writes into `out` before it scores anything (`iclbench.results.read_journaled`).
 
     A failure in `setup` or in one task is recorded and the other tasks still run.
     An existing file at `out` is never silently lost (`iclbench.results.merge`): its tasks
@@ -436,15 +450,16 @@ def run(
     `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
     `references`: set-up models to align with (see `run_task`).
     `samples`: a dict that receives the per-prompt outputs of every task scored (and, with `out`,
-    of the tasks kept whose samples the file beside it holds), written beside `out` after every
+    of the tasks kept whose samples the file beside it holds), rewritten beside `out` after every
     task (`iclbench.samples`). `report`: called as each selected task is done.
 
     Sharded, in a process group of several ranks (`iclbench.distributed`; every rank calls `run`
     alike, `model` being its own worker): rank 0 reads `out` and decides what to score; the tasks to
-    score are split across the ranks (`iclbench.distributed.assign`); rank 0 writes its tasks into
-    `out` as they finish, and every other rank into its `partial_path`, which a later run into `out`
-    keeps like the file's own tasks; at the end rank 0 gathers every rank's entries (and samples),
-    writes `out`, removes the partial files and sends the document to every rank, which returns it.
+    score are split across the ranks (`iclbench.distributed.assign`); rank 0 journals its tasks beside
+    `out`, every other rank beside its `partial_path` (which it writes when stopped while scoring), and a
+    later run into `out` keeps those like the file's own tasks; at the end rank 0 gathers every rank's
+    entries (and samples), writes `out`, removes the partial files and sends the document to every rank,
+    which returns it.
     Each task is scored whole by one rank, so the numbers are those of a single-process run.
     """
     rank, world = distributed.rank(), distributed.world_size()
@@ -484,9 +499,15 @@ def run(
         keep = {n for n in names if n in kept and (n not in by_name or (resume and _finished(n, kept[n])))}
         todo = [n for n in names if n not in keep]
         entries = dict(kept)
-        if lead and merged and failure is None:  # their tasks are in `out` before the partial files go
+        if lead and samples is not None and out is not None and kept:  # before the partial files' samples go
+            for path in [out, *merged]:
+                if samples_file.path_for(path).exists():
+                    samples.update(samples_file.kept(samples_file.path_for(path), kept))
+        journaled = lead and previous is not None and results.journal_path(out).exists()
+        if lead and (merged or journaled) and failure is None:  # their tasks are in `out` before the journals and partial files go
             doc["tasks"] = _ordered(entries, order)
             _write(out, doc)
+            results.journal_path(out).unlink(missing_ok=True)
             _remove(merged)
         if sharded:
             plan = json.dumps({"error": failure} if failure is not None else {"todo": todo}).encode()
@@ -500,34 +521,37 @@ def run(
             mine = todo
         write_to = out if lead else None if out is None else partial_path(out, rank)
         samples_out = None if samples is None or write_to is None else samples_file.path_for(write_to)
-        if lead and samples is not None and out is not None and kept:
-            for path in [out, *merged]:
-                if samples_file.path_for(path).exists():
-                    samples.update(samples_file.kept(samples_file.path_for(path), kept))
-        for name in names:
-            if name in keep:
-                if report is not None and name in by_name:
-                    report(name, kept[name], True)
-                continue
-            if name not in mine:
-                continue
-            if samples is not None:
-                samples.pop(name, None)
-            task_samples: dict[str, torch.Tensor] | None = None if samples is None else {}
-            if setup_error is not None:
-                entries[name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
-            else:
-                entries[name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
-            if task_samples and entries[name]["status"] == "ok":
-                samples[name] = task_samples
-            shown = _ordered(entries, order) if lead else {n: entries[n] for n in mine if n in entries}
-            doc["tasks"] = shown
-            if samples_out is not None:
-                samples_file.write(samples_out, doc, {t: samples[t] for t in shown if t in samples})
-            if write_to is not None:
+        journal = None if write_to is None else results.Journal(write_to)
+        try:
+            for name in names:
+                if name in keep:
+                    if report is not None and name in by_name:
+                        report(name, kept[name], True)
+                    continue
+                if name not in mine:
+                    continue
+                if samples is not None:
+                    samples.pop(name, None)
+                task_samples: dict[str, torch.Tensor] | None = None if samples is None else {}
+                if setup_error is not None:
+                    entries[name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
+                else:
+                    entries[name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
+                if task_samples and entries[name]["status"] == "ok":
+                    samples[name] = task_samples
+                shown = _ordered(entries, order) if lead else {n: entries[n] for n in mine if n in entries}
+                doc["tasks"] = shown
+                if samples_out is not None:
+                    samples_file.write(samples_out, doc, {t: samples[t] for t in shown if t in samples})
+                if journal is not None:
+                    journal.append(doc, name)
+                if report is not None:
+                    report(name, entries[name], False)
+        except BaseException:
+            if journal is not None and journal.started:  # stopped: the file holds what the journal does
                 _write(write_to, doc)
-            if report is not None:
-                report(name, entries[name], False)
+                journal.remove()
+            raise
         if sharded:
             entries.update(_gather(mine, entries, samples))
         doc["tasks"] = _ordered(entries, order)
@@ -537,6 +561,10 @@ def run(
             if sharded and samples is not None:
                 samples_file.write(samples_file.path_for(out), doc, {t: samples[t] for t in doc["tasks"] if t in samples})
             _remove([partial_path(out, r) for r in range(1, world)])
+        if journal is not None and lead:
+            journal.remove()
+        elif journal is not None:
+            journal.close()  # rank 0 removes it with the partial file once `out` holds its tasks (`_remove`)
         if sharded:
             doc = json.loads(distributed.broadcast_bytes(json.dumps(doc).encode() if lead else None))
     return doc
@@ -547,9 +575,10 @@ def _ordered(entries: dict[str, dict[str, Any]], order: dict[str, int]) -> dict[
 
 
 def _remove(partials: list[Path]) -> None:
-    """Remove partial files (and their samples files) once `out` holds their tasks."""
+    """Remove partial files (and their journals and samples files) once `out` holds their tasks."""
     for path in partials:
         path.unlink(missing_ok=True)
+        results.journal_path(path).unlink(missing_ok=True)
         samples_file.path_for(path).unlink(missing_ok=True)
 
 

@@ -198,13 +198,13 @@ def test_a_rank_that_dies_loses_none_of_the_others_work(tmp_path: Path) -> None:
     shares = distributed.assign([distributed.cost(get(n), 32) for n in chosen], 2)
     first, victim = (chosen[i] for i in shares[1][:2])  # rank 1 finishes `first`, then dies during `victim`
     model = plugin(tmp_path / "model", DIES.format(marker=str(tmp_path / "died"), victim=victim))
-    run = ["run", "--model", str(model), "--tasks", *chosen, "--prompts", "32", "--out", "res"]
+    run = ["run", "--model", str(model), "--tasks", *chosen, "--prompts", "32", "--log-samples", "--out", "res"]
     crashed = torchrun(2, *run, cwd=tmp_path)
     assert crashed.returncode != 0 and (tmp_path / "died").exists()
     out = tmp_path / "res" / "dies.json"
-    part = results.read(partial_path(out, 1))
+    part = results.read_journaled(partial_path(out, 1))  # its journal: rank 1 wrote no file
     assert list(part["tasks"]) == [first]
-    done = {**(results.read(out)["tasks"] if out.exists() else {}), **part["tasks"]}
+    done = {**(results.read_journaled(out) or {"tasks": {}})["tasks"], **part["tasks"]}
 
     again = torchrun(2, *run, "--resume", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -212,8 +212,12 @@ def test_a_rank_that_dies_loses_none_of_the_others_work(tmp_path: Path) -> None:
     assert all(final["tasks"][n] == entry for n, entry in done.items())  # kept as they were, timings included
     assert any(f"] {first}: " in line and "kept from" in line for line in again.stderr.splitlines())
     assert not list((tmp_path / "res").glob(".*"))  # partial files and lock gone
-    single = evaluate(str(model), chosen, prompts=32, out=tmp_path / "single", progress=False)
+    single = evaluate(str(model), chosen, prompts=32, out=tmp_path / "single", log_samples=True, progress=False)
     assert comparable(final)["tasks"] == comparable(single.doc)["tasks"]
+    _, kept = samples_file.read(out.with_name("dies.samples.safetensors"))  # the kept tasks' samples too
+    _, fresh = samples_file.read(single.samples_path)
+    assert kept.keys() == fresh.keys() == set(chosen)
+    assert all(torch.equal(t, fresh[n][k]) for n, ts in kept.items() for k, t in ts.items())
 
 
 def test_commands_that_do_not_shard_refuse_torchrun(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

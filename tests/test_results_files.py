@@ -4,6 +4,7 @@ and --resume re-runs a task when anything that can change its numbers changed.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from iclbench import results, tasks
+from iclbench import Batch, Model, results, tasks
 from iclbench.cli import main
-from iclbench.plugins import load_model
+from iclbench.plugins import load_model, loaded
 from iclbench.runner import RunConfig, run
 
 SCALED = """
@@ -166,3 +168,83 @@ def test_a_file_that_is_not_a_results_file_is_not_overwritten(tmp_path: Path, ca
     code, err = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "--out", str(tmp_path))
     assert code == 2 and err.startswith(f"iclbench run: {tmp_path / 'ridge.json'}: not a readable JSON results file")
     assert (tmp_path / "ridge.json").read_text() == "my notes\n"
+
+
+def test_each_task_is_journaled_as_it_finishes_and_the_file_written_once(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "ridge.json"
+    chosen = tasks.select(["linear/kappa1", "linear/noisy", "kernel/exp"])
+    writes, seen = [], []
+    original = results.write
+    monkeypatch.setattr(results, "write", lambda path, doc: writes.append(Path(path)) or original(path, doc))
+
+    def report(name: str, entry: dict, kept: bool) -> None:  # the task is durable before it is reported
+        seen.append(name)
+        assert not out.exists() and list(results.read_journaled(out)["tasks"]) == seen
+
+    doc = run(load_model("ridge"), chosen, RunConfig("cpu", prompts=32), out, progress=False, report=report)
+    assert writes == [out] and not results.journal_path(out).exists()
+    assert results.read(out) == doc and list(doc["tasks"]) == seen == [t.spec.name for t in chosen]
+
+
+SLOW = """
+import os, time
+from iclbench import Model
+
+class Slow(Model):
+    name = "slow"
+    def predict(self, batch):
+        if os.environ.get("SLOW_TASK") == batch.task.name:
+            time.sleep(600)
+        return 0 * batch.x_query.sum(-1)
+"""
+
+
+def test_a_crashed_run_loses_no_finished_task(tmp_path: Path) -> None:
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW)
+    out, journal = tmp_path / "slow.json", results.journal_path(tmp_path / "slow.json")
+    command = [sys.executable, "-m", "iclbench", "run", "--quiet", "--model", str(model), "--prompts", "32",
+               "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path)]
+    proc = subprocess.Popen(command, env={**os.environ, "SLOW_TASK": "kernel/exp"}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and journal.read_text().count("\n") >= 2):  # the first task is durable
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.kill()  # a crash: no chance to write the results file
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()
+    first = results.read_journaled(out)["tasks"]["linear/kappa1"]
+    with journal.open("a") as fh:
+        fh.write('{"task": "kernel/exp", "entr')  # a line torn by the crash
+    finished = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    doc = results.read(out)
+    assert doc["tasks"]["linear/kappa1"] == first and doc["tasks"]["kernel/exp"]["status"] == "ok"
+    assert not journal.exists()
+
+
+def test_ctrl_c_writes_the_tasks_finished_into_the_file(tmp_path: Path) -> None:
+    class Interrupting(Model):
+        name = "interrupting"
+
+        def predict(self, batch: Batch) -> torch.Tensor:
+            if batch.task.name == "kernel/exp":
+                raise KeyboardInterrupt
+            return 0 * batch.x_query.sum(-1)
+
+    out = tmp_path / "interrupting.json"
+    with pytest.raises(KeyboardInterrupt):
+        run(loaded(Interrupting(), "interrupting", None), tasks.select(["linear/kappa1", "kernel/exp"]),
+            RunConfig("cpu", prompts=32), out, progress=False)
+    assert list(results.read(out)["tasks"]) == ["linear/kappa1"] and not results.journal_path(out).exists()
+
+
+def test_a_journal_that_is_not_one_is_refused_and_left_alone(tmp_path: Path, capsys) -> None:
+    journal = results.journal_path(tmp_path / "ridge.json")
+    journal.write_text("my notes\nmore\n")
+    code, err = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "--out", str(tmp_path))
+    assert code == 2 and err.startswith(f"iclbench run: {journal}: not a readable results journal")
+    assert journal.read_text() == "my notes\nmore\n"
