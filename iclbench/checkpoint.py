@@ -75,19 +75,20 @@ def _header(path: Path, max_bytes: int) -> tuple[dict[str, Any], int]:
     if size > max_bytes:
         raise CheckpointError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-        kind = _sniff(head)
-        if kind is not None:
+        head = fh.read(9)  # the header length, then the header's opening brace
+        n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+        fits = n <= MAX_HEADER_BYTES and 8 + n <= size
+        # a header length can begin like another format (0x0380 bytes: b"\x80\x03", a pickle's start)
+        if not (fits and head[8:9] == b"{") and (kind := _sniff(head)) is not None:
             raise CheckpointError(f"{path}: this is {kind}, not a safetensors file; save weights with safetensors")
         if len(head) < 8:
             raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES or 8 + n > size:
+        if not fits:
             raise CheckpointError(
                 f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file "
                 f"or is over the {MAX_HEADER_BYTES}-byte limit)"
             )
-        raw = fh.read(n)
+        raw = head[8:] + fh.read(n - len(head[8:]))
     try:
         header = parse_json(raw)
     except UntrustedError as exc:

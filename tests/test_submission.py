@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 from fixtures.submission_kit import make_submission, write_meta
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from iclbench.checkpoint import check_safetensors
 from iclbench.cli import main
 from iclbench.plugins import sha256_file
 from iclbench.submissions.schema import ID_RE, validate
@@ -163,6 +164,17 @@ def test_pickle_posing_as_checkpoint_is_never_loaded(sub: Path, tmp_path: Path, 
     expected = "a zip archive (the torch.save format" if kind == "torch.save" else "this is a Python pickle"
     only(problems, expected, "not a safetensors file")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("length", [0x380, 0x480, 0x580])
+def test_a_safetensors_header_length_that_starts_like_a_pickle_is_read(tmp_path: Path, length: int) -> None:
+    """A header of 0x380 bytes makes a file start with b"\\x80\\x03", a pickle's first two bytes."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(length.to_bytes(8, "little") + header.ljust(length) + b"\0\0\x80\x3f")
+    assert path.read_bytes()[:1] == b"\x80"
+    assert set(check_safetensors(path, 10**6)) == {"w"}
+    assert load_file(path)["w"].tolist() == [1.0]
 
 
 def test_truncated_safetensors(sub: Path) -> None:
