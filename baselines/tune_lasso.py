@@ -27,20 +27,28 @@ TUNING_SEED = 0
 PROMPTS = 1024
 GRID = tuple(round(10 ** (-2 + 0.1 * i), 6) for i in range(26))
 """lambda from 0.01 to 10^0.5, ten points per decade."""
+GRID_CHUNK = 4
+"""Lambdas of `GRID` solved in one batch (of GRID_CHUNK * PROMPTS problems): bounded memory."""
 
 CRITERION = "relative query error sum (x_query^T b - f_query)^2 / sum f_query^2 of the exact lasso solution"
 
 
 def grid_errors(task: tasks.Task, n: int) -> list[float]:
-    """The relative query error of the exact lasso solution for every lambda of `GRID` at length n."""
+    """The relative query error of the exact lasso solution for every lambda of `GRID` at length n.
+
+    `GRID_CHUNK` lambdas at a time, all prompts at once.
+    """
     sample = task.sample(PROMPTS, n, task.train_generator(TUNING_SEED), dtype=torch.float64)
-    g = len(GRID)
-    x, y = sample.batch.x.repeat(g, 1, 1), sample.batch.y.repeat(g, 1)
-    lam = torch.tensor(GRID, dtype=torch.float64).repeat_interleave(PROMPTS)
-    b = lasso_exact(x, y, lam).view(g, PROMPTS, -1)
-    pred = torch.einsum("pqd,gpd->gpq", sample.batch.x_query, b)
-    err = ((pred - sample.target) ** 2).sum((1, 2)) / (sample.target**2).sum()
-    return err.tolist()
+    errors: list[float] = []
+    for start in range(0, len(GRID), GRID_CHUNK):
+        chunk = GRID[start : start + GRID_CHUNK]
+        g = len(chunk)
+        x, y = sample.batch.x.repeat(g, 1, 1), sample.batch.y.repeat(g, 1)
+        lam = torch.tensor(chunk, dtype=torch.float64).repeat_interleave(PROMPTS)
+        b = lasso_exact(x, y, lam).view(g, PROMPTS, -1)
+        pred = torch.einsum("pqd,gpd->gpq", sample.batch.x_query, b)
+        errors += (((pred - sample.target) ** 2).sum((1, 2)) / (sample.target**2).sum()).tolist()
+    return errors
 
 
 def tune() -> dict[str, dict[str, float]]:

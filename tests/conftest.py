@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+from iclbench import cache
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -28,6 +30,13 @@ for name, task in tasks.TASKS.items():
     cache.clear_memory()
 print(json.dumps(fingerprints))
 """
+
+
+@pytest.fixture(autouse=True)
+def _sets_forgotten() -> None:
+    """Each test starts with no evaluation set in memory: those it uses come from the cache folder."""
+    yield
+    cache.clear_memory()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from iclbench.runner import RunConfig, run
 from iclbench.solvers import logistic_optimum
 from iclbench.tasks import get, select
 
+pytestmark = pytest.mark.usefixtures("session_fingerprints")  # the sets are generated once, in a separate process
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 PROMPTS = 12
 

@@ -24,6 +24,7 @@ from iclbench.cache import eval_set
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 
+pytestmark = pytest.mark.usefixtures("session_fingerprints")  # the sets are generated once, in a separate process
 LASSO_TASKS = [t.spec.name for t in tasks.select(["lasso"])]
 
 

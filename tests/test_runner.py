@@ -65,6 +65,7 @@ def test_ridge_is_bayes_optimal_on_the_noisy_task() -> None:
         assert scores(doc, "linear/noisy")[n]["rel_err"]["value"] < scores(other, "linear/noisy")[n]["rel_err"]["value"]
 
 
+@pytest.mark.usefixtures("session_fingerprints")  # kernel/relu from the cache folder, not generated in this process
 def test_metrics_do_not_depend_on_batch_size() -> None:
     chosen = tasks.select(["linear/kappa10", "logistic/kappa10", "lasso/shift0.5", "kernel/relu"])
     runs = [run(load_model(m), chosen, RunConfig(batch_size=bs, prompts=600)) for m in ("ridge",) for bs in (600, 77)]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fixtures import baseline_snapshot
 
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import TASKS, select
 
+pytestmark = pytest.mark.usefixtures("session_fingerprints")  # the sets are generated once, in a separate process
 SCALAR = [name for name, task in TASKS.items() if task.spec.m == 1]
 ROUND_OFF_DB = -100.0
 

@@ -125,6 +125,7 @@ def test_lasso_random_matrices_are_fresh_gaussians() -> None:
     assert abs(float((x * task.public["X0"].double()).mean())) < 0.01
 
 
+@pytest.mark.usefixtures("session_fingerprints")  # kernel/relu from the cache folder, not generated in this process
 @pytest.mark.parametrize("kernel", ["linear", "exp", "relu"])
 def test_kernel_labels_have_the_gp_covariance(kernel: str) -> None:
     data, _ = eval_set(tasks.get(f"kernel/{kernel}"))
