@@ -74,8 +74,14 @@ def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
     argv = ["run", "--model", str(path), "--tasks", "linear/kappa1,kernel/exp", "--prompts", "32",
             "--device", "cpu", "--out", str(tmp_path / "out"), *extra]
     proc = subprocess.Popen([sys.executable, "-m", "iclbench.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path), preexec_fn=_interruptible)
     return proc, argv
+
+
+def _interruptible() -> None:
+    """In the child: Ctrl-C as a terminal delivers it (a test session started in the background, `pytest &`,
+    ignores SIGINT, and a child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -142,7 +148,8 @@ def test_ctrl_c_in_training_says_what_was_kept(tmp_path: Path) -> None:
     argv = ["train", "--task", "kernel/linear", "--steps", "1000000", "--val-every", "3", "--val-prompts", "8",
             "--batch-size", "8", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "iclbench.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=_interruptible)
     try:
         assert _line(proc).startswith("step 3/1000000: ")
         proc.send_signal(signal.SIGINT)
