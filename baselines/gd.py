@@ -40,12 +40,13 @@ def load_step_sizes(path: Path = STEP_SIZES_FILE) -> dict[str, dict[int, float]]
 
 
 def least_squares(
-    x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, eta: float, budget: int
+    x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, eta: float, budget: int, dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GD on ||X w - y||^2 / (2n) from 0: predictions (B, budget, q) after each step and the last w (B, d).
 
     Vector labels y (B, n, m): GD on sum_t ||y_t - W x_t||^2 / (2n) from W = 0, predictions
-    (B, budget, q, m) and the last W (B, m, d).
+    (B, budget, q, m) and the last W (B, m, d). The predictions are stored in `dtype` (default x's) as
+    each step makes them: rounded as a cast of the whole would round them, without a full-precision copy.
     """
     n = x.shape[1]
     hess = x.mT @ x / n
@@ -55,7 +56,7 @@ def least_squares(
         xty, update, apply = "bnd,bnm->bmd", "bij,bmj->bmi", "bqd,bmd->bqm"
     xty = torch.einsum(xty, x, y) / n
     w = torch.zeros_like(xty)
-    steps = x.new_empty(x.shape[0], budget, *torch.einsum(apply, x_query, w).shape[1:])
+    steps = x.new_empty(x.shape[0], budget, *torch.einsum(apply, x_query, w).shape[1:], dtype=dtype)
     for k in range(budget):
         w = w - eta * (torch.einsum(update, hess, w) - xty)
         steps[:, k] = torch.einsum(apply, x_query, w)
@@ -63,12 +64,14 @@ def least_squares(
 
 
 def logistic(
-    x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, eta: float, mu: float, budget: int
+    x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, eta: float, mu: float, budget: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GD on mean_i log(1 + exp(-y_i x_i^T w)) + (mu / 2) ||w||^2 from 0: logits (B, budget, q) and the last w."""
+    """GD on mean_i log(1 + exp(-y_i x_i^T w)) + (mu / 2) ||w||^2 from 0: logits (B, budget, q) in `dtype`
+    (default x's) and the last w."""
     n = x.shape[1]
     w = x.new_zeros(x.shape[0], x.shape[2])
-    steps = x.new_empty(x.shape[0], budget, x_query.shape[1])
+    steps = x.new_empty(x.shape[0], budget, x_query.shape[1], dtype=dtype)
     for k in range(budget):
         p = torch.sigmoid(-y * torch.einsum("bnd,bd->bn", x, w))
         grad = -torch.einsum("bnd,bn->bd", x, y * p) / n + mu * w
@@ -78,23 +81,28 @@ def logistic(
 
 
 def functional(
-    k_context: torch.Tensor, k_query: torch.Tensor, y: torch.Tensor, eta: float, budget: int
+    k_context: torch.Tensor, k_query: torch.Tensor, y: torch.Tensor, eta: float, budget: int,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Functional GD from f = 0 given the context Gram (B, n, n) and query kernel (B, q, n): (B, budget, q).
+    """Functional GD from f = 0 given the context Gram (B, n, n) and query kernel (B, q, n): (B, budget, q) in
+    `dtype` (default y's).
 
     alpha <- alpha + (eta / n) (y - K alpha), and f(x_query) = k_query alpha.
     """
     n = k_context.shape[-1]
     alpha = torch.zeros_like(y)
-    steps = y.new_empty(y.shape[0], budget, k_query.shape[1])
+    steps = y.new_empty(y.shape[0], budget, k_query.shape[1], dtype=dtype)
     for k in range(budget):
         alpha = alpha + (eta / n) * (y - torch.einsum("bij,bj->bi", k_context, alpha))
         steps[:, k] = torch.einsum("bqn,bn->bq", k_query, alpha)
     return steps
 
 
-def descend(batch: Batch, eta: float, budget: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """GD on the batch's task, in float64: predictions (B, budget, q[, m]) after each step and w (linear and ar only)."""
+def descend(
+    batch: Batch, eta: float, budget: int, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GD on the batch's task, in float64: predictions (B, budget, q[, m]) after each step, stored in `dtype`,
+    and w (linear and ar only, float64)."""
     spec = batch.task
     if spec.family not in FAMILIES:
         raise ValueError(f"gradient descent: task {spec.name} has family {spec.family!r}, expected one of {FAMILIES}")
@@ -102,11 +110,11 @@ def descend(batch: Batch, eta: float, budget: int) -> tuple[torch.Tensor, torch.
         raise ValueError(f"gradient descent: need a step size > 0 and a budget >= 1, got eta={eta}, budget={budget}")
     x, y, x_query = batch.x.double(), batch.y.double(), batch.x_query.double()
     if spec.family in ("linear", "ar"):
-        return least_squares(x, y, x_query, eta, budget)
+        return least_squares(x, y, x_query, eta, budget, dtype)
     if spec.family == "logistic":
-        return logistic(x, y, x_query, eta, spec.params["mu"], budget)[0], None
+        return logistic(x, y, x_query, eta, spec.params["mu"], budget, dtype)[0], None
     kind = spec.params["kernel"]
-    return functional(gram(x, x, kind), gram(x_query, x, kind), y, eta, budget), None
+    return functional(gram(x, x, kind), gram(x_query, x, kind), y, eta, budget, dtype), None
 
 
 class GradientDescent(Model):
@@ -136,6 +144,6 @@ class GradientDescent(Model):
             ) from None
 
     def predict(self, batch: Batch) -> Prediction:
-        steps, w = descend(batch, self.step_size(batch.task, batch.n), BUDGET)
         dtype = batch.x.dtype
-        return Prediction(steps[:, -1].to(dtype), steps=steps.to(dtype), w=None if w is None else w.to(dtype))
+        steps, w = descend(batch, self.step_size(batch.task, batch.n), BUDGET, dtype)
+        return Prediction(steps[:, -1], steps=steps, w=None if w is None else w.to(dtype))

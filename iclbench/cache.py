@@ -131,6 +131,18 @@ def fresh_sets(seed: int) -> Iterator[None]:
         _fresh = outer
 
 
+@contextmanager
+def held_for(name: str) -> Iterator[None]:
+    """Within the block, task `name`'s evaluation set is held in memory once loaded; at its end it is
+    forgotten, unless it was held before the block (a run holds one task's set at a time)."""
+    before = name in _memory
+    try:
+        yield
+    finally:
+        if not before:
+            _memory.pop(name, None)
+
+
 def clear_memory() -> None:
     """Forget the evaluation sets held in memory (the disk cache and the export in use stay)."""
     _memory.clear()

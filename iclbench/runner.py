@@ -23,7 +23,7 @@ from tqdm import tqdm
 import iclbench
 from iclbench import alignment, distributed, metrics, results, samples as samples_file
 from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
-from iclbench.cache import eval_set, export_in_use
+from iclbench.cache import eval_set, export_in_use, held_for
 from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
 from iclbench.provenance import cpu_model, provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
@@ -450,8 +450,9 @@ def run(
     `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
     `references`: set-up models to align with (see `run_task`).
     `samples`: a dict that receives the per-prompt outputs of every task scored (and, with `out`,
-    of the tasks kept whose samples the file beside it holds), rewritten beside `out` after every
-    task (`iclbench.samples`). `report`: called as each selected task is done.
+    of the tasks kept whose samples the file or journal beside it holds); with `out`, each task's are
+    made durable like its entry, in the samples journal (`iclbench.samples.Journal`), and the samples
+    file beside `out` is written when the results file is. `report`: called as each selected task is done.
 
     Sharded, in a process group of several ranks (`iclbench.distributed`; every rank calls `run`
     alike, `model` being its own worker): rank 0 reads `out` and decides what to score; the tasks to
@@ -501,13 +502,15 @@ def run(
         entries = dict(kept)
         if lead and samples is not None and out is not None and kept:  # before the partial files' samples go
             for path in [out, *merged]:
-                if samples_file.path_for(path).exists():
-                    samples.update(samples_file.kept(samples_file.path_for(path), kept))
+                samples.update(samples_file.kept(samples_file.path_for(path), kept))
         journaled = lead and previous is not None and results.journal_path(out).exists()
         if lead and (merged or journaled) and failure is None:  # their tasks are in `out` before the journals and partial files go
             doc["tasks"] = _ordered(entries, order)
             _write(out, doc)
             results.journal_path(out).unlink(missing_ok=True)
+            if samples is not None:
+                samples_file.write(samples_file.path_for(out), doc, {t: samples[t] for t in doc["tasks"] if t in samples})
+                results.journal_path(samples_file.path_for(out)).unlink(missing_ok=True)
             _remove(merged)
         if sharded:
             plan = json.dumps({"error": failure} if failure is not None else {"todo": todo}).encode()
@@ -522,6 +525,7 @@ def run(
         write_to = out if lead else None if out is None else partial_path(out, rank)
         samples_out = None if samples is None or write_to is None else samples_file.path_for(write_to)
         journal = None if write_to is None else results.Journal(write_to)
+        samples_journal = None if samples_out is None else samples_file.Journal(samples_out)
         try:
             for name in names:
                 if name in keep:
@@ -536,21 +540,25 @@ def run(
                 if setup_error is not None:
                     entries[name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
                 else:
-                    entries[name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
+                    with held_for(name):
+                        entries[name] = run_task(model, by_name[name], cfg, progress, references, task_samples)
                 if task_samples and entries[name]["status"] == "ok":
                     samples[name] = task_samples
                 shown = _ordered(entries, order) if lead else {n: entries[n] for n in mine if n in entries}
                 doc["tasks"] = shown
-                if samples_out is not None:
-                    samples_file.write(samples_out, doc, {t: samples[t] for t in shown if t in samples})
+                if samples_journal is not None and name in samples:
+                    samples_journal.append(doc, name, samples[name])
                 if journal is not None:
                     journal.append(doc, name)
                 if report is not None:
                     report(name, entries[name], False)
         except BaseException:
-            if journal is not None and journal.started:  # stopped: the file holds what the journal does
+            if journal is not None and journal.started:  # stopped: the files hold what the journals do
                 _write(write_to, doc)
                 journal.remove()
+                if samples_journal is not None:
+                    samples_file.write(samples_out, doc, {t: samples[t] for t in doc["tasks"] if t in samples})
+                    samples_journal.remove()
             raise
         if sharded:
             entries.update(_gather(mine, entries, samples))
@@ -558,13 +566,14 @@ def run(
         doc["run"]["finished"] = _now()
         if lead and out is not None:
             _write(out, doc)
-            if sharded and samples is not None:
+            if samples is not None:
                 samples_file.write(samples_file.path_for(out), doc, {t: samples[t] for t in doc["tasks"] if t in samples})
             _remove([partial_path(out, r) for r in range(1, world)])
-        if journal is not None and lead:
-            journal.remove()
-        elif journal is not None:
-            journal.close()  # rank 0 removes it with the partial file once `out` holds its tasks (`_remove`)
+        for done in (journal, samples_journal):
+            if done is not None and lead:
+                done.remove()
+            elif done is not None:
+                done.close()  # rank 0 removes it with the partial file once `out` holds its tasks (`_remove`)
         if sharded:
             doc = json.loads(distributed.broadcast_bytes(json.dumps(doc).encode() if lead else None))
     return doc
@@ -577,9 +586,9 @@ def _ordered(entries: dict[str, dict[str, Any]], order: dict[str, int]) -> dict[
 def _remove(partials: list[Path]) -> None:
     """Remove partial files (and their journals and samples files) once `out` holds their tasks."""
     for path in partials:
-        path.unlink(missing_ok=True)
-        results.journal_path(path).unlink(missing_ok=True)
-        samples_file.path_for(path).unlink(missing_ok=True)
+        for file in (path, samples_file.path_for(path)):
+            file.unlink(missing_ok=True)
+            results.journal_path(file).unlink(missing_ok=True)
 
 
 def _gather(mine: list[str], entries: dict[str, dict[str, Any]], samples: Samples | None) -> dict[str, dict[str, Any]]:

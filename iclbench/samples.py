@@ -13,6 +13,9 @@ Its metadata holds `format` ("iclbench-samples-1") and `header`, a JSON object: 
 dtype, prompts) and `tasks`: per task its data `fingerprint`, `nominal` length, `n_prompts` and,
 per length, the `rel_err_db` the results file records. `compare` checks that the tensors
 reproduce those numbers, and those of a results file named beside them, so a stale file is refused.
+
+A run writes the file once, with its results file; until then each finished task's samples are
+appended to the hidden journal beside it (`Journal`), which the next run keeps from after a crash.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_tensors
 from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from iclbench import metrics, results
 from iclbench.models.weights import atomic_save
@@ -93,37 +99,105 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]
         flat = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise SamplesError(f"{path}: not a readable samples file ({exc})") from None
+    return _parse(meta, flat, str(path))
+
+
+def _parse(meta: dict[str, str], flat: dict[str, torch.Tensor], where: str
+           ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """(header, tensors by task) of a samples file's (or journal record's) metadata and tensors."""
     if meta.get("format") != FORMAT:
-        raise SamplesError(f"{path}: not an iclbench samples file (format {meta.get('format')!r}, expected {FORMAT})")
+        raise SamplesError(f"{where}: not an iclbench samples file (format {meta.get('format')!r}, expected {FORMAT})")
     try:
         head = json.loads(meta["header"])
         by_task: dict[str, dict[str, torch.Tensor]] = {name: {} for name in head["tasks"]}
     except (KeyError, TypeError, ValueError) as exc:
-        raise SamplesError(f"{path}: its header is not readable ({exc})") from None
+        raise SamplesError(f"{where}: its header is not readable ({exc})") from None
     for key, t in flat.items():
         name, n, kind = key.rsplit("/", 2) if key.count("/") >= 2 else (key, "", "")
         if name not in by_task or n not in head["tasks"][name]["lengths"] or kind not in KINDS:
-            raise SamplesError(f"{path}: tensor {key!r} is not named <task>/<length>/<{'|'.join(KINDS)}> of its header")
+            raise SamplesError(f"{where}: tensor {key!r} is not named <task>/<length>/<{'|'.join(KINDS)}> of its header")
         by_task[name][key] = t
     return head, by_task
 
 
-def kept(path: Path, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
-    """The samples in the file at `path` of the results `entries` (by task) that a run keeps: those
-    whose data fingerprint and every recorded `rel_err_db` are the entry's (an unreadable file: none)."""
+class Journal:
+    """The journal of a samples file (`results.journal_path` of it), that a run appends each finished task's
+    samples to: one record, an 8-byte little-endian length and a safetensors blob holding the task's tensors and
+    header, flushed to disk. The run writes the samples file once, at its end (or when it is interrupted), and
+    removes the journal; `kept` folds a journal that a crash left behind. Records are appended, never truncated:
+    a later record of a task supersedes an earlier one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = results.journal_path(path)
+        self._fh: BinaryIO | None = None
+
+    def append(self, doc: dict[str, Any], name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Make the samples `tensors` of task `name` (whose entry is in the results `doc`) durable."""
+        meta = {"format": FORMAT, "header": json.dumps(header(doc, [name]))}
+        blob = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)
+        if self._fh is None:
+            self._fh = open(self.path, "ab")
+        self._fh.write(len(blob).to_bytes(8, "little") + blob)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def remove(self) -> None:
+        """Close and delete the journal, once the samples file holds its records."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _journaled(path: Path) -> list[tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]]:
+    """The records of the journal of the samples file `path`, oldest first (none without one); a torn last
+    record (a crash while appending) is left out, and so is every record from an unreadable one on."""
+    journal = results.journal_path(path)
     try:
-        head, tensors = read(path)
-    except SamplesError as exc:
-        log.warning("%s; its samples are not kept", exc)
-        return {}
+        raw = journal.read_bytes() if journal.exists() else b""
+    except OSError as exc:
+        log.warning("%s: not a readable samples journal (%s); its samples are not kept", journal, exc)
+        return []
+    records, at = [], 0
+    while at + 8 <= len(raw):
+        size = int.from_bytes(raw[at:at + 8], "little")
+        blob = raw[at + 8:at + 8 + size]
+        if len(blob) < size:
+            break
+        try:
+            head_size = int.from_bytes(blob[:8], "little")
+            head = json.loads(blob[8:8 + head_size])
+            meta = (head.get("__metadata__") if isinstance(head, dict) else None) or {}
+            records.append(_parse(meta, load_tensors(blob), f"{journal} (record {len(records) + 1})"))
+        except (SamplesError, SafetensorError, ValueError) as exc:
+            log.warning("%s; the samples from there on are not kept", exc)
+            break
+        at += 8 + size
+    return records
+
+
+def kept(path: Path, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
+    """The samples of the results `entries` (by task) that a run keeps, from the samples file at `path` and the
+    journal beside it (`Journal`; its later records supersede): those whose data fingerprint and every recorded
+    `rel_err_db` are the entry's (an unreadable file: none from it)."""
+    sources = []
+    if path.exists():
+        try:
+            sources.append(read(path))
+        except SamplesError as exc:
+            log.warning("%s; its samples are not kept", exc)
     out = {}
-    for name, entry in entries.items():
-        mine = head["tasks"].get(name)
-        if mine is None or entry.get("status") != "ok" or mine["fingerprint"] != entry.get("fingerprint"):
-            continue
-        recorded = {n: m["rel_err"]["db"] for n, m in entry["lengths"].items()}
-        if recorded == {n: m["rel_err_db"] for n, m in mine["lengths"].items()}:
-            out[name] = tensors[name]
+    for head, tensors in [*sources, *_journaled(path)]:
+        for name, entry in entries.items():
+            mine = head["tasks"].get(name)
+            if mine is None or entry.get("status") != "ok" or mine["fingerprint"] != entry.get("fingerprint"):
+                continue
+            recorded = {n: m["rel_err"]["db"] for n, m in entry["lengths"].items()}
+            if recorded == {n: m["rel_err_db"] for n, m in mine["lengths"].items()}:
+                out[name] = tensors[name]
     return out
 
 

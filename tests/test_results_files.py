@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from iclbench import Batch, Model, results, tasks
+from iclbench import samples as samples_file
 from iclbench.cli import main
 from iclbench.plugins import load_model, loaded
 from iclbench.runner import RunConfig, run
@@ -171,19 +172,28 @@ def test_a_file_that_is_not_a_results_file_is_not_overwritten(tmp_path: Path, ca
 
 
 def test_each_task_is_journaled_as_it_finishes_and_the_file_written_once(tmp_path: Path, monkeypatch) -> None:
-    out = tmp_path / "ridge.json"
+    out, samples_out = tmp_path / "ridge.json", samples_file.path_for(tmp_path / "ridge.json")
     chosen = tasks.select(["linear/kappa1", "linear/noisy", "kernel/exp"])
     writes, seen = [], []
-    original = results.write
+    original, original_samples = results.write, samples_file.write
     monkeypatch.setattr(results, "write", lambda path, doc: writes.append(Path(path)) or original(path, doc))
+    monkeypatch.setattr(samples_file, "write", lambda path, *a: writes.append(Path(path)) or original_samples(path, *a))
 
-    def report(name: str, entry: dict, kept: bool) -> None:  # the task is durable before it is reported
+    def report(name: str, entry: dict, kept: bool) -> None:  # the task and its samples are durable before it is reported
         seen.append(name)
         assert not out.exists() and list(results.read_journaled(out)["tasks"]) == seen
+        assert not samples_out.exists() and list(samples_file.kept(samples_out, {name: entry})) == [name]
+        assert [list(t) for _, t in samples_file._journaled(samples_out)] == [[n] for n in seen]
 
-    doc = run(load_model("ridge"), chosen, RunConfig("cpu", prompts=32), out, progress=False, report=report)
-    assert writes == [out] and not results.journal_path(out).exists()
+    collected: dict = {}
+    doc = run(load_model("ridge"), chosen, RunConfig("cpu", prompts=32), out, progress=False, report=report,
+              samples=collected)
+    assert writes == [out, samples_out] and not results.journal_path(out).exists()
+    assert not results.journal_path(samples_out).exists()
     assert results.read(out) == doc and list(doc["tasks"]) == seen == [t.spec.name for t in chosen]
+    head, written = samples_file.read(samples_out)
+    assert list(written) == seen and all(
+        torch.equal(t, collected[n][k]) for n, ts in written.items() for k, t in ts.items())
 
 
 SLOW = """
@@ -203,8 +213,9 @@ def test_a_crashed_run_loses_no_finished_task(tmp_path: Path) -> None:
     model = tmp_path / "slow.py"
     model.write_text(SLOW)
     out, journal = tmp_path / "slow.json", results.journal_path(tmp_path / "slow.json")
+    samples_out = samples_file.path_for(out)
     command = [sys.executable, "-m", "iclbench", "run", "--quiet", "--model", str(model), "--prompts", "32",
-               "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path)]
+               "--tasks", "linear/kappa1", "kernel/exp", "--log-samples", "--out", str(tmp_path)]
     proc = subprocess.Popen(command, env={**os.environ, "SLOW_TASK": "kernel/exp"}, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -215,15 +226,22 @@ def test_a_crashed_run_loses_no_finished_task(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
-    assert not out.exists()
+    assert not out.exists() and not samples_out.exists()
     first = results.read_journaled(out)["tasks"]["linear/kappa1"]
+    first_samples = samples_file.kept(samples_out, {"linear/kappa1": first})["linear/kappa1"]
     with journal.open("a") as fh:
         fh.write('{"task": "kernel/exp", "entr')  # a line torn by the crash
+    with results.journal_path(samples_out).open("ab") as fh:
+        fh.write((10_000).to_bytes(8, "little") + b"torn")  # and a samples record
     finished = subprocess.run([*command, "--resume"], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     doc = results.read(out)
     assert doc["tasks"]["linear/kappa1"] == first and doc["tasks"]["kernel/exp"]["status"] == "ok"
-    assert not journal.exists()
+    assert not journal.exists() and not results.journal_path(samples_out).exists()
+    _, kept = samples_file.read(samples_out)
+    assert list(kept) == ["linear/kappa1", "kernel/exp"]
+    assert first_samples.keys() == kept["linear/kappa1"].keys()
+    assert all(torch.equal(t, kept["linear/kappa1"][k]) for k, t in first_samples.items())
 
 
 def test_ctrl_c_writes_the_tasks_finished_into_the_file(tmp_path: Path) -> None:
@@ -236,10 +254,13 @@ def test_ctrl_c_writes_the_tasks_finished_into_the_file(tmp_path: Path) -> None:
             return 0 * batch.x_query.sum(-1)
 
     out = tmp_path / "interrupting.json"
+    samples_out = samples_file.path_for(out)
     with pytest.raises(KeyboardInterrupt):
         run(loaded(Interrupting(), "interrupting", None), tasks.select(["linear/kappa1", "kernel/exp"]),
-            RunConfig("cpu", prompts=32), out, progress=False)
+            RunConfig("cpu", prompts=32), out, progress=False, samples={})
     assert list(results.read(out)["tasks"]) == ["linear/kappa1"] and not results.journal_path(out).exists()
+    assert list(samples_file.read(samples_out)[1]) == ["linear/kappa1"]
+    assert not results.journal_path(samples_out).exists()
 
 
 def test_a_journal_that_is_not_one_is_refused_and_left_alone(tmp_path: Path, capsys) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from iclbench import metrics, results, tasks
+from iclbench import cache, metrics, results, runner, tasks
 from iclbench.api import Batch, Model, Prediction
 from iclbench.cache import eval_set
 from iclbench.plugins import load_model, loaded
@@ -121,6 +121,22 @@ def test_resume_keeps_finished_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert json.loads(out.read_text())["tasks"]["kernel/exp"]["status"] == "ok"
     third = run(load_model("ridge"), chosen, RunConfig(prompts=64), out, resume=True)  # other settings: re-run
     assert third["tasks"]["linear/kappa1"]["n_prompts"] == 64
+
+
+def test_a_run_holds_one_evaluation_set_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    held = []
+
+    def spy(model, task, *args, **kwargs):  # which sets are in memory while a task is scored
+        entry = run_task(model, task, *args, **kwargs)
+        held.append(sorted(cache._memory))
+        return entry
+
+    monkeypatch.setattr(runner, "run_task", spy)
+    eval_set(tasks.get("linear/noisy"))  # held before the run: it stays
+    run(load_model("ridge"), tasks.select(["linear/kappa1", "linear/noisy", "kernel/exp"]), RunConfig("cpu", prompts=8),
+        progress=False)
+    assert held == [["linear/kappa1", "linear/noisy"], ["linear/noisy"], ["kernel/exp", "linear/noisy"]]
+    assert sorted(cache._memory) == ["linear/noisy"]
 
 
 def test_steps_curves_are_recorded() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from iclbench import tasks
 from iclbench.api import Batch, Model, Prediction, predicts_lengths
-from iclbench.models import GPT2, LinearTransformer
+from iclbench.models import GPT2, CausalLSA, LinearTransformer
 from iclbench.models.plugin import TrainedModel
 from iclbench.models.weights import save_weights
 from iclbench.plugins import load_model, loaded
@@ -48,6 +48,31 @@ def test_gpt2_reads_every_prefix_in_one_pass_as_in_one_pass_per_length(tied: boo
         torch.testing.assert_close(net.forward_lengths(x2, y2, xq, [5])[5][1], whole[5][1], rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="must lie in 1..12"):
         net.forward_lengths(x, y, xq, [13])
+
+
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_causal_lsa_reads_every_prefix_in_one_pass_as_in_one_pass_per_length(m: int, dtype: torch.dtype,
+                                                                              tol: float) -> None:
+    torch.manual_seed(0)
+    net = CausalLSA(4, 2, m=m, heads=2, init_std=0.3).to(dtype)
+    x, y, xq = _prompts(5, 12, dtype)
+    y = y if m == 1 else torch.randn(5, 12, m, dtype=dtype)
+    lengths = [1, 2, 5, 9, 12]
+    with torch.no_grad():
+        whole = net.forward_lengths(x, y, xq, lengths)
+        assert torch.equal(whole[12][1], net(x, y, xq)[1])  # the longest: the very pass `forward` makes
+        for n in lengths:
+            y_n, steps_n = net(x[:, :n], y[:, :n], xq)
+            assert whole[n][1].shape == steps_n.shape == (5, 2, 3, *([m] if m > 1 else []))
+            torch.testing.assert_close(whole[n][1], steps_n, rtol=tol, atol=tol)
+            torch.testing.assert_close(whole[n][0], y_n, rtol=tol, atol=tol)
+            assert steps_n.abs().max() > 1e-3  # not trivially zero
+        x2, y2 = x.clone(), y.clone()
+        x2[:, 5:], y2[:, 5:] = 7.0, -3.0
+        torch.testing.assert_close(net.forward_lengths(x2, y2, xq, [5])[5][1], whole[5][1], rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="must lie in 1..12"):
+        net.forward_lengths(x, y, xq, [0])
 
 
 def _checkpoint(folder: Path, net: torch.nn.Module) -> Path:

@@ -38,12 +38,11 @@ from torch import nn
 from iclbench.models.base import InContextModel
 
 
-def visibility(n: int, q: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(n, n + q) weights 1 / rho_j where context pair i is in S(j), else 0 (tokens j: n context, then q queries)."""
-    i = torch.arange(n, device=device).unsqueeze(1)
-    j = torch.arange(n + q, device=device).unsqueeze(0)
-    rho = j.clamp(min=1, max=n)  # a context token j (0-based) sees j pairs, a query all n
-    return (i < j).to(dtype) / rho.to(dtype)
+def visibility(n: int, seen: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(n, n + len(seen)) weights 1 / rho_j where context pair i is in S(j), else 0, for the n context tokens
+    (token j sees the j pairs before it) and then one query token per entry of `seen`, the number of pairs it sees."""
+    pairs = torch.cat([torch.arange(n, device=seen.device), seen])  # rho_j, before the first token's clamp to 1
+    return (torch.arange(n, device=seen.device).unsqueeze(1) < pairs).to(dtype) / pairs.clamp(min=1).to(dtype)
 
 
 class CausalLayer(nn.Module):
@@ -95,13 +94,39 @@ class CausalLSA(InContextModel):
         (B, n, m) labels); with `context`, `(context_steps (B, K, n[, m]), steps)`: the prediction of every
         context label y_t from the pairs before it, after each layer, and the queries' per-layer predictions."""
         self.check_input(x, y, x_query)
+        n, q = x.shape[1], x_query.shape[1]
+        out = self._steps(x, y, x_query, torch.full((q,), n, device=x.device))
+        if context:
+            return out[:, :, :n], out[:, :, n:]
+        return out[:, -1, n:], out[:, :, n:]
+
+    def forward_lengths(
+        self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """`forward` on the prefixes of `lengths` context pairs, in one pass, by length: a context token sees
+        only the pairs before it, so the queries are added once per length, each group seeing that many pairs."""
+        self.check_input(x, y, x_query)
+        n, q = x.shape[1], x_query.shape[1]
+        if not all(1 <= k <= n for k in lengths):
+            raise ValueError(f"{self.arch}: lengths {lengths} must lie in 1..{n}, the batch's prompt length")
+        seen = torch.tensor(lengths, device=x.device).repeat_interleave(q)
+        out = self._steps(x, y, x_query.repeat(1, len(lengths), 1), seen)[:, :, n:]
+        by_length = {}
+        for g, k in enumerate(lengths):
+            steps = out[:, :, g * q:(g + 1) * q]
+            by_length[k] = (steps[:, -1], steps)
+        return by_length
+
+    def _steps(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """The per-layer predictions (B, K, n + Q[, m]) of the n context tokens and the Q query tokens, query i
+        seeing the first `seen[i]` pairs."""
         labels = y if y.dim() == 3 else y.unsqueeze(-1)
         (b, n, d), q = x.shape, x_query.shape[1]
         tokens = x.new_zeros(b, n + q, d + self.m)
         tokens[:, :n, :d] = x
         tokens[:, :n, d:] = labels
         tokens[:, n:, :d] = x_query
-        weights = visibility(n, q, x.dtype, x.device)
+        weights = visibility(n, seen, x.dtype)
         change = torch.zeros_like(tokens[..., d:])  # of the label slots, kept apart: y_j never enters y_j's prediction
         steps = []
         for block in self.blocks:
@@ -110,11 +135,7 @@ class CausalLSA(InContextModel):
             change = change + update[..., d:]
             steps.append(-change)
         out = torch.stack(steps, 1)  # (B, K, n + q, m)
-        if y.dim() == 2:
-            out = out.squeeze(-1)
-        if context:
-            return out[:, :, :n], out[:, :, n:]
-        return out[:, -1, n:], out[:, :, n:]
+        return out.squeeze(-1) if y.dim() == 2 else out
 
 
 def gd_causal_lsa(d: int, m: int, eta: float, dtype: torch.dtype = torch.float64) -> CausalLSA:
