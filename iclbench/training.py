@@ -71,7 +71,7 @@ from iclbench.tasks import EvalSet, Sample, Task, UnknownTaskError
 
 STATE_FORMAT = "iclbench-train-state-1"
 LOSSES = ("auto", "label", "target", "logistic")
-ARCH_CHOICES = ("lsa", "linear-transformer", "gpt2", "causal-lsa")
+ARCH_CHOICES = ("lsa", "linear-transformer", "gpt2", "causal-lsa", "prox-transformer")
 RESUMABLE = ("steps", "device")
 """Settings a resumed run may change; every other one must match the saved state."""
 
@@ -126,6 +126,11 @@ class TrainConfig:
             if self.loss not in ("auto", "label"):
                 raise TrainError(f"--arch causal-lsa is trained on the labels of every position: --loss {self.loss} "
                                  "does not apply (leave --loss auto)")
+        if self.arch == "prox-transformer":
+            unused = [flag for flag, on in (("--norm", self.norm),
+                                            (f"--attention {self.attention}", self.attention != "linear")) if on]
+            if unused:
+                raise TrainError(f"--arch prox-transformer has linear attention and a ReLU MLP: no {', '.join(unused)}")
         if self.weight_decay is not None and not self.weight_decay >= 0:
             raise TrainError(f"--weight-decay must be at least 0, got {self.weight_decay}")
         for name in ("layers", "heads", "steps", "batch_size", "val_every", "val_prompts"):
@@ -175,6 +180,9 @@ def make_model(cfg: TrainConfig, tasks: list[Task]) -> InContextModel:
                   "max_len": max_len, "tied": cfg.tied}
     elif cfg.arch == "causal-lsa":
         config = {"arch": "causal-lsa", "d": d, "m": tasks[0].spec.m, "layers": cfg.layers, "heads": cfg.heads}
+    elif cfg.arch == "prox-transformer":
+        config = {"arch": "prox-transformer", "d": d, "layers": cfg.layers, "heads": cfg.heads, "hidden": cfg.width,
+                  "tied": cfg.tied}
     else:
         config = {"arch": "linear-transformer", "d": d, "layers": cfg.layers, "attention": cfg.attention,
                   "heads": cfg.heads, "width": cfg.width, "norm": cfg.norm, "tied": cfg.tied}
@@ -540,12 +548,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="task names, families (all their tasks, mixed uniformly) or glob patterns, "
                         "separated by spaces or commas")
     p.add_argument("--arch", default=d.arch, choices=ARCH_CHOICES,
-                   help="lsa (linear self-attention), linear-transformer (with --attention), gpt2, or causal-lsa "
-                        "(causal linear self-attention for labels of any dimension, trained autoregressively)")
+                   help="lsa (linear self-attention), linear-transformer (with --attention), gpt2, causal-lsa "
+                        "(causal linear self-attention for labels of any dimension, trained autoregressively), or "
+                        "prox-transformer (a state token updated by attention and a ReLU MLP: proximal steps)")
     p.add_argument("--layers", type=int, default=d.layers, help="number of layers (loops when --tied)")
     p.add_argument("--attention", default=d.attention, choices=ATTENTIONS, help="attention non-linearity h")
     p.add_argument("--heads", type=int, default=d.heads)
-    p.add_argument("--width", type=int, help="token width (default d + 1 for LSA, 64 for gpt2)")
+    p.add_argument("--width", type=int,
+                   help="token width (default d + 1 for LSA, 64 for gpt2); prox-transformer: MLP width (default 4d)")
     p.add_argument("--norm", action="store_true", help="LayerNorm before each attention layer (LSA/linear)")
     p.add_argument("--tied", action="store_true", help="looped model: one layer's weights applied --layers times")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps (may grow on --resume)")

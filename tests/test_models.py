@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iclbench import Batch
-from iclbench.models import ATTENTIONS, GPT2, LinearTransformer, build, gd_lsa
+from iclbench.models import ATTENTIONS, GPT2, LinearTransformer, ProxTransformer, build, gd_lsa, ista_prox_transformer
 from iclbench.models.plugin import TrainedModel
 from iclbench.models.weights import load_weights, read_metadata, save_weights
 from iclbench.plugins import load_model
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _variants() -> list[torch.nn.Module]:
     models = [LinearTransformer(D, 3, attention=h, norm=norm, tied=tied, heads=2, width=D + 3, init_std=0.1)
               for h in ATTENTIONS for norm in (False, True) for tied in (False, True)]
-    return models + [GPT2(D, 3, width=16, heads=2, max_len=N), GPT2(D, 3, width=16, heads=2, max_len=N, tied=True)]
+    return models + [GPT2(D, 3, width=16, heads=2, max_len=N), GPT2(D, 3, width=16, heads=2, max_len=N, tied=True),
+                     ProxTransformer(D, 3, heads=2, init_std=0.3), ProxTransformer(D, 3, tied=True, init_std=0.3)]
 
 
 def _prompt(seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -99,6 +100,37 @@ def test_hand_built_lsa_matches_gd_baseline() -> None:
     torch.testing.assert_close(steps.detach(), expected, rtol=0, atol=1e-5)
 
 
+def _numpy_ista(x: np.ndarray, y: np.ndarray, xq: np.ndarray, eta: float, lam: float, steps: int) -> np.ndarray:
+    """Predictions (B, steps, q) of ISTA with constant step eta on ||X w - y||^2 / (2n) + lam ||w||_1 from 0, per prompt."""
+    out = np.zeros((x.shape[0], steps, xq.shape[1]))
+    for b in range(x.shape[0]):
+        w = np.zeros(x.shape[2])
+        for k in range(steps):
+            v = w - eta * x[b].T @ (x[b] @ w - y[b]) / x.shape[1]
+            w = np.sign(v) * np.maximum(np.abs(v) - eta * lam, 0.0)
+            out[b, k] = xq[b] @ w
+    return out
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_hand_built_prox_transformer_is_ista(tied: bool) -> None:
+    task = get("lasso/random")
+    batch = task.sample(16, 20, task.train_generator(0), dtype=torch.float64).batch
+    eta, lam, k = 0.2, 0.1, 40  # eta below 1 / L: the largest eigenvalue of X^T X / n is about 4 here
+    model = ista_prox_transformer(task.spec.d, k, eta, lam)
+    if tied:  # one layer looped k times is the same algorithm
+        looped = ProxTransformer(task.spec.d, k, tied=True).double()
+        looped.blocks[0].load_state_dict(model.blocks[0].state_dict())
+        model = looped
+    with torch.no_grad():
+        _, steps = model(batch.x, batch.y, batch.x_query)
+    expected = _numpy_ista(batch.x.numpy(), batch.y.numpy(), batch.x_query.numpy(), eta, lam, k)
+    np.testing.assert_allclose(steps.numpy(), expected, rtol=0, atol=1e-10)
+    assert np.abs(expected[:, -1] - expected[:, 0]).max() > 0.1  # the steps really move
+    plain = _numpy_ista(batch.x.numpy(), batch.y.numpy(), batch.x_query.numpy(), eta, 0.0, k)
+    assert np.abs(expected - plain).max() > 0.1  # and the shrinkage matters
+
+
 def test_bad_input_is_named() -> None:
     model = LinearTransformer(D, 1)
     x, y, xq = _prompt(dtype=torch.float32)
@@ -112,7 +144,8 @@ def test_bad_input_is_named() -> None:
         build({"arch": "rnn", "d": 3, "layers": 1})
 
 
-@pytest.mark.parametrize("model", [LinearTransformer(20, 2, norm=True), GPT2(20, 2, width=16, heads=2, max_len=10)])
+@pytest.mark.parametrize("model", [LinearTransformer(20, 2, norm=True), GPT2(20, 2, width=16, heads=2, max_len=10),
+                                   ProxTransformer(20, 2, heads=2)])
 def test_checkpoint_round_trip_through_plugin(tmp_path, model) -> None:
     torch.manual_seed(0)
     path = tmp_path / "model.safetensors"
@@ -124,7 +157,7 @@ def test_checkpoint_round_trip_through_plugin(tmp_path, model) -> None:
     task = get("linear/kappa1")
     assert plugin.supports(task.spec) and not plugin.supports(get("lasso/fixed").spec)
     assert plugin.supports_length(task.spec, 10)
-    assert plugin.supports_length(task.spec, 80) == isinstance(model, LinearTransformer)  # gpt2: max_len 10
+    assert plugin.supports_length(task.spec, 80) == (not isinstance(model, GPT2))  # gpt2: max_len 10
     batch = task.sample(4, 10, task.train_generator(0)).batch
     pred = plugin.predict(batch)
     with torch.no_grad():

@@ -35,7 +35,7 @@ def _tensors(path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-@pytest.mark.parametrize("arch", ["lsa", "gpt2"])
+@pytest.mark.parametrize("arch", ["lsa", "gpt2", "prox-transformer"])
 def test_resume_is_bit_identical(tmp_path, arch: str) -> None:
     cfg = TrainConfig(tasks=("linear",), arch=arch, layers=2, heads=2, width=16 if arch == "gpt2" else None,
                       steps=9, n_min=5, n_max=20, curriculum=6, **TINY)
@@ -65,6 +65,8 @@ def test_bad_settings_are_explained() -> None:
         TrainConfig(tasks=("linear/kappa1",), seed=3, val_seed=3)
     with pytest.raises(TrainError, match="--arch lsa has linear attention"):
         TrainConfig(tasks=("kernel/exp",), attention="exp")
+    with pytest.raises(TrainError, match="prox-transformer has linear attention and a ReLU MLP: no --norm"):
+        TrainConfig(tasks=("lasso/fixed",), arch="prox-transformer", norm=True)
     with pytest.raises(TrainError, match="different d"):
         train(TrainConfig(tasks=("linear/kappa1", "kernel/exp"), steps=1), "unused", progress=False)
     with pytest.raises(TrainError, match="no task matches"):

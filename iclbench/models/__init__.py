@@ -1,4 +1,5 @@
-"""Reference in-context architectures: LSA and its kernel variants, GPT-2, looped forms, causal LSA.
+"""Reference in-context architectures: LSA and its kernel variants, GPT-2, looped forms, causal LSA, and a
+proximal-step transformer for the lasso.
 
 Every architecture is an `InContextModel`: `model(x, y, x_query)` returns the (B, q)
 prediction and the (B, K, q) prediction after each of its K layers ((B, q, m) and (B, K, q, m)
@@ -15,8 +16,11 @@ from iclbench.models.causal_lsa import CausalLSA, gd_causal_lsa
 from iclbench.models.gpt2 import GPT2
 from iclbench.models.linear_transformer import ATTENTIONS, LinearTransformer
 from iclbench.models.lsa import gd_lsa
+from iclbench.models.prox_transformer import ProxTransformer, ista_prox_transformer
 
-ARCHS: dict[str, type[InContextModel]] = {"linear-transformer": LinearTransformer, "gpt2": GPT2, "causal-lsa": CausalLSA}
+ARCHS: dict[str, type[InContextModel]] = {
+    "linear-transformer": LinearTransformer, "gpt2": GPT2, "causal-lsa": CausalLSA, "prox-transformer": ProxTransformer,
+}
 
 
 def build(config: dict[str, Any]) -> InContextModel:
@@ -31,5 +35,5 @@ def build(config: dict[str, Any]) -> InContextModel:
         raise ValueError(f"bad configuration for {arch}: {exc}") from None
 
 
-__all__ = ["ARCHS", "ATTENTIONS", "GPT2", "CausalLSA", "InContextModel", "LinearTransformer", "build", "gd_causal_lsa",
-           "gd_lsa"]
+__all__ = ["ARCHS", "ATTENTIONS", "GPT2", "CausalLSA", "InContextModel", "LinearTransformer", "ProxTransformer", "build",
+           "gd_causal_lsa", "gd_lsa", "ista_prox_transformer"]
