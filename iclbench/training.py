@@ -45,8 +45,9 @@ autocast (the loss, gradients, weights and Adam state stay fp32); on a GPU witho
 refused, on the CPU it runs wherever torch's CPU autocast does, but is fast only on CPUs with native
 bf16 (AVX512-BF16, AMX). `--compile` wraps the model in `torch.compile` (shapes marked dynamic when
 the prompt length varies, so that each new n does not recompile); a failure of torch.compile stops
-the run with one line. `--fused` makes Adam/AdamW one fused kernel over all parameters (CUDA and CPU;
-on CUDA, torch's default is already the multi-tensor "foreach" form). Training prompts stay drawn by
+the run with one line. Validation always runs the eager fp32 model. `--fused` makes Adam/AdamW one
+fused kernel over all parameters (CUDA and CPU; on CUDA, torch's default is already the
+multi-tensor "foreach" form). Training prompts stay drawn by
 NumPy on the CPU, for one portable training stream whatever the device; on a GPU they are copied
 from page-locked memory without blocking, and as nothing in a step waits for the GPU, the draw of
 step k + 1 overlaps the kernels of step k (`benchmarks/training_throughput.py` measures the step).
@@ -248,7 +249,9 @@ def make_optimizer(cfg: TrainConfig, model: InContextModel) -> torch.optim.Optim
 
 def check_precision(cfg: TrainConfig, device: torch.device) -> None:
     """Refuse `--precision bf16` on a GPU without bfloat16 (the CPU's autocast has it everywhere)."""
-    if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if cfg.precision != "bf16" or device.type != "cuda":
+        return
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
         raise TrainError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
                          "use --precision fp32")
 
@@ -453,7 +456,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             raise TrainError(f"--resume: {state_path} was trained by {trained_by} process(es), this run has {world}: "
                              "resume with as many (the effective batch and every rank's stream depend on it)")
         now, defaults = asdict(cfg), asdict(TrainConfig(tasks=()))  # a setting added since the state: its default
-        changed = [k for k in now if k not in RESUMABLE and json.dumps(before.get(k, defaults[k])) != json.dumps(now[k])]
+        changed = [k for k in now
+                   if k not in RESUMABLE and json.dumps(before.get(k, defaults[k])) != json.dumps(now[k])]
         if changed:
             diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
             raise TrainError(f"--resume: settings differ from the saved run ({diff}); only {RESUMABLE} may change")
@@ -574,8 +578,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     _write_json(log_path, log)
                     if lines:
                         print(f"step {done}/{cfg.steps}: train loss {record['train_loss']:.4g}, validation "
-                              f"{record['val_nominal_db']:.2f} dB (mean at the nominal lengths), {log['seconds']:.1f} s",
-                              file=sys.stderr, flush=True)
+                              f"{record['val_nominal_db']:.2f} dB (mean at the nominal lengths), "
+                              f"{log['seconds']:.1f} s", file=sys.stderr, flush=True)
                 running.zero_()
                 count = 0
                 if cfg.patience is not None and lead_decides(stop):

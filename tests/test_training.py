@@ -6,7 +6,6 @@ import json
 import shlex
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,8 +16,8 @@ from iclbench import training
 from iclbench.cli import build_parser, main
 from iclbench.models.weights import load_weights, read_metadata
 from iclbench.tasks import get
-from iclbench.training import (TrainConfig, TrainError, Validation, compute_loss, config_from_args, make_model,
-                               nominal_mean_db, saved_step, select_tasks, train)
+from iclbench.training import (TrainConfig, TrainError, Validation, compute_loss, config_from_args, nominal_mean_db,
+                               saved_step, select_tasks, train)
 
 TINY = dict(batch_size=16, val_prompts=32, val_every=3)
 
@@ -114,33 +113,6 @@ def test_cli_train_then_run(tmp_path, capsys) -> None:
     assert "--steps must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("arch", ["lsa", "gpt2"])
-def test_the_default_step_is_the_plain_fp32_eager_loop(tmp_path, arch: str) -> None:
-    """Without switches the trainer is, bit for bit, the plain loop of the module docstring: fp32, eager, torch's
-    default Adam, clipped (the committed submissions' training commands depend on it)."""
-    cfg = TrainConfig(tasks=("linear",), arch=arch, layers=2, heads=2, width=16 if arch == "gpt2" else None,
-                      steps=8, n_min=5, n_max=20, curriculum=6, **TINY)
-    train(cfg, tmp_path / "run", progress=False)
-    chosen = select_tasks(cfg.tasks)
-    model = make_model(cfg, chosen)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    schedule = np.random.Generator(np.random.PCG64(cfg.seed))
-    gens = [t.train_generator(cfg.seed) for t in chosen]
-    for step in range(cfg.steps):
-        hi = 5 + round(15 * min(1.0, step / 6))
-        which = int(schedule.integers(len(chosen)))
-        sample = chosen[which].sample(cfg.batch_size, int(schedule.integers(5, hi + 1)), gens[which])
-        b = sample.batch
-        loss = ((model(b.x, b.y, b.x_query)[1][:, -1:] - sample.y_query.unsqueeze(1)) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-    saved = _tensors(tmp_path / "run" / "model.safetensors")
-    assert saved.keys() == model.state_dict().keys()
-    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-
-
 def test_bf16_autocast_trains_on_the_cpu_and_the_switches_are_recorded(tmp_path) -> None:
     cfg = TrainConfig(tasks=("linear/kappa1",), layers=1, steps=60, lr=0.02, n_min=20, n_max=20, batch_size=32,
                       val_prompts=128, val_every=5, precision="bf16", fused=True, patience=50)
@@ -234,7 +206,8 @@ def test_a_state_from_before_the_switches_resumes(tmp_path) -> None:
     path = tmp_path / "run" / "state.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    old = {k: v for k, v in json.loads(meta["config"]).items() if k not in ("precision", "compile", "fused", "patience")}
+    added = ("precision", "compile", "fused", "patience")
+    old = {k: v for k, v in json.loads(meta["config"]).items() if k not in added}
     save_file(load_file(str(path)), str(path), {**meta, "config": json.dumps(old)})
     assert train(replace(cfg, steps=6), tmp_path / "run", resume=True, progress=False)["final"]["step"] == 6
     with pytest.raises(TrainError, match="precision: 'fp32' -> 'bf16'"):
