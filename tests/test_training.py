@@ -6,6 +6,7 @@ import json
 import shlex
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -159,14 +160,19 @@ def test_early_stopping_keeps_the_best_weights(tmp_path, capsys) -> None:
 
 
 def test_compiled_training_follows_the_eager_run(tmp_path, monkeypatch) -> None:
-    """`--compile` on prompts of varying length (dynamic shapes); the aot_eager backend traces what inductor
-    compiles (forward and backward graphs) without generating code, which takes minutes on a small CPU."""
-    cfg = TrainConfig(tasks=("linear/kappa1",), arch="gpt2", layers=1, heads=2, width=8, steps=4, n_min=5, n_max=8,
+    """`--compile` on prompts of varying length: one graph for every n (a recompile is an error here; n stays
+    apart from the 8 queries, as torch would guard on an n that equals them). The eager backend runs what dynamo
+    captures without generating code, which takes minutes on a small CPU."""
+    cfg = TrainConfig(tasks=("linear/kappa1",), arch="gpt2", layers=1, heads=2, width=8, steps=4, n_min=9, n_max=12,
                       **TINY)
     eager = train(cfg, tmp_path / "eager", progress=False)
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     monkeypatch.setattr(training, "compile_model",
-                        lambda net, fixed_length: torch.compile(net, backend="aot_eager", dynamic=not fixed_length))
+                        lambda net, fixed_length: torch.compile(net, backend="eager", dynamic=not fixed_length))
     compiled = train(replace(cfg, compile=True), tmp_path / "compiled", progress=False)
+    schedule = np.random.Generator(np.random.PCG64(cfg.seed))  # the trainer's: a task, then n, at every step
+    assert len({[schedule.integers(1), int(schedule.integers(9, 13))][1] for _ in range(cfg.steps)}) > 1
     assert compiled["config"]["compile"] and "--compile" in compiled["command"]
     a, b = _tensors(tmp_path / "eager" / "model.safetensors"), _tensors(tmp_path / "compiled" / "model.safetensors")
     for key in a:
