@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from tabulate import tabulate
 
 from iclbench import tasks
 from iclbench.runner import resolve_device
@@ -32,6 +31,13 @@ from iclbench.training import TrainConfig, compile_model, make_model, make_optim
 
 POOL = 4
 """Distinct batches cycled through by every timed loop."""
+HEADER = f"{'arch':6} {'batch':>5}  {'step':28} {'ms/step':>9} {'steps/s':>8} {'examples/s':>10} {'x plain':>8} {'warm-up s':>9}"
+
+
+def row(arch: str, batch: int, label: str, seconds: float, ratio: float, warm: float) -> None:
+    """Print one timing as soon as it is measured."""
+    print(f"{arch:6} {batch:5}  {label:28} {1e3 * seconds:9.2f} {1 / seconds:8.1f} {batch / seconds:10.0f} "
+          f"{ratio:8.2f} {warm:9.1f}", flush=True)
 
 
 def combinations(device: torch.device) -> list[str]:
@@ -103,7 +109,7 @@ def trainer_step(cfg: TrainConfig, device: torch.device) -> Callable[[Sample], o
     return lambda sample: train_step(cfg, net, opt, sample, "label")
 
 
-def bench(args: argparse.Namespace, arch: str, batch: int, device: torch.device, combos: list[str]) -> list[list]:
+def bench(args: argparse.Namespace, arch: str, batch: int, device: torch.device, combos: list[str]) -> None:
     """The rows of one architecture and batch size; the compiled combinations are dropped after a failure."""
     reference = config(args, arch, batch, "fp32")
     task = tasks.get(args.task)
@@ -112,8 +118,10 @@ def bench(args: argparse.Namespace, arch: str, batch: int, device: torch.device,
     pool = [task.sample(batch, args.n, gen, device=device) for _ in range(POOL)]
     sync(device)
     draw_ms = 1e3 * (time.perf_counter() - start) / POOL
+    print(f"{arch}, batch {batch}: drawing one batch on the CPU takes {draw_ms:.2f} ms (not in the step times)",
+          flush=True)
     warm, base = timed(plain_loop(reference, device), pool, args, device)
-    rows = [[arch, batch, "plain fp32 eager loop", 1e3 * base, 1 / base, batch / base, 1.0, warm]]
+    row(arch, batch, "plain fp32 eager loop", base, 1.0, warm)
     for combo in list(combos):
         try:
             warm, sec = timed(trainer_step(config(args, arch, batch, combo), device), pool, args, device)
@@ -127,10 +135,7 @@ def bench(args: argparse.Namespace, arch: str, batch: int, device: torch.device,
                 print(f"trainer {combo} fails on this device ({type(exc).__name__}: {first}); skipped", flush=True)
                 combos.remove(combo)
             continue
-        rows.append([arch, batch, f"trainer {combo}", 1e3 * sec, 1 / sec, batch / sec, base / sec, warm])
-    print(f"{arch}, batch {batch}: drawing one batch on the CPU takes {draw_ms:.2f} ms (not in the step times)",
-          flush=True)
-    return rows
+        row(arch, batch, f"trainer {combo}", sec, base / sec, warm)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,12 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"{args.steps} timed steps after {args.warmup} warm-up steps", flush=True)
-    rows = []
+    print(HEADER, flush=True)
     for arch in args.arch:
         for batch in args.batch_sizes:
-            rows += bench(args, arch, batch, device, combos)
-    headers = ["arch", "batch", "step", "ms/step", "steps/s", "examples/s", "x plain", "warm-up s"]
-    print(tabulate(rows, headers=headers, floatfmt=("", "", "", ".2f", ".1f", ".0f", ".2f", ".1f")))
+            bench(args, arch, batch, device, combos)
     return 0
 
 
