@@ -38,11 +38,30 @@ another world size gives another effective batch, hence another run (its first b
 the single-process run's). Rank 0 alone validates, logs, prints and writes the outputs; the train
 loss it logs is the mean over all ranks. The state holds every rank's generator states, and every
 rank resumes from it, with as many processes as it was trained with (checked).
+
+Throughput switches, off by default (the default is the plain fp32 eager step, bit for bit the
+trainer's step of earlier versions): `--precision bf16` runs the forward pass under bfloat16
+autocast (the loss, gradients, weights and Adam state stay fp32); on a GPU without bfloat16 it is
+refused, on the CPU it runs wherever torch's CPU autocast does, but is fast only on CPUs with native
+bf16 (AVX512-BF16, AMX). `--compile` wraps the model in `torch.compile` (shapes marked dynamic when
+the prompt length varies, so that each new n does not recompile); a failure of torch.compile stops
+the run with one line. Validation always runs the eager fp32 model. `--fused` makes Adam/AdamW one
+fused kernel over all parameters (CUDA and CPU; on CUDA, torch's default is already the
+multi-tensor "foreach" form). Training prompts stay drawn by
+NumPy on the CPU, for one portable training stream whatever the device; on a GPU they are copied
+from page-locked memory without blocking, and as nothing in a step waits for the GPU, the draw of
+step k + 1 overlaps the kernels of step k (`benchmarks/training_throughput.py` measures the step).
+
+Early stopping: with `--patience K` the run stops after K validations in a row without a lower
+mean validation error at the nominal lengths, and model.safetensors holds the weights of the best
+validation (log.json's "final" is that validation; "stopped_early" the step it stopped at);
+state.safetensors holds the last state, and a resumed run recovers the best from model.safetensors.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -65,14 +84,15 @@ import iclbench
 from iclbench import distributed, metrics
 from iclbench import tasks as task_registry
 from iclbench.models import ATTENTIONS, InContextModel, build
-from iclbench.models.weights import atomic_save, save_weights
+from iclbench.models.weights import atomic_save, read_metadata, save_weights
 from iclbench.runner import resolve_device
 from iclbench.tasks import EvalSet, Sample, Task, UnknownTaskError
 
 STATE_FORMAT = "iclbench-train-state-1"
 LOSSES = ("auto", "label", "target", "logistic")
 ARCH_CHOICES = ("lsa", "linear-transformer", "gpt2", "causal-lsa", "prox-transformer")
-RESUMABLE = ("steps", "device")
+PRECISIONS = ("fp32", "bf16")
+RESUMABLE = ("steps", "device", "compile", "patience")
 """Settings a resumed run may change; every other one must match the saved state."""
 
 
@@ -107,6 +127,10 @@ class TrainConfig:
     val_every: int = 200
     val_prompts: int = 256
     device: str = "auto"
+    precision: str = "fp32"
+    compile: bool = False
+    fused: bool = False
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_CHOICES:
@@ -116,6 +140,10 @@ class TrainConfig:
         if self.arch == "lsa" and self.attention != "linear":
             raise TrainError("--arch lsa has linear attention; use --arch linear-transformer for --attention "
                              f"{self.attention}")
+        if self.precision not in PRECISIONS:
+            raise TrainError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.patience is not None and self.patience < 1:
+            raise TrainError(f"--patience must be at least 1 validation, got {self.patience}")
         if self.loss not in LOSSES:
             raise TrainError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
         if self.arch == "causal-lsa":
@@ -217,10 +245,53 @@ def autoregressive_loss(context: torch.Tensor, steps: torch.Tensor, sample: Samp
 
 
 def make_optimizer(cfg: TrainConfig, model: InContextModel) -> torch.optim.Optimizer:
-    """Adam, or AdamW with `cfg.weight_decay` when it is set."""
-    if cfg.weight_decay is None:
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """Adam, or AdamW with `cfg.weight_decay` when it is set; fused with `cfg.fused`."""
+    fused = True if cfg.fused else None
+    try:
+        if cfg.weight_decay is None:
+            return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    except RuntimeError as exc:
+        raise TrainError(f"--fused: {exc}") from None
+
+
+def check_precision(cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse `--precision bf16` on a GPU without bfloat16 (the CPU's autocast has it everywhere)."""
+    if cfg.precision != "bf16" or device.type != "cuda":
+        return
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise TrainError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                         "use --precision fp32")
+
+
+def compile_model(net: torch.nn.Module, fixed_length: bool) -> torch.nn.Module:
+    """`torch.compile(net)`, with dynamic shapes unless every prompt has the same length."""
+    return torch.compile(net, dynamic=not fixed_length)
+
+
+def train_step(cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer, sample: Sample,
+               kind: str) -> torch.Tensor:
+    """One optimisation step of `net` on `sample` with loss `kind`; the loss, detached (nothing waits for the GPU).
+
+    The forward pass runs under bfloat16 autocast with `cfg.precision` bf16; the loss is computed in fp32.
+    """
+    b = sample.batch
+    bf16 = cfg.precision == "bf16"
+    with torch.autocast(b.x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        if cfg.arch == "causal-lsa":
+            context, steps = net(b.x, b.y, b.x_query, context=True)
+        else:
+            steps = net(b.x, b.y, b.x_query)[1]
+    if cfg.arch == "causal-lsa":
+        loss = autoregressive_loss(context.float(), steps.float(), sample, cfg.all_layers)
+    else:
+        loss = compute_loss(steps.float(), sample, kind, cfg.all_layers)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], cfg.clip)
+    opt.step()
+    return loss.detach()
 
 
 def command_line(cfg: TrainConfig, out: Path) -> str:
@@ -272,6 +343,23 @@ def nominal_mean_db(validation: dict[str, Any]) -> float:
     """Mean over tasks of the validation error in dB at each task's nominal length."""
     values = [entry["steps_rel_err_db"][-1] for entry in validation.values() if "steps_rel_err_db" in entry]
     return round(float(np.mean(values)), 3) if values else float("nan")
+
+
+def best_validation(validations: list[dict[str, Any]], weights: Path) -> tuple[dict[str, Any], int]:
+    """The validation of the weights saved in `weights` (the best so far, under early stopping) and the number
+    of validations since it."""
+    step = read_metadata(weights)[1].get("steps") if weights.exists() else None
+    index = next((i for i, v in enumerate(validations) if v["step"] == step), len(validations) - 1)
+    return validations[index], len(validations) - 1 - index
+
+
+def lead_decides(flag: bool) -> bool:
+    """Rank 0's `flag`, on every rank of a data-parallel run (call it on every rank)."""
+    if not dist.is_initialized():
+        return flag
+    shared = torch.tensor([int(flag)])
+    dist.broadcast(shared, 0)
+    return bool(shared.item())
 
 
 def _rng_state(gen: np.random.Generator) -> dict[str, Any]:
@@ -375,14 +463,16 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         if trained_by != world:
             raise TrainError(f"--resume: {state_path} was trained by {trained_by} process(es), this run has {world}: "
                              "resume with as many (the effective batch and every rank's stream depend on it)")
-        now = asdict(cfg)
-        changed = [k for k in now if k not in RESUMABLE and json.dumps(before.get(k)) != json.dumps(now[k])]
+        now, defaults = asdict(cfg), asdict(TrainConfig(tasks=()))  # a setting added since the state: its default
+        changed = [k for k in now
+                   if k not in RESUMABLE and json.dumps(before.get(k, defaults[k])) != json.dumps(now[k])]
         if changed:
             diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
             raise TrainError(f"--resume: settings differ from the saved run ({diff}); only {RESUMABLE} may change")
     elif state_path.exists():
         raise TrainError(f"{out} already holds a training run; use --resume or another --out")
     device = distributed.local_device(resolve_device(cfg.device))
+    check_precision(cfg, device)
     tasks = select_tasks(cfg.tasks)
     n_min, n_max = length_range(cfg, tasks)
     model = make_model(cfg, tasks).to(device)
@@ -413,12 +503,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         "resumed_at": [],
         "validations": [],
         "final": None,
+        "stopped_early": None,
     }
     start = 0
     if resume:
         start = load_state(state_path, model, opt, schedule, gens, rank)
         previous = json.loads(log_path.read_text()) if lead and log_path.exists() else {}
-        kept = ("started", "finished", "seconds", "validations", "resumed_at", "final")
+        kept = ("started", "finished", "seconds", "validations", "resumed_at", "final", "stopped_early")
         log.update({k: previous[k] for k in kept if k in previous})
         log["resumed_at"] = [*log["resumed_at"], start]
     info = {"tasks": names, "train_config": asdict(cfg)}
@@ -430,7 +521,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     net = model
     if dist.is_initialized():
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = compile_model(net, n_min == n_max)
     progress = progress and lead
+    best, since = None, 0  # the best validation (lowest mean error at the nominal lengths), and validations since
+    if lead and resume and log["validations"]:
+        best, since = best_validation(log["validations"], out / "model.safetensors")
+    stopped = cfg.patience is not None and lead_decides(since >= cfg.patience)
 
     model.train()
     clock = time.perf_counter()
@@ -438,24 +535,21 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     count = 0
     lines = progress and not sys.stderr.isatty()  # where a bar shows nothing: one line per validation
     with tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress or None) as bar:
-        for step in range(start, cfg.steps):
+        for step in range(start, start if stopped else cfg.steps):
             hi = n_min + round((n_max - n_min) * min(1.0, step / cfg.curriculum)) if cfg.curriculum else n_max
             which = int(schedule.integers(len(tasks)))
             n = int(schedule.integers(n_min, hi + 1))
             task = tasks[which]
             sample = task.sample(cfg.batch_size, n, gens[which], device=device)
-            if cfg.arch == "causal-lsa":
-                context, steps = net(sample.batch.x, sample.batch.y, sample.batch.x_query, context=True)
-                loss = autoregressive_loss(context, steps, sample, cfg.all_layers)
-            else:
-                _, steps = net(sample.batch.x, sample.batch.y, sample.batch.x_query)
-                loss = compute_loss(steps, sample, loss_kind(cfg, task), cfg.all_layers)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            running += loss.detach()
+            try:
+                running += train_step(cfg, net, opt, sample, loss_kind(cfg, task))
+            except Exception as exc:
+                if cfg.compile and isinstance(exc, torch._dynamo.exc.TorchDynamoException):
+                    cause = getattr(exc, "inner_exception", None) or exc  # what the compiler backend raised
+                    first = next((line for line in str(cause).splitlines() if line.strip()), "")
+                    raise TrainError(f"--compile: torch.compile failed on this machine ({type(cause).__name__}: "
+                                     f"{first}); train without --compile") from None
+                raise
             count += 1
             bar.update(1)
             done = step + 1
@@ -469,29 +563,35 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 if not torch.isfinite(running):
                     raise TrainError(f"training diverged (non-finite loss) between steps {done - count} and {done}; "
                                      f"the last checkpoint in {out} is from step {done - count}: lower --lr")
-                if not lead:
-                    running.zero_()
-                    count = 0
-                    continue
-                assert validate is not None
-                val = validate(model)
-                record = {"step": done, "n_max": hi, "train_loss": round(float(running) / count, 6),
-                          "val_nominal_db": nominal_mean_db(val), "tasks": val}
-                log["validations"].append(record)
+                stop = False
+                if lead:
+                    assert validate is not None
+                    val = validate(model)
+                    record = {"step": done, "n_max": hi, "train_loss": round(float(running) / count, 6),
+                              "val_nominal_db": nominal_mean_db(val), "tasks": val}
+                    log["validations"].append(record)
+                    improved = best is None or record["val_nominal_db"] < best["val_nominal_db"]
+                    best, since = (record, 0) if improved else (best, since + 1)
+                    stop = cfg.patience is not None and since >= cfg.patience
+                    end = stop or done == cfg.steps
+                    bar.set_postfix(loss=f"{record['train_loss']:.4g}", val_db=record["val_nominal_db"])
+                    log["seconds"] = round(log["seconds"] + time.perf_counter() - clock, 2)
+                    clock = time.perf_counter()
+                    if improved or cfg.patience is None:  # under early stopping model.safetensors is the best
+                        save_weights(model, out / "model.safetensors", {**info, "steps": done})
+                    save_state(state_path, done, cfg, model, opt, schedule, gens, rank_gens)
+                    log["final"] = (record if cfg.patience is None else best) if end else None
+                    log["stopped_early"] = done if stop and done < cfg.steps else None
+                    log["finished"] = _now() if end else None
+                    _write_json(log_path, log)
+                    if lines:
+                        print(f"step {done}/{cfg.steps}: train loss {record['train_loss']:.4g}, validation "
+                              f"{record['val_nominal_db']:.2f} dB (mean at the nominal lengths), "
+                              f"{log['seconds']:.1f} s", file=sys.stderr, flush=True)
                 running.zero_()
                 count = 0
-                bar.set_postfix(loss=f"{record['train_loss']:.4g}", val_db=record["val_nominal_db"])
-                log["seconds"] = round(log["seconds"] + time.perf_counter() - clock, 2)
-                clock = time.perf_counter()
-                save_weights(model, out / "model.safetensors", {**info, "steps": done})
-                save_state(state_path, done, cfg, model, opt, schedule, gens, rank_gens)
-                log["final"] = record if done == cfg.steps else None
-                log["finished"] = _now() if done == cfg.steps else None
-                _write_json(log_path, log)
-                if lines:
-                    print(f"step {done}/{cfg.steps}: train loss {record['train_loss']:.4g}, validation "
-                          f"{record['val_nominal_db']:.2f} dB (mean at the nominal lengths), {log['seconds']:.1f} s",
-                          file=sys.stderr, flush=True)
+                if cfg.patience is not None and lead_decides(stop):
+                    break
     return log
 
 
@@ -532,6 +632,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     final = log["final"]
     print(f"trained {log['model_config']['arch']} ({log['parameters']} parameters) on {', '.join(log['tasks'])} "
           f"for {final['step']} steps in {log['seconds']:.1f} s")
+    if log["stopped_early"]:
+        print(f"  stopped early at step {log['stopped_early']}: {cfg.patience} validations without improvement; "
+              f"kept the best, step {final['step']}")
     for task, entry in final["tasks"].items():
         lengths = ", ".join(f"n={n}: {v:.1f}" for n, v in entry["rel_err_db"].items())
         print(f"  {task}: validation error (dB) {lengths}")
@@ -575,6 +678,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every, help="validate and save every K steps")
     p.add_argument("--val-prompts", type=int, default=d.val_prompts, help="validation prompts per task and length")
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="bf16: forward pass under bfloat16 autocast (GPU; on a CPU only fast with native bf16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays on long GPU runs)")
+    p.add_argument("--fused", action="store_true", help="fused Adam/AdamW kernel (GPU and CPU)")
+    p.add_argument("--patience", type=int,
+                   help="early stopping: stop after K validations without improvement, keeping the best weights")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--name", help="model name written in <out>/model.py (default: the folder's name)")
@@ -590,7 +699,10 @@ TRAIN_EXAMPLES = """examples:
   iclbench train --task ar/uniform --arch causal-lsa --layers 1 --lr 3e-4 --weight-decay 0.05 --batch-size 256 \
       --steps 20000 --out runs/mesa1      autoregressive training, the settings of von Oswald et al.
   iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 4000 --lr 0.005 --out runs/lsa1 --resume
-                                       continue an interrupted run, or extend it (only --steps and --device may change)
+                                       continue an interrupted run, or extend it (only --steps, --device,
+                                       --compile and --patience may change)
+  iclbench train --task linear --arch gpt2 --layers 12 --width 256 --heads 8 --device cuda --precision bf16 \
+      --compile --fused --patience 10 --out runs/gpt2-gpu      the fast path on a GPU, with early stopping
   iclbench run --model runs/lsa1/model.py
 
 With output redirected (not a terminal), one line per validation goes to stderr. Ctrl-C keeps

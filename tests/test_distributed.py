@@ -60,11 +60,12 @@ def test_assignment_is_static_balanced_and_covers_every_task() -> None:
     assert distributed.cost(get("linear/kappa1"), 64) == 64 * (5 + 10 + 20 + 40 + 80) * 20
 
 
-def test_single_process_training_is_the_plain_adam_loop(tmp_path: Path) -> None:
-    """Outside torchrun, `train` is plain Adam on the training stream of `seed`: every step's loss is that of
-    this loop, and so are the final weights."""
-    cfg = TrainConfig(tasks=("linear",), arch="lsa", layers=2, steps=5, n_min=5, n_max=20, curriculum=3, batch_size=8,
-                      val_prompts=8, val_every=1, lr=0.01)
+@pytest.mark.parametrize("arch", ["lsa", "gpt2"])
+def test_single_process_training_is_the_plain_adam_loop(tmp_path: Path, arch: str) -> None:
+    """Outside torchrun, `train` without throughput switches is plain fp32 eager Adam on the training stream of
+    `seed`: every step's loss is that of this loop, and so are the final weights, bit for bit."""
+    cfg = TrainConfig(tasks=("linear",), arch=arch, layers=2, heads=2, width=16 if arch == "gpt2" else None, steps=5,
+                      n_min=5, n_max=20, curriculum=3, batch_size=8, val_prompts=8, val_every=1, lr=0.01)
     log = train(cfg, tmp_path / "run", progress=False)
     tasks = [get(n) for n in ("linear/kappa1", "linear/kappa10", "linear/kappa100", "linear/noisy")]
     model = make_model(cfg, tasks)
@@ -96,6 +97,20 @@ def test_torchrun_one_process_trains_as_a_single_process(tmp_path: Path) -> None
     for name in ("model.safetensors", "state.safetensors"):
         assert same_tensors(tmp_path / "single" / name, tmp_path / "one" / name), name
     assert json.loads((tmp_path / "one" / "log.json").read_text())["validations"] == single["validations"]
+
+
+def test_two_process_early_stopping_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 0 alone validates and decides; the others stop with it (at lr 1e-9 no validation improves on the first,
+    to the 0.001 dB the log keeps), and a resumed stopped run stops at once on every rank."""
+    args = ["train", *TRAIN, "--steps", "8", "--lr", "1e-9", "--patience", "1", "--out", "es"]
+    proc = torchrun(2, *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    log = json.loads((tmp_path / "es" / "log.json").read_text())
+    assert [v["step"] for v in log["validations"]] == [2, 4] and log["stopped_early"] == 4
+    assert log["final"]["step"] == 2 and load_weights(tmp_path / "es" / "model.safetensors")[1]["steps"] == 2
+    again = torchrun(2, *args, "--resume", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "es" / "log.json").read_text())["validations"] == log["validations"]
 
 
 def test_two_process_training_writes_a_valid_run_and_resumes_bit_identically(tmp_path: Path) -> None:

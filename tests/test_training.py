@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from iclbench.cli import main
+from iclbench import training
+from iclbench.cli import build_parser, main
+from iclbench.models.weights import load_weights, read_metadata
 from iclbench.tasks import get
-from iclbench.training import TrainConfig, TrainError, compute_loss, train
+from iclbench.training import (TrainConfig, TrainError, Validation, compute_loss, config_from_args, nominal_mean_db,
+                               saved_step, select_tasks, train)
 
 TINY = dict(batch_size=16, val_prompts=32, val_every=3)
 
@@ -108,3 +114,109 @@ def test_cli_train_then_run(tmp_path, capsys) -> None:
     assert entry["status"] == "ok" and len(entry["lengths"]["14"]["steps_rel_err_db"]) == 2
     assert main(["train", "--task", "kernel/linear", "--steps", "0", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_the_switches_are_recorded(tmp_path) -> None:
+    cfg = TrainConfig(tasks=("linear/kappa1",), layers=1, steps=60, lr=0.02, n_min=20, n_max=20, batch_size=32,
+                      val_prompts=128, val_every=5, precision="bf16", fused=True, patience=50)
+    log = train(cfg, tmp_path / "run", progress=False)
+    first, last = log["validations"][0], log["validations"][-1]
+    assert last["step"] == 60 and last["val_nominal_db"] < first["val_nominal_db"] - 0.5
+    assert last["val_nominal_db"] < -0.5
+    fp32 = train(replace(cfg, precision="fp32", fused=False, steps=5), tmp_path / "fp32", progress=False)
+    assert fp32["validations"][0] != first  # bf16 autocast changed the numbers: it was on
+    assert log["config"]["precision"] == "bf16" and log["config"]["fused"] and log["config"]["patience"] == 50
+    assert "--precision bf16 --fused --patience 50 --out" in log["command"]
+    saved = json.loads((tmp_path / "run" / "log.json").read_text())["config"]
+    assert read_metadata(tmp_path / "run" / "model.safetensors")[1]["train_config"] == saved
+    args = build_parser().parse_args(shlex.split(log["command"])[1:])
+    assert config_from_args(args) == cfg  # the recorded command rebuilds the run
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path, capsys) -> None:
+    """lr 0.2 overshoots: the validation error falls, then rises; the run stops `patience` validations after its
+    best, whose weights model.safetensors keeps."""
+    out = tmp_path / "run"
+    cfg = TrainConfig(tasks=("linear/kappa1",), layers=1, steps=40, lr=0.2, n_min=20, n_max=20, batch_size=16,
+                      val_prompts=32, val_every=2, patience=2)
+    log = train(cfg, out, progress=False)
+    curve = [v["val_nominal_db"] for v in log["validations"]]
+    best = curve.index(min(curve))
+    assert 0 < best < len(curve) - 1 and curve[best] < curve[0] - 1  # it improved, then got worse
+    assert log["stopped_early"] == log["validations"][-1]["step"] == 2 * (best + 1 + cfg.patience) < cfg.steps
+    assert log["final"] == log["validations"][best] and log["finished"] is not None
+    assert saved_step(out / "state.safetensors") == log["stopped_early"]
+    model, info = load_weights(out / "model.safetensors")
+    assert info["steps"] == log["final"]["step"]
+    assert nominal_mean_db(Validation(cfg, select_tasks(cfg.tasks), model, torch.device("cpu"))(model)) == curve[best]
+    assert train(cfg, out, resume=True, progress=False)["validations"] == log["validations"]  # stopped: no step more
+    longer = train(replace(cfg, patience=4), out, resume=True, progress=False)  # more patience: it goes on
+    more = [v["val_nominal_db"] for v in longer["validations"]]
+    assert len(more) > len(curve) and longer["final"]["val_nominal_db"] == min(more)
+    assert load_weights(out / "model.safetensors")[1]["steps"] == longer["final"]["step"]
+    assert main(["train", "--task", "linear/kappa1", "--steps", "40", "--lr", "0.2", "--n-min", "20", "--n-max", "20",
+                 "--batch-size", "16", "--val-prompts", "32", "--val-every", "2", "--patience", "2", "--out",
+                 str(tmp_path / "cli"), "--quiet"]) == 0
+    assert f"stopped early at step {log['stopped_early']}: 2 validations without improvement; kept the best, step " \
+           f"{log['final']['step']}" in capsys.readouterr().out
+
+
+def test_compiled_training_follows_the_eager_run(tmp_path, monkeypatch) -> None:
+    """`--compile` on prompts of varying length: one graph for every n (a recompile is an error here; n stays
+    apart from the 8 queries, as torch would guard on an n that equals them). The eager backend runs what dynamo
+    captures without generating code, which takes minutes on a small CPU."""
+    cfg = TrainConfig(tasks=("linear/kappa1",), arch="gpt2", layers=1, heads=2, width=8, steps=4, n_min=9, n_max=12,
+                      **TINY)
+    eager = train(cfg, tmp_path / "eager", progress=False)
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    monkeypatch.setattr(training, "compile_model",
+                        lambda net, fixed_length: torch.compile(net, backend="eager", dynamic=not fixed_length))
+    compiled = train(replace(cfg, compile=True), tmp_path / "compiled", progress=False)
+    schedule = np.random.Generator(np.random.PCG64(cfg.seed))  # the trainer's: a task, then n, at every step
+    assert len({[schedule.integers(1), int(schedule.integers(9, 13))][1] for _ in range(cfg.steps)}) > 1
+    assert compiled["config"]["compile"] and "--compile" in compiled["command"]
+    a, b = _tensors(tmp_path / "eager" / "model.safetensors"), _tensors(tmp_path / "compiled" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert [v["step"] for v in compiled["validations"]] == [v["step"] for v in eager["validations"]]
+
+
+def _fails(*args, **kwargs):
+    raise RuntimeError("no C++ compiler found\nmore detail")
+
+
+def test_impossible_switches_get_one_line(tmp_path, monkeypatch, capsys) -> None:
+    base = ["train", "--task", "linear/kappa1", "--steps", "2", "--val-every", "2", "--val-prompts", "8",
+            "--batch-size", "4", "--quiet"]
+    assert main([*base, "--patience", "0", "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err == "iclbench train: --patience must be at least 1 validation, got 0\n"
+    with pytest.raises(TrainError, match="--precision must be one of"):
+        TrainConfig(tasks=("linear/kappa1",), precision="fp16")
+    monkeypatch.setattr(training, "compile_model", lambda net, fixed_length: torch.compile(net, backend=_fails))
+    assert main([*base, "--compile", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iclbench train: --compile: torch.compile failed on this machine (")
+    assert err.endswith("(RuntimeError: no C++ compiler found); train without --compile\n") and err.count("\n") == 1
+    monkeypatch.setattr(training, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    assert main([*base, "--precision", "bf16", "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err == ("iclbench train: --precision bf16: Tesla V100 has no bfloat16 support; "
+                                       "use --precision fp32\n")
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_state_from_before_the_switches_resumes(tmp_path) -> None:
+    """A state saved without the settings added since (precision, compile, fused, patience) reads them as defaults."""
+    cfg = TrainConfig(tasks=("linear/kappa1",), steps=3, **TINY)
+    train(cfg, tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "state.safetensors"
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    added = ("precision", "compile", "fused", "patience")
+    old = {k: v for k, v in json.loads(meta["config"]).items() if k not in added}
+    save_file(load_file(str(path)), str(path), {**meta, "config": json.dumps(old)})
+    assert train(replace(cfg, steps=6), tmp_path / "run", resume=True, progress=False)["final"]["step"] == 6
+    with pytest.raises(TrainError, match="precision: 'fp32' -> 'bf16'"):
+        train(replace(cfg, steps=9, precision="bf16"), tmp_path / "run", resume=True, progress=False)

@@ -74,7 +74,8 @@ class GPT2(InContextModel):
         return 1 <= n <= self.max_len
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_lengths(x, y, x_query, [x.shape[1]])[x.shape[1]]
+        out = self.read_outs(x, y, x_query, [x.shape[1]])  # not through a dict keyed by n: compiles once for every n
+        return out[:, -1, 0], out[:, :, 0]
 
     def forward_lengths(
         self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]
@@ -85,6 +86,11 @@ class GPT2(InContextModel):
         queries are appended once per length, at position 2n, each attending to the first 2n context
         tokens and to itself.
         """
+        out = self.read_outs(x, y, x_query, lengths)
+        return {m: (out[:, -1, i], out[:, :, i]) for i, m in enumerate(lengths)}
+
+    def read_outs(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """The read-outs (B, K, len(lengths), q) after each layer for the prefixes of `lengths` pairs."""
         self.check_input(x, y, x_query)
         (b, n, d), q = x.shape, x_query.shape[1]
         if not all(1 <= m <= n for m in lengths):
@@ -93,7 +99,8 @@ class GPT2(InContextModel):
         yt = torch.cat([x.new_zeros(b, n, d), y.unsqueeze(-1)], -1)
         qt = torch.cat([x_query, x.new_zeros(b, q, 1)], -1).repeat(1, len(lengths), 1)
         seq = torch.cat([torch.stack([xt, yt], 2).reshape(b, 2 * n, d + 1), qt], 1)
-        at = torch.tensor(lengths, device=x.device).repeat_interleave(q)  # the prompt length of each query token
+        # the prompt length of each query token, made on the device (no copy from the host in the training step)
+        at = torch.cat([torch.full((q,), m, dtype=torch.long, device=x.device) for m in lengths])
         positions = torch.cat([torch.arange(2 * n, device=x.device), 2 * at])
         h = self.read_in(seq) + self.pos(positions)
         t = 2 * n + len(at)
@@ -104,5 +111,4 @@ class GPT2(InContextModel):
         for k in range(self.layers):
             h = self.blocks[0 if self.tied else k](h, mask)
             steps.append(self.read_out(self.ln_f(h[:, 2 * n :])).squeeze(-1))
-        out = torch.stack(steps, 1).view(b, self.layers, len(lengths), q)
-        return {m: (out[:, -1, i], out[:, :, i]) for i, m in enumerate(lengths)}
+        return torch.stack(steps, 1).view(b, self.layers, len(lengths), q)

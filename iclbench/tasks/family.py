@@ -134,10 +134,18 @@ class Task:
     ) -> Sample:
         """Draw a training batch of `batch_size` prompts of length `n` (and `n_queries` queries, by default
         the task's) from the task's distribution, with `generator` (`train_generator(seed)`), as
-        `dtype` tensors on `device`; see `Sample` for what it holds."""
+        `dtype` tensors on `device`; see `Sample` for what it holds. The draw is NumPy's, on the CPU (the
+        portable stream); on a GPU the tensors are copied asynchronously, from page-locked memory."""
         q = n_queries or self.spec.n_queries
         draw = self.family.draw(self.spec, generator, batch_size, n, q)
-        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)  # noqa: E731
+        on_gpu = torch.device(device).type == "cuda"
+
+        def to(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            if on_gpu:  # from page-locked memory, so that the copy does not wait for the kernels queued before it
+                return t.to(dtype).pin_memory().to(device, non_blocking=True)
+            return t.to(device=device, dtype=dtype)
+
         batch = Batch(self.spec, to(draw.x), to(draw.y), to(draw.x_query))
         hidden = {k: to(a) for k, a in {**draw.hidden, **draw.extra}.items() if k != "f_query"}
         return Sample(batch, to(draw.y_query), to(self.family.target(self.spec, draw, n)), hidden)
