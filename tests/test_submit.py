@@ -21,6 +21,8 @@ TEMPLATE = ROOT / "examples" / "template_model.py"
 META = ["--authors", "A. Researcher", "--contact", "researcher@example.org", "--license", "MIT"]
 KNN = ["--architecture", "k-nearest-neighbour regression, k = 1 to 8", *META]
 
+pytestmark = pytest.mark.usefixtures("session_fingerprints")  # the sets are generated once, in a separate process
+
 
 def submit(*args: str | Path) -> int:
     return main(["submit", *map(str, args), "--device", "cpu", "--quiet"])

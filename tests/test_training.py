@@ -92,6 +92,7 @@ def test_losses_against_references() -> None:
                                F.mse_loss(steps, sample.y_query.unsqueeze(1).expand_as(steps)))
 
 
+@pytest.mark.usefixtures("session_fingerprints")  # the kernel sets are generated in a separate process
 def test_cli_train_then_run(tmp_path, capsys) -> None:
     out = tmp_path / "kern"
     args = ["train", "--task", "kernel/linear", "--arch", "linear-transformer", "--attention", "softmax",

@@ -135,10 +135,13 @@ def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -
     return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
 
 
-def two_gd_steps(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -> tuple[float, torch.Tensor]:
+def two_gd_steps(
+    task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096, chunk: int = 8
+) -> tuple[float, torch.Tensor]:
     """Two GD steps from W = 0 on sum_i ||y_i - W x_i||^2 / 2n (vector labels) with the constant step size, of a
     log-spaced grid from 0.01 to 3, that is best on `tuning_prompts` training-stream prompts; its (P, q, m)
-    predictions on `data`."""
+    predictions on `data`. The grid is tried `chunk` step sizes at a time, so that memory holds the (B, m, d)
+    weights of `chunk` step sizes, not of all 121."""
     def predict(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         x, y, xq = x.double(), y.double(), xq.double()
         g, h = torch.einsum("bnd,bnm->bmd", x, y) / n, x.mT @ x / n
@@ -147,7 +150,11 @@ def two_gd_steps(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) 
 
     grid = torch.logspace(-2, np.log10(3), 121, dtype=torch.float64)
     tune = task.sample(tuning_prompts, n, task.train_generator(TUNING_SEED))
-    errors = ((predict(tune.batch.x, tune.batch.y, tune.batch.x_query, grid) - tune.target.double()) ** 2).flatten(1)
+    target = tune.target.double()
+    errors = torch.cat([  # (E, B q m): squared errors are small; the weights they come from are not
+        ((predict(tune.batch.x, tune.batch.y, tune.batch.x_query, etas) - target) ** 2).flatten(1)
+        for etas in grid.split(chunk)
+    ])
     eta = grid[errors.sum(1).argmin()].reshape(1)
     return float(eta), predict(data.x[:, :n], data.y[:, :n], data.x_query, eta)[0]
 
