@@ -131,6 +131,14 @@ def test_hand_built_prox_transformer_is_ista(tied: bool) -> None:
     assert np.abs(expected - plain).max() > 0.1  # and the shrinkage matters
 
 
+def test_a_submission_describes_the_prox_transformer() -> None:
+    from iclbench.submissions.create import describe
+
+    assert describe(ProxTransformer(D, 8, heads=2, hidden=32, tied=True).config()) == (
+        "8-layer looped (one tied layer applied 8 times) proximal-step transformer: a state token updated by linear "
+        "attention over the context, 2 head(s), then a ReLU MLP of width 32")
+
+
 def test_bad_input_is_named() -> None:
     model = LinearTransformer(D, 1)
     x, y, xq = _prompt(dtype=torch.float32)

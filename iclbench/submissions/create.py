@@ -54,6 +54,9 @@ def describe(config: dict[str, Any]) -> str:
     if config.get("arch") == "causal-lsa":
         return (f"{layers}-layer causal linear self-attention on (x, y) tokens, {heads} head(s), "
                 f"labels of dimension {config.get('m')}, no MLP")
+    if config.get("arch") == "prox-transformer":
+        return (f"{layers}-layer{looped} proximal-step transformer: a state token updated by linear attention over "
+                f"the context, {heads} head(s), then a ReLU MLP of width {config.get('hidden')}")
     attention = config.get("attention", "linear")
     kind = "linear self-attention (LSA)" if attention == "linear" else f"{attention}-attention linear transformer"
     norm = " with LayerNorm" if config.get("norm") else ""
