@@ -79,6 +79,8 @@ def test_build_on_synthetic_results(synthetic: tuple[Path, Path], tmp_path: Path
     assert q3["loops"] == 2 and q3["nominal_db"][next(iter(findings.Q3_MODELS))]["lasso/random"] == -5.0
     assert q3["nominal_db"]["ista (2 iterations)"]["lasso/fixed"] == -1.5
     assert q3["nominal_db"]["lista-cp"]["lasso/fixed"] is None
+    assert q3["per_layer_db"][next(iter(findings.Q3_MODELS))]["lasso/random"] == [-2.0, -5.0]
+    assert q3["at_depth_db"]["ista"]["lasso/fixed"] == -1.5 and q3["at_depth_db"]["alista"]["lasso/fixed"] is None
     assert numbers["q4"]["best_on_own_task"] == {"kernel/exp": None, "kernel/relu": "kernel-relu-attn-relu"}
     assert numbers["q4"]["per_layer_db"]["kernel/relu"]["kernel-relu-attn-linear"] == [-1.0, -2.0]
     q5 = numbers["q5"]["lsa-4l-kappa100 | linear/kappa100 | gd"]

@@ -42,9 +42,13 @@ Docs = dict[str, dict[str, Any]]
 
 Q1_MODEL, Q1_TASK = "lsa-1l-kappa1", "linear/kappa1"
 Q2_MODELS, Q2_TASK = ("lsa-4l-kappa100", "lsa-norm-4l-kappa100"), "linear/kappa100"
-Q3_MODELS = {"looped-lsa-norm-lasso": "lasso/fixed", "looped-lsa-norm-lasso-random": "lasso/random"}
-"""The looped transformers and the task each was trained on; the first is compared with the L2O baselines."""
-Q3_BASELINES = ("ista", "fista", "lista", "lista-cp")
+Q3_MODELS = {
+    "looped-lsa-norm-lasso": "lasso/fixed",
+    "looped-lsa-norm-lasso-random": "lasso/random",
+    "prox-8l-lasso-random": "lasso/random",
+}
+"""The lasso transformers and the task each was trained on; the first one's depth is the baselines' cut."""
+Q3_BASELINES = ("ista", "fista", "lista", "lista-cp", "alista")
 Q3_TASKS = ("lasso/fixed", "lasso/shift0.1", "lasso/shift0.5", "lasso/random")
 Q4_MODELS = {
     "kernel/exp": ("kernel-exp-attn-linear", "kernel-exp-attn-softmax"),
@@ -316,15 +320,21 @@ def question2(docs: Docs, out: Path) -> dict[str, Any]:
 
 
 def question3(docs: Docs, out: Path) -> dict[str, Any]:
-    """Looped transformer, LISTA variants and ISTA on the lasso tasks, at the nominal and other lengths."""
+    """Lasso transformers, LISTA variants and ISTA on the lasso tasks, at the nominal and other lengths, and the
+    transformers' per-layer errors beside the baselines' after as many steps (layers)."""
     models = (*Q3_MODELS, *Q3_BASELINES)
     loops = len(steps_db(docs, next(iter(Q3_MODELS)), "lasso/fixed") or [])
-    found: dict[str, Any] = {"nominal_db": {}, "lengths_db": {}, "loops": loops or None}
+    found: dict[str, Any] = {"nominal_db": {}, "lengths_db": {}, "loops": loops or None, "per_layer_db": {},
+                             "at_depth_db": {}}
     for m in models:
         found["nominal_db"][m] = {t: err_db(docs, m, t) for t in Q3_TASKS}
         found["lengths_db"][m] = {t: lengths_db(docs, m, t) for t in Q3_TASKS}
     if loops:
         found["nominal_db"][f"ista ({loops} iterations)"] = {t: at_step(steps_db(docs, "ista", t), loops) for t in Q3_TASKS}
+    for m in Q3_MODELS:
+        found["per_layer_db"][m] = {t: [round(v, 2) for v in steps_db(docs, m, t) or []] for t in Q3_TASKS}
+    if loops:
+        found["at_depth_db"] = {b: {t: at_step(steps_db(docs, b, t), loops) for t in Q3_TASKS} for b in Q3_BASELINES}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     rows = [m for m, v in found["nominal_db"].items() if any(x is not None for x in v.values())]
     width = 0.8 / max(len(rows), 1)
