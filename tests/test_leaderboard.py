@@ -270,6 +270,7 @@ def test_one_invalid_folder_is_left_out(board: tuple[Path, Path, Path], capsys: 
     assert any("zero.json: not readable JSON" in p for p in check(subs, baselines))
 
 
+@pytest.mark.usefixtures("session_fingerprints")  # the sets from the session's cache, not generated in this process
 def test_cli_runs_baselines_then_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     baselines, out = tmp_path / "baselines", tmp_path / "out"
     args = [

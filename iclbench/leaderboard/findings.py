@@ -139,36 +139,43 @@ def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -
     return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
 
 
-def two_gd_steps(
-    task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096, chunk: int = 8
-) -> tuple[float, torch.Tensor]:
+def two_gd_steps(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -> tuple[float, torch.Tensor]:
     """Two GD steps from W = 0 on sum_i ||y_i - W x_i||^2 / 2n (vector labels) with the constant step size, of a
     log-spaced grid from 0.01 to 3, that is best on `tuning_prompts` training-stream prompts; its (P, q, m)
-    predictions on `data`. The grid is tried `chunk` step sizes at a time, so that memory holds the (B, m, d)
-    weights of `chunk` step sizes, not of all 121."""
+    predictions on `data`. With G = Y^T X / n and H = X^T X / n, the steps are W_1 = eta G and
+    W_2 = W_1 - eta (W_1 H - G) = 2 eta G - eta^2 G H, so every step size's prediction is
+    2 eta x_q G^T - eta^2 x_q (G H)^T from two (B, q, m) products, never a (B, m, d) matrix per step size."""
     def predict(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         x, y, xq = x.double(), y.double(), xq.double()
         g, h = torch.einsum("bnd,bnm->bmd", x, y) / n, x.mT @ x / n
-        w1 = eta[:, None, None, None] * g  # (E, B, m, d), one row per step size
-        return torch.einsum("bqd,ebmd->ebqm", xq, w1 - eta[:, None, None, None] * (w1 @ h - g))
+        first, second = torch.einsum("bqd,bmd->bqm", xq, g), torch.einsum("bqd,bmd->bqm", xq, g @ h)
+        e = eta[:, None, None, None]  # one row per step size
+        return 2 * e * first - e * e * second
 
     grid = torch.logspace(-2, np.log10(3), 121, dtype=torch.float64)
     tune = task.sample(tuning_prompts, n, task.train_generator(TUNING_SEED))
     target = tune.target.double()
-    errors = torch.cat([  # (E, B q m): squared errors are small; the weights they come from are not
-        ((predict(tune.batch.x, tune.batch.y, tune.batch.x_query, etas) - target) ** 2).flatten(1)
-        for etas in grid.split(chunk)
+    sums = torch.cat([  # each step size's sum of squared errors, 8 step sizes at a time
+        ((predict(tune.batch.x, tune.batch.y, tune.batch.x_query, etas) - target) ** 2).flatten(1).sum(1)
+        for etas in grid.split(8)
     ])
-    eta = grid[errors.sum(1).argmin()].reshape(1)
+    eta = grid[sums.argmin()].reshape(1)
     return float(eta), predict(data.x[:, :n], data.y[:, :n], data.x_query, eta)[0]
+
+
+def per_layer(net: torch.nn.Module, data: EvalSet, n: int, chunk: int = 512) -> torch.Tensor:
+    """`net`'s per-layer predictions (P, K, q[, m]) on the prompts of `data` at length `n`, in float64, `chunk`
+    prompts at a time (the attention scores of every prompt at once take up to 126 MB a layer)."""
+    with torch.no_grad():
+        return torch.cat([net(x.double(), y.double(), xq.double())[1] for x, y, xq in
+                          zip(data.x[:, :n].split(chunk), data.y[:, :n].split(chunk), data.x_query.split(chunk))])
 
 
 def one_step_comparison(net: torch.nn.Module, task: Task, data: EvalSet, n: int) -> dict[str, Any]:
     """A 1-layer model against one fitted GD step on `data` at length `n`: errors in dB and residual cosine."""
     eta, gd = one_step_gd(task, n, data)
-    with torch.no_grad():
-        y, steps = net(data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double())
-    target = data.targets[n].double()
+    steps = per_layer(net, data, n)
+    y, target = steps[:, -1], data.targets[n].double()
     return {
         "n": n,
         "eta": _round(eta),
@@ -186,8 +193,7 @@ def mesa_comparison(
     target's energy (dB; 0 would be as large as the target), the cosine of their residuals (1: the same
     errors up to scale), the step size of the GD step closest to the layer's prediction (least squares),
     and the cosine of its residual with that of two GD steps, `gd2`."""
-    with torch.no_grad():
-        _, steps = net(data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double())
+    steps = per_layer(net, data, n)
     target = data.targets[n].double()
     energy = float((target**2).sum())
     layers = range(steps.shape[1])
