@@ -11,7 +11,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import IO, Any, Callable, Iterator
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "unsupported")
@@ -168,30 +168,24 @@ def journal_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.journal")
 
 
-class Journal:
-    """The journal of a results file (`journal_path`), that a run appends each finished task's entry to, one JSON
-    line flushed to disk, after a first line holding the document the run started from; the run then writes the
-    results file once, at its end (or when it is interrupted), and removes the journal. `read_journaled` folds
-    a journal that a crash left behind."""
+class AppendLog:
+    """A file that a run appends records to, each flushed to disk before `append` returns (opened with `mode` on
+    the first record: "w" truncates, "ab" keeps what is there); `remove` deletes it once its records are elsewhere."""
+
+    mode = "w"
 
     def __init__(self, path: Path) -> None:
-        self.path = journal_path(path)
-        self._fh: TextIO | None = None
+        self.path = path
+        self._fh: IO[Any] | None = None
 
     @property
     def started(self) -> bool:
         return self._fh is not None
 
-    def append(self, doc: dict[str, Any], name: str) -> None:
-        """Make the entry of task `name` in `doc` durable; the first call writes `doc` without it first."""
-        records = [{"task": name, "entry": doc["tasks"][name]}]
+    def _durable(self, data: str | bytes) -> None:
         if self._fh is None:
-            self._fh = open(self.path, "w")
-            records.insert(0, {**doc, "tasks": {k: v for k, v in doc["tasks"].items() if k != name}})
-        for record in records:
-            if (where := non_finite(record)) is not None:
-                raise ResultsError(f"non-finite number at {where}")
-        self._fh.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+            self._fh = open(self.path, self.mode)
+        self._fh.write(data)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -201,9 +195,29 @@ class Journal:
             self._fh = None
 
     def remove(self) -> None:
-        """Close and delete the journal, once the results file holds its entries."""
+        """Close and delete the file, once the records are where they belong."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+class Journal(AppendLog):
+    """The journal of a results file (`journal_path`), that a run appends each finished task's entry to, one JSON
+    line flushed to disk, after a first line holding the document the run started from; the run then writes the
+    results file once, at its end (or when it is interrupted), and removes the journal. `read_journaled` folds
+    a journal that a crash left behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(journal_path(path))
+
+    def append(self, doc: dict[str, Any], name: str) -> None:
+        """Make the entry of task `name` in `doc` durable; the first call writes `doc` without it first."""
+        records = [{"task": name, "entry": doc["tasks"][name]}]
+        if not self.started:
+            records.insert(0, {**doc, "tasks": {k: v for k, v in doc["tasks"].items() if k != name}})
+        for record in records:
+            if (where := non_finite(record)) is not None:
+                raise ResultsError(f"non-finite number at {where}")
+        self._durable("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
 
 
 def read_journaled(path: Path) -> dict[str, Any] | None:

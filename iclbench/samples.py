@@ -23,10 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -120,36 +119,23 @@ def _parse(meta: dict[str, str], flat: dict[str, torch.Tensor], where: str
     return head, by_task
 
 
-class Journal:
+class Journal(results.AppendLog):
     """The journal of a samples file (`results.journal_path` of it), that a run appends each finished task's
     samples to: one record, an 8-byte little-endian length and a safetensors blob holding the task's tensors and
     header, flushed to disk. The run writes the samples file once, at its end (or when it is interrupted), and
     removes the journal; `kept` folds a journal that a crash left behind. Records are appended, never truncated:
     a later record of a task supersedes an earlier one."""
 
+    mode = "ab"
+
     def __init__(self, path: Path) -> None:
-        self.path = results.journal_path(path)
-        self._fh: BinaryIO | None = None
+        super().__init__(results.journal_path(path))
 
     def append(self, doc: dict[str, Any], name: str, tensors: dict[str, torch.Tensor]) -> None:
         """Make the samples `tensors` of task `name` (whose entry is in the results `doc`) durable."""
         meta = {"format": FORMAT, "header": json.dumps(header(doc, [name]))}
         blob = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)
-        if self._fh is None:
-            self._fh = open(self.path, "ab")
-        self._fh.write(len(blob).to_bytes(8, "little") + blob)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def remove(self) -> None:
-        """Close and delete the journal, once the samples file holds its records."""
-        self.close()
-        self.path.unlink(missing_ok=True)
+        self._durable(len(blob).to_bytes(8, "little") + blob)
 
 
 def _journaled(path: Path) -> list[tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]]:
