@@ -4,13 +4,19 @@ Batches come from `Task.sample` on `Task.train_generator(seed)`, a stream disjoi
 evaluation sets; validation uses the same sampler on another seed (`val_seed`). Each step
 picks a task of the selection (uniformly) and a prompt length n, uniform in
 [n_min, hi], where hi grows linearly from n_min to n_max over the first `curriculum` steps
-(no curriculum: hi = n_max throughout). The loss is the mean squared error of the query
+(no curriculum: hi = n_max throughout). With a dimension curriculum (`dim_curriculum` steps) the
+prompts are drawn at dimension k, zero-padded to d (`Task.sample`), k growing linearly from `d_min`
+(default 5, Garg et al.'s; from 2 to d - 1) to d over those steps, as in Garg et al. (families whose
+tasks have such draws only: linear, logistic and kernel); validation is always at d. The loss is the mean squared error of the query
 predictions against the sampled query label ("label"), the noiseless target the benchmark
 scores ("target"), or the logistic loss on the +-1 labels ("logistic"); "auto" is
 "target" on logistic tasks (the regularised optimum's logit, which the benchmark scores:
 label regression would bound predictions to [-1, 1] and the logistic loss drives them to
 +-infinity on separable prompts) and "label" elsewhere. With `all_layers` the loss is
-averaged over the read-out of every layer.
+averaged over the read-out of every layer. With `every_prefix` (gpt2) the loss also covers the
+prediction of every context label y_t from the t - 1 pairs before it (t = 2 to n), read out at the
+context x tokens, weighted like the q queries: n - 1 + q predictions per prompt instead of q, as
+Garg et al. train on every prefix (they also predict y_1 from no pair).
 
 The causal LSA (`--arch causal-lsa`, `iclbench.models.causal_lsa`, the one architecture for the
 vector labels of the `ar` family) is trained autoregressively, as von Oswald et al. and Zheng et al.
@@ -122,6 +128,9 @@ class TrainConfig:
     n_min: int | None = None
     n_max: int | None = None
     curriculum: int = 0
+    dim_curriculum: int = 0
+    d_min: int | None = None
+    every_prefix: bool = False
     seed: int = 0
     val_seed: int | None = None
     val_every: int = 200
@@ -166,6 +175,13 @@ class TrainConfig:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.curriculum < 0 or not self.lr > 0:
             raise TrainError(f"need --curriculum >= 0 and --lr > 0, got {self.curriculum} and {self.lr}")
+        if self.dim_curriculum < 0:
+            raise TrainError(f"--dim-curriculum must be at least 0 steps, got {self.dim_curriculum}")
+        if self.d_min is not None and not self.dim_curriculum:
+            raise TrainError("--d-min is the first dimension of a dimension curriculum: give --dim-curriculum STEPS")
+        if self.every_prefix and self.arch != "gpt2":
+            raise TrainError(f"--every-prefix reads out the context tokens of --arch gpt2, not {self.arch}"
+                             + (" (which is always trained on every position)" if self.arch == "causal-lsa" else ""))
         if self.held_out_seed == self.seed:
             raise TrainError(f"--val-seed must differ from --seed ({self.seed}): validation is on held-out prompts")
 
@@ -187,6 +203,22 @@ def select_tasks(patterns: tuple[str, ...]) -> list[Task]:
             raise TrainError(f"tasks {[t.spec.name for t in chosen]} have different {dim} {sorted(dims)}; "
                              f"train on one {dim}")
     return chosen
+
+
+def dimension_range(cfg: TrainConfig, tasks: list[Task]) -> int:
+    """The first dimension of the dimension curriculum (d without one); checks the tasks have such draws."""
+    d = tasks[0].spec.d
+    if not cfg.dim_curriculum:
+        return d
+    for t in tasks:
+        if t.family.dimension_axes is None:
+            raise TrainError(f"--dim-curriculum: {t.spec.name}: the {t.spec.family} family has no draws in fewer "
+                             "dimensions")
+    d_min = 5 if cfg.d_min is None else cfg.d_min
+    if not 2 <= d_min < d:
+        raise TrainError(f"--dim-curriculum starts below the tasks' dimension d = {d}: --d-min must be from 2 to "
+                         f"{d - 1}, got {d_min}" + (" (the default)" if cfg.d_min is None else ""))
+    return d_min
 
 
 def length_range(cfg: TrainConfig, tasks: list[Task]) -> tuple[int, int]:
@@ -278,11 +310,11 @@ def train_step(cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimize
     b = sample.batch
     bf16 = cfg.precision == "bf16"
     with torch.autocast(b.x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-        if cfg.arch == "causal-lsa":
+        if cfg.arch == "causal-lsa" or cfg.every_prefix:
             context, steps = net(b.x, b.y, b.x_query, context=True)
         else:
             steps = net(b.x, b.y, b.x_query)[1]
-    if cfg.arch == "causal-lsa":
+    if cfg.arch == "causal-lsa" or cfg.every_prefix:
         loss = autoregressive_loss(context.float(), steps.float(), sample, cfg.all_layers)
     else:
         loss = compute_loss(steps.float(), sample, kind, cfg.all_layers)
@@ -467,7 +499,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         changed = [k for k in now
                    if k not in RESUMABLE and json.dumps(before.get(k, defaults[k])) != json.dumps(now[k])]
         if changed:
-            diff = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
+            diff = ", ".join(f"{k}: {before.get(k, defaults[k])!r} -> {now[k]!r}" for k in changed)
             raise TrainError(f"--resume: settings differ from the saved run ({diff}); only {RESUMABLE} may change")
     elif state_path.exists():
         raise TrainError(f"{out} already holds a training run; use --resume or another --out")
@@ -475,6 +507,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     check_precision(cfg, device)
     tasks = select_tasks(cfg.tasks)
     n_min, n_max = length_range(cfg, tasks)
+    d_min, d = dimension_range(cfg, tasks), tasks[0].spec.d
+    if cfg.every_prefix and any(loss_kind(cfg, t) != "label" for t in tasks):
+        raise TrainError("--every-prefix is trained on the context labels: it needs --loss label (or auto on "
+                         "tasks other than logistic)")
     model = make_model(cfg, tasks).to(device)
     if cfg.arch == "gpt2" and not model.supports_length(n_max):
         raise TrainError(f"--n-max {n_max} is longer than the model's {model.max_len}")
@@ -494,6 +530,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         "world_size": world,
         "effective_batch_size": world * cfg.batch_size,
         "lengths": {"n_min": n_min, "n_max": n_max, "curriculum_steps": cfg.curriculum},
+        "dimensions": {"d_min": d_min, "d": d, "curriculum_steps": cfg.dim_curriculum},
         "device": str(device),
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -537,10 +574,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     with tqdm(total=cfg.steps, initial=start, desc="train", disable=not progress or None) as bar:
         for step in range(start, start if stopped else cfg.steps):
             hi = n_min + round((n_max - n_min) * min(1.0, step / cfg.curriculum)) if cfg.curriculum else n_max
+            dims = d_min + round((d - d_min) * min(1.0, step / cfg.dim_curriculum)) if cfg.dim_curriculum else d
             which = int(schedule.integers(len(tasks)))
             n = int(schedule.integers(n_min, hi + 1))
             task = tasks[which]
-            sample = task.sample(cfg.batch_size, n, gens[which], device=device)
+            sample = task.sample(cfg.batch_size, n, gens[which], device=device, dims=dims)
             try:
                 running += train_step(cfg, net, opt, sample, loss_kind(cfg, task))
             except Exception as exc:
@@ -567,7 +605,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 if lead:
                     assert validate is not None
                     val = validate(model)
-                    record = {"step": done, "n_max": hi, "train_loss": round(float(running) / count, 6),
+                    record = {"step": done, "n_max": hi, "d": dims, "train_loss": round(float(running) / count, 6),
                               "val_nominal_db": nominal_mean_db(val), "tasks": val}
                     log["validations"].append(record)
                     improved = best is None or record["val_nominal_db"] < best["val_nominal_db"]
@@ -673,6 +711,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-max", type=int, help="longest training prompt (default: the tasks' longest length)")
     p.add_argument("--curriculum", type=int, default=d.curriculum,
                    help="steps over which the longest prompt grows from --n-min to --n-max (0: off)")
+    p.add_argument("--dim-curriculum", type=int, default=d.dim_curriculum,
+                   help="steps over which the prompts' dimension grows from --d-min to d, inputs zero-padded "
+                        "(0: off; linear, logistic and kernel tasks)")
+    p.add_argument("--d-min", type=int, help="first dimension of --dim-curriculum, 2 to d - 1 (default 5)")
+    p.add_argument("--every-prefix", action="store_true",
+                   help="gpt2: the loss also covers every context label y_t predicted from the t - 1 pairs before it")
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation and training-stream seed")
     p.add_argument("--val-seed", type=int, help="held-out validation seed (default: seed + 1000003)")
     p.add_argument("--val-every", type=int, default=d.val_every, help="validate and save every K steps")
@@ -696,6 +740,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 TRAIN_EXAMPLES = """examples:
   iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 2000 --lr 0.005 --out runs/lsa1
   iclbench train --task linear --arch gpt2 --layers 4 --heads 4 --curriculum 1000 --out runs/gpt2-linear
+  iclbench train --task linear/kappa1 --arch gpt2 --layers 6 --width 128 --heads 4 --every-prefix \
+      --n-min 11 --n-max 41 --curriculum 30000 --dim-curriculum 30000 --out runs/garg
+                                       Garg et al.'s objective and curricula (dimension 5 to 20, length 11 to 41)
   iclbench train --task ar/uniform --arch causal-lsa --layers 1 --lr 3e-4 --weight-decay 0.05 --batch-size 256 \
       --steps 20000 --out runs/mesa1      autoregressive training, the settings of von Oswald et al.
   iclbench train --task linear/kappa1 --arch lsa --layers 1 --steps 4000 --lr 0.005 --out runs/lsa1 --resume

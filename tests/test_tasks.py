@@ -260,3 +260,49 @@ def test_ar_prompts_have_one_query() -> None:
     assert task.sample(4, 10, task.train_generator(0)).batch.x_query.shape == (4, 1, 10)
     with pytest.raises(ValueError, match=r"ar/uniform: a prompt has one query, .*got n_queries=8"):
         task.sample(4, 10, task.train_generator(0), n_queries=8)
+
+
+@pytest.mark.parametrize("name", ["linear/kappa10", "logistic/kappa1"])
+def test_a_smaller_dimension_is_the_family_in_a_subspace(name: str) -> None:
+    """`sample(dims=k)`: the family's prompts at dimension k, zero-padded to d (the dimension curriculum)."""
+    task = tasks.get(name)
+    d, k = task.spec.d, 7
+    s = task.sample(64, 30, task.train_generator(5), dtype=torch.float64, dims=k)
+    small = tasks.get(name).in_dimension(k)
+    ref = task.family.draw(small, task.train_generator(5), 64, 30, task.spec.n_queries)  # the same stream at d = k
+    assert s.batch.x.shape == (64, 30, d) and s.batch.x_query.shape == (64, task.spec.n_queries, d)
+    assert torch.equal(s.batch.x[..., :k], torch.from_numpy(ref.x)) and not s.batch.x[..., k:].any()
+    assert not s.batch.x_query[..., k:].any() and torch.equal(s.batch.y, torch.from_numpy(ref.y))
+    assert s.hidden["w"].shape == (64, d) and not s.hidden["w"][:, k:].any()
+    assert s.hidden["sigma"].shape == (64, d, d) and not s.hidden["sigma"][:, k:].any()
+    assert not s.hidden["sigma"][:, :, k:].any()
+    if name.startswith("linear"):  # labels of the padded inputs and weights, unit variance as at d
+        assert torch.allclose(s.batch.y, torch.einsum("bnd,bd->bn", s.batch.x, s.hidden["w"]), atol=1e-5)
+        assert torch.allclose(s.target, torch.einsum("bqd,bd->bq", s.batch.x_query, s.hidden["w"]), atol=1e-5)
+        assert float(s.batch.y.var()) == pytest.approx(1.0, rel=0.15)
+        eig = torch.linalg.eigvalsh(s.hidden["sigma"][:, :k, :k])
+        assert torch.allclose(eig[:, -1] / eig[:, 0], torch.full((64,), 10.0, dtype=eig.dtype), rtol=1e-6)
+    else:  # the target is the optimum on the padded prompt
+        w_mu = logistic_optimum(s.batch.x, s.batch.y, task.spec.params["mu"])
+        assert w_mu[:, k:].abs().max() <= 1e-12
+        assert torch.allclose(s.target, torch.einsum("bqd,bd->bq", s.batch.x_query, w_mu), atol=1e-6)
+    full = task.sample(8, 30, task.train_generator(5), dims=d)
+    assert torch.equal(full.batch.x, task.sample(8, 30, task.train_generator(5)).batch.x)  # dims = d: the task
+
+
+def test_kernel_points_in_fewer_dimensions_lie_on_a_smaller_sphere() -> None:
+    task = tasks.get("kernel/exp")
+    s = task.sample(16, 10, task.train_generator(0), dtype=torch.float64, dims=3)
+    x = torch.cat([s.batch.x, s.batch.x_query], 1)
+    assert not x[..., 3:].any() and torch.allclose(x.norm(dim=-1), torch.ones(x.shape[:2], dtype=x.dtype))
+
+
+def test_families_without_smaller_dimensions_refuse_them() -> None:
+    for name in ("lasso/fixed", "ar/uniform"):
+        task = tasks.get(name)
+        with pytest.raises(ValueError, match=f"{name}: the .* family has no draws in fewer dimensions"):
+            task.sample(4, 10, task.train_generator(0), dims=3)
+        assert task.sample(4, 10, task.train_generator(0), dims=task.spec.d).batch.x.shape[-1] == task.spec.d
+    for dims in (1, 21):
+        with pytest.raises(ValueError, match=f"linear/kappa10: a dimension from 2 to 20, got {dims}"):
+            tasks.get("linear/kappa10").in_dimension(dims)

@@ -209,15 +209,89 @@ def test_impossible_switches_get_one_line(tmp_path, monkeypatch, capsys) -> None
 
 
 def test_a_state_from_before_the_switches_resumes(tmp_path) -> None:
-    """A state saved without the settings added since (precision, compile, fused, patience) reads them as defaults."""
+    """A state saved without the settings added since (precision, compile, fused, patience, the dimension
+    curriculum, every prefix) reads them as defaults, and names the default when one of them changes."""
     cfg = TrainConfig(tasks=("linear/kappa1",), steps=3, **TINY)
     train(cfg, tmp_path / "run", progress=False)
     path = tmp_path / "run" / "state.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    added = ("precision", "compile", "fused", "patience")
+    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "every_prefix")
     old = {k: v for k, v in json.loads(meta["config"]).items() if k not in added}
     save_file(load_file(str(path)), str(path), {**meta, "config": json.dumps(old)})
     assert train(replace(cfg, steps=6), tmp_path / "run", resume=True, progress=False)["final"]["step"] == 6
     with pytest.raises(TrainError, match="precision: 'fp32' -> 'bf16'"):
         train(replace(cfg, steps=9, precision="bf16"), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(TrainError, match=r"dim_curriculum: 0 -> 4\)"):
+        train(replace(cfg, steps=9, dim_curriculum=4), tmp_path / "run", resume=True, progress=False)
+
+
+def test_the_dimension_curriculum_draws_each_step_at_its_dimension(tmp_path, monkeypatch) -> None:
+    """k grows linearly from --d-min to d over --dim-curriculum steps (Garg et al.'s, in steps of one); validation
+    stays at d; the recorded command rebuilds the run."""
+    drawn: list[tuple[int, int]] = []
+    sample = training.Task.sample
+
+    def spy(task, batch_size, n, generator, *args, dims=None, **kwargs):
+        s = sample(task, batch_size, n, generator, *args, dims=dims, **kwargs)
+        if batch_size == 16:  # a training batch (validation draws 32 prompts)
+            drawn.append((dims, int((s.batch.x.abs().sum((0, 1)) > 0).sum())))
+        return s
+
+    monkeypatch.setattr(training.Task, "sample", spy)
+    cfg = TrainConfig(tasks=("linear/kappa1",), steps=6, dim_curriculum=4, d_min=5, **TINY)
+    log = train(cfg, tmp_path / "run", progress=False)
+    assert drawn == [(5, 5), (9, 9), (13, 13), (16, 16), (20, 20), (20, 20)]  # 5 + round(15 * min(1, step / 4))
+    assert log["dimensions"] == {"d_min": 5, "d": 20, "curriculum_steps": 4}
+    assert [v["d"] for v in log["validations"]] == [13, 20]  # at steps 3 and 6: the last step's dimension before each validation
+    assert "--dim-curriculum 4 --d-min 5" in log["command"]
+    assert config_from_args(build_parser().parse_args(shlex.split(log["command"])[1:])) == cfg
+    plain = train(replace(cfg, dim_curriculum=0, d_min=None, steps=3), tmp_path / "plain", progress=False)
+    assert plain["dimensions"] == {"d_min": 20, "d": 20, "curriculum_steps": 0} and "--d-min" not in plain["command"]
+
+
+def test_every_prefix_loss_is_the_error_on_every_context_label_and_the_queries() -> None:
+    task = get("linear/noisy")
+    cfg = TrainConfig(tasks=("linear/noisy",), arch="gpt2", layers=2, width=16, heads=2, every_prefix=True)
+    net = training.make_model(cfg, [task])
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    s = task.sample(4, 9, task.train_generator(0))
+    loss = training.train_step(cfg, net, opt, s, "label")
+    with torch.no_grad():
+        context, steps = net(s.batch.x, s.batch.y, s.batch.x_query, context=True)
+        pred = torch.cat([context[:, -1, 1:], steps[:, -1]], 1)  # y_2 .. y_9 from the pairs before, then the queries
+        goal = torch.cat([s.batch.y[:, 1:], s.y_query], 1)
+    torch.testing.assert_close(loss, ((pred - goal) ** 2).mean())
+    plain = training.train_step(replace(cfg, every_prefix=False), net, opt, s, "label")
+    torch.testing.assert_close(plain, ((steps[:, -1] - s.y_query) ** 2).mean())
+
+
+def test_curriculum_and_prefix_settings_that_cannot_apply_get_one_line(tmp_path, capsys) -> None:
+    base = ["train", "--steps", "2", "--val-every", "2", "--val-prompts", "8", "--batch-size", "4", "--quiet",
+            "--out", str(tmp_path / "x")]
+    cases = {
+        ("--task", "lasso/fixed", "--dim-curriculum", "10"):
+            "--dim-curriculum: lasso/fixed: the lasso family has no draws in fewer dimensions",
+        ("--task", "lasso/fixed", "--dim-curriculum", "10", "--d-min", "20"):
+            "--dim-curriculum: lasso/fixed: the lasso family has no draws in fewer dimensions",
+        ("--task", "kernel/exp", "--dim-curriculum", "10", "--d-min", "8"):
+            "--dim-curriculum starts below the tasks' dimension d = 5: --d-min must be from 2 to 4, got 8",
+        ("--task", "kernel/exp", "--dim-curriculum", "10"):
+            "--dim-curriculum starts below the tasks' dimension d = 5: --d-min must be from 2 to 4, got 5 (the default)",
+        ("--task", "linear/kappa10", "--dim-curriculum", "10", "--d-min", "1"):
+            "--dim-curriculum starts below the tasks' dimension d = 20: --d-min must be from 2 to 19, got 1",
+        ("--task", "linear/kappa1", "--dim-curriculum", "-1"): "--dim-curriculum must be at least 0 steps, got -1",
+        ("--task", "linear/kappa1", "--d-min", "3"):
+            "--d-min is the first dimension of a dimension curriculum: give --dim-curriculum STEPS",
+        ("--task", "linear/kappa1", "--every-prefix"): "--every-prefix reads out the context tokens of --arch gpt2, not lsa",
+        ("--task", "ar/uniform", "--arch", "causal-lsa", "--every-prefix"):
+            "--every-prefix reads out the context tokens of --arch gpt2, not causal-lsa (which is always trained on "
+            "every position)",
+        ("--task", "logistic/kappa1", "--arch", "gpt2", "--every-prefix"):
+            "--every-prefix is trained on the context labels: it needs --loss label (or auto on tasks other than "
+            "logistic)",
+    }
+    for args, message in cases.items():
+        assert main([*base, *args]) == 2
+        assert capsys.readouterr().err == f"iclbench train: {message}\n"
+    assert not (tmp_path / "x").exists()

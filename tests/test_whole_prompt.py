@@ -50,6 +50,27 @@ def test_gpt2_reads_every_prefix_in_one_pass_as_in_one_pass_per_length(tied: boo
         net.forward_lengths(x, y, xq, [13])
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_gpt2_context_read_outs_are_the_predictions_of_each_prefix(tied: bool) -> None:
+    """`context=True` (the every-prefix loss): the read-out at x_t is the query prediction of y_t from the t - 1
+    pairs before it; the queries' read-outs are those of the plain forward pass."""
+    torch.manual_seed(1)
+    net = GPT2(4, 3, width=16, heads=2, max_len=12, tied=tied).double()
+    x, y, xq = _prompts(5, 12, torch.float64)
+    with torch.no_grad():
+        context, steps = net(x, y, xq, context=True)
+        assert context.shape == (5, 3, 12)
+        torch.testing.assert_close(steps, net(x, y, xq)[1], rtol=1e-12, atol=1e-12)
+        for t in range(1, 12):  # x_{t+1} as the query of the first t pairs
+            per_layer = net(x[:, :t], y[:, :t], x[:, t : t + 1])[1][:, :, 0]
+            torch.testing.assert_close(context[:, :, t], per_layer, rtol=1e-12, atol=1e-12)
+        y2 = y.clone()
+        y2[:, 6] = 50.0  # a label moves no prediction of itself or of an earlier label
+        moved = net(x, y2, xq, context=True)[0]
+        torch.testing.assert_close(moved[:, :, :7], context[:, :, :7], rtol=1e-12, atol=1e-12)
+        assert (moved[:, :, 7:] - context[:, :, 7:]).abs().min() > 0
+
+
 @pytest.mark.parametrize("m", [1, 3])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 def test_causal_lsa_reads_every_prefix_in_one_pass_as_in_one_pass_per_length(m: int, dtype: torch.dtype,

@@ -7,6 +7,11 @@ of 4 x width. The q queries are appended as x tokens at the same position 2n (ri
 the context); each attends to the 2n context tokens and to itself only, so queries never
 see one another. The prediction after each layer is the shared read-out
 Linear(LayerNorm(h)) of the query token's hidden state h after that layer.
+
+The context x token x_t sits where the query of the prefix of t - 1 pairs does (position 2(t - 1),
+seeing the tokens before it and itself), so its read-out is the prediction of y_t from the pairs
+before it: `forward(..., context=True)` returns these too, for training on every prefix at once
+(Garg et al.'s objective).
 """
 
 from __future__ import annotations
@@ -73,9 +78,13 @@ class GPT2(InContextModel):
     def supports_length(self, n: int) -> bool:
         return 1 <= n <= self.max_len
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.read_outs(x, y, x_query, [x.shape[1]])  # not through a dict keyed by n: compiles once for every n
-        return out[:, -1, 0], out[:, :, 0]
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, context: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction (B, q), per-layer predictions (B, K, q)); with `context`, (per-layer predictions of
+        every context label y_t from the t - 1 pairs before it (B, K, n), per-layer predictions (B, K, q))."""
+        out, before = self.read_outs(x, y, x_query, [x.shape[1]], context)  # one length: compiles once for every n
+        return (before, out[:, :, 0]) if context else (out[:, -1, 0], out[:, :, 0])
 
     def forward_lengths(
         self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]
@@ -86,11 +95,14 @@ class GPT2(InContextModel):
         queries are appended once per length, at position 2n, each attending to the first 2n context
         tokens and to itself.
         """
-        out = self.read_outs(x, y, x_query, lengths)
+        out = self.read_outs(x, y, x_query, lengths)[0]
         return {m: (out[:, -1, i], out[:, :, i]) for i, m in enumerate(lengths)}
 
-    def read_outs(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """The read-outs (B, K, len(lengths), q) after each layer for the prefixes of `lengths` pairs."""
+    def read_outs(
+        self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lengths: list[int], context: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The read-outs (B, K, len(lengths), q) after each layer for the prefixes of `lengths` pairs, and with
+        `context` those (B, K, n) of the context x tokens (None without)."""
         self.check_input(x, y, x_query)
         (b, n, d), q = x.shape, x_query.shape[1]
         if not all(1 <= m <= n for m in lengths):
@@ -107,8 +119,14 @@ class GPT2(InContextModel):
         mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         mask[2 * n :, : 2 * n] = torch.arange(2 * n, device=x.device) < 2 * at.unsqueeze(1)
         mask[2 * n :, 2 * n :] = torch.eye(len(at), dtype=torch.bool, device=x.device)
-        steps = []
+        steps, before = [], []
         for k in range(self.layers):
             h = self.blocks[0 if self.tied else k](h, mask)
-            steps.append(self.read_out(self.ln_f(h[:, 2 * n :])).squeeze(-1))
-        return torch.stack(steps, 1).view(b, self.layers, len(lengths), q)
+            if context:  # one read-out of every token, then the queries' and the context x tokens'
+                read = self.read_out(self.ln_f(h)).squeeze(-1)
+                steps.append(read[:, 2 * n :])
+                before.append(read[:, : 2 * n : 2])
+            else:
+                steps.append(self.read_out(self.ln_f(h[:, 2 * n :])).squeeze(-1))
+        out = torch.stack(steps, 1).view(b, self.layers, len(lengths), q)
+        return out, torch.stack(before, 1) if context else None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +65,12 @@ class Sample:
 
 class Family(ABC):
     """A task family: draws prompts from the distribution a `TaskSpec` describes."""
+
+    dimension_axes: ClassVar[Mapping[str, tuple[int, ...]] | None] = None
+    """Set where the family's draws at a smaller d, zero-padded to the spec's d, are its prompts in the
+    subspace of the first d coordinates (for the dimension curriculum of `iclbench train`): the axes of
+    the `Draw.hidden` and `Draw.extra` entries that run over the coordinates, padded with x. None where
+    the family has no such draws (a fixed matrix or a label dimension tied to d)."""
 
     @abstractmethod
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
@@ -131,13 +139,22 @@ class Task:
         n_queries: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        dims: int | None = None,
     ) -> Sample:
         """Draw a training batch of `batch_size` prompts of length `n` (and `n_queries` queries, by default
         the task's) from the task's distribution, with `generator` (`train_generator(seed)`), as
         `dtype` tensors on `device`; see `Sample` for what it holds. The draw is NumPy's, on the CPU (the
-        portable stream); on a GPU the tensors are copied asynchronously, from page-locked memory."""
+        portable stream); on a GPU the tensors are copied asynchronously, from page-locked memory.
+
+        With `dims` k < d (families with `Family.dimension_axes` only), the prompts are the family's at
+        dimension k, zero-padded to d: inputs in the span of the first k coordinates (Garg et al.'s
+        dimension curriculum)."""
         q = n_queries or self.spec.n_queries
-        draw = self.family.draw(self.spec, generator, batch_size, n, q)
+        spec = self.spec if dims is None else self.in_dimension(dims)
+        draw = self.family.draw(spec, generator, batch_size, n, q)
+        target = self.family.target(spec, draw, n)
+        if spec.d < self.spec.d:
+            draw = padded(draw, self.spec.d, self.family.dimension_axes or {})
         on_gpu = torch.device(device).type == "cuda"
 
         def to(a: np.ndarray) -> torch.Tensor:
@@ -148,7 +165,33 @@ class Task:
 
         batch = Batch(self.spec, to(draw.x), to(draw.y), to(draw.x_query))
         hidden = {k: to(a) for k, a in {**draw.hidden, **draw.extra}.items() if k != "f_query"}
-        return Sample(batch, to(draw.y_query), to(self.family.target(self.spec, draw, n)), hidden)
+        return Sample(batch, to(draw.y_query), to(target), hidden)
+
+    def in_dimension(self, dims: int) -> TaskSpec:
+        """The task's spec at dimension `dims` (2 to d); a ValueError where the family has no such draws."""
+        if dims == self.spec.d:
+            return self.spec
+        if self.family.dimension_axes is None:
+            raise ValueError(f"{self.spec.name}: the {self.spec.family} family has no draws in fewer dimensions")
+        if not 2 <= dims <= self.spec.d:  # from 2: a condition number needs two directions
+            raise ValueError(f"{self.spec.name}: a dimension from 2 to {self.spec.d}, got {dims}")
+        return replace(self.spec, d=dims)
+
+
+def padded(draw: Draw, d: int, axes: Mapping[str, tuple[int, ...]]) -> Draw:
+    """`draw`, made at a smaller dimension, with x, x_query and the entries of `axes` zero-padded to `d`."""
+
+    def pad(a: np.ndarray, over: tuple[int, ...]) -> np.ndarray:
+        widths = [(0, 0)] * a.ndim
+        for axis in over:
+            widths[axis] = (0, d - a.shape[axis])
+        return np.pad(a, widths)
+
+    def pad_all(entries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: pad(a, axes[k]) if k in axes else a for k, a in entries.items()}
+
+    return replace(draw, x=pad(draw.x, (-1,)), x_query=pad(draw.x_query, (-1,)), hidden=pad_all(draw.hidden),
+                   extra=pad_all(draw.extra))
 
 
 def gaussian(rng: np.random.Generator, *shape: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 
@@ -19,6 +20,8 @@ class Kernel(Family):
     Gram matrix has rank d); the others as L g with L the Cholesky factor (unique) of
     K + `jitter` I and g ~ N(0, I), so the labels have covariance K + jitter I.
     """
+
+    dimension_axes = MappingProxyType({})
 
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         z = gaussian(rng, batch, n + q, spec.d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from iclbench.tasks.spec import TaskSpec, f32
 
 class Linear(Family):
     """Sigma has condition number `kappa` (identity for kappa = 1); hidden `w` is w / sqrt(d)."""
+
+    dimension_axes = MappingProxyType({"w": (-1,), "sigma": (-2, -1)})
 
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         d = spec.d

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
 from iclbench.tasks import portable
@@ -15,6 +17,8 @@ class Logistic(Family):
     The target at prompt length n is x_query^T w_mu, where w_mu minimises the mean
     logistic loss on the n context pairs plus (mu / 2) ||w||^2 (`optimum`).
     """
+
+    dimension_axes = MappingProxyType({"w": (-1,), "sigma": (-2, -1)})
 
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         d = spec.d
