@@ -50,7 +50,8 @@ def synthetic(tmp_path: Path) -> tuple[Path, Path]:
     looped = next(iter(findings.Q3_MODELS))
     write_doc(subs / looped / "results.json", looped,
               {t: task_entry(t, {10: [-2.0, -5.0]}) for t in findings.Q3_TASKS})
-    for name, err in (("kernel-relu-attn-relu", -5.0), ("kernel-relu-attn-linear", -2.0)):
+    for name, err in (("kernel-relu-attn-relu", -5.0), ("kernel-relu-attn-linear", -2.0),
+                      (findings.Q4_WIDE_MODELS["kernel/relu"][1], -7.0)):
         write_doc(subs / name / "results.json", name, {"kernel/relu": task_entry("kernel/relu", {14: [-1.0, err]})})
     write_doc(base / "gd.json", "gd", {"linear/kappa100": task_entry("linear/kappa100", {40: gd})})
     write_doc(base / "newton.json", "newton", {"linear/kappa100": task_entry("linear/kappa100", {40: newton})})
@@ -82,10 +83,12 @@ def test_build_on_synthetic_results(synthetic: tuple[Path, Path], tmp_path: Path
     assert q3["per_layer_db"][next(iter(findings.Q3_MODELS))]["lasso/random"] == [-2.0, -5.0]
     assert q3["at_depth_db"]["ista"]["lasso/fixed"] == -1.5 and q3["at_depth_db"]["alista"]["lasso/fixed"] is None
     assert numbers["q4"]["best_on_own_task"] == {"kernel/exp": None, "kernel/relu": "kernel-relu-attn-relu"}
+    wide = numbers["q4"]["best_on_own_task_wide"]  # best only among its group
+    assert wide == {"kernel/exp": None, "kernel/relu": findings.Q4_WIDE_MODELS["kernel/relu"][1]}
     assert numbers["q4"]["per_layer_db"]["kernel/relu"]["kernel-relu-attn-linear"] == [-1.0, -2.0]
     q5 = numbers["q5"]["lsa-4l-kappa100 | linear/kappa100 | gd"]
     assert q5 == {"n": 40, "closest_step": [2, 3], "best_cosine": [0.9, 0.95]}
-    for name in ("q1_one_layer", "q2_depth", "q3_lasso", "q4_kernel", "q5_alignment"):
+    for name in ("q1_one_layer", "q2_depth", "q3_lasso", "q4_kernel", "q5_alignment", "q7_gpt2"):
         assert (out / f"{name}.png").stat().st_size > 1000
 
 
@@ -165,3 +168,19 @@ def test_question6_reads_the_ar_models_results(synthetic: tuple[Path, Path], tmp
     lengths = {"ar/uniform": {"20": -4.5, "50": -4.7}, "ar/gaussian": {}, "ar/noisy": {}}
     assert found["models"][model] == {"task": "ar/uniform", "lengths_db": lengths, "per_layer_db": [-4.5]}
     assert found["one_step"] is None and (tmp_path / "q6_ar.png").stat().st_size > 1000
+
+
+def test_question7_reads_the_gpt2_model_and_the_linear_baselines(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
+    subs, base = synthetic
+    write_doc(subs / findings.Q7_MODEL / "results.json", findings.Q7_MODEL,
+              {"linear/kappa1": task_entry("linear/kappa1", {10: [-1.0, -3.0], 40: [-8.0, -30.0]}),
+               "linear/noisy": task_entry("linear/noisy", {40: [-2.0, -6.5]})})
+    write_doc(base / "ols.json", "ols", {"linear/kappa1": task_entry("linear/kappa1", {10: [-3.01], 40: [-149.2]})})
+    found = findings.question7(findings.load(subs, base), tmp_path)
+    assert found["lengths_db"][findings.Q7_MODEL] == {"10": -3.0, "40": -30.0}
+    assert found["lengths_db"]["ols"] == {"10": -3.01, "40": -149.2} and found["lengths_db"]["ridge"] == {}
+    assert found["per_layer_db"] == [-8.0, -30.0]  # at the nominal length, 40
+    assert found["nominal_db"][findings.Q7_MODEL] == {"linear/kappa1": -30.0, "linear/kappa10": None,
+                                                      "linear/kappa100": None, "linear/noisy": -6.5}
+    assert found["nominal_db"]["ols"]["linear/kappa1"] == -149.2
+    assert (tmp_path / "q7_gpt2.png").stat().st_size > 1000

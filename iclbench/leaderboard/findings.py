@@ -54,6 +54,13 @@ Q4_MODELS = {
     "kernel/exp": ("kernel-exp-attn-linear", "kernel-exp-attn-softmax"),
     "kernel/relu": ("kernel-relu-attn-relu", "kernel-relu-attn-linear"),
 }
+"""The 4-layer kernel models by the task each was trained on."""
+Q4_WIDE_MODELS = {
+    "kernel/exp": ("kernel-exp-attn-softmax-4h", "kernel-exp-attn-relu-4h"),
+    "kernel/relu": ("kernel-relu-attn-relu-4h", "kernel-relu-attn-softmax-4h"),
+}
+"""The 4-head kernel models, each attention non-linearity trained on each kernel (matched, then mismatched),
+compared among themselves (trained longer and wider than `Q4_MODELS`)."""
 Q4_BASELINES = ("gp-posterior", "gd", "newton")
 Q6_MODELS = {
     "causal-lsa-1l-ar-uniform": "ar/uniform",
@@ -62,13 +69,19 @@ Q6_MODELS = {
 }
 """The causal LSAs trained autoregressively on the ar family and the task each was trained on."""
 Q6_TASKS = ("ar/uniform", "ar/gaussian", "ar/noisy")
+Q7_MODEL, Q7_TASK = "gpt2-tiny-linear-kappa1", "linear/kappa1"
+Q7_BASELINES = ("ols", "ridge", "averaging", "zero")
+Q7_TASKS = ("linear/kappa1", "linear/kappa10", "linear/kappa100", "linear/noisy")
+FLOOR_DB = -60.0
+"""Plotted errors below this (least squares' -149 dB where it is exact) are drawn at it."""
 TRAINED_TASKS: dict[str, tuple[str, ...]] = {
     Q1_MODEL: (Q1_TASK,),
     **{m: (Q2_TASK,) for m in Q2_MODELS},
     **{m: (task,) for m, task in Q3_MODELS.items()},
-    **{m: (task,) for task, group in Q4_MODELS.items() for m in group},
+    **{m: (task,) for groups in (Q4_MODELS, Q4_WIDE_MODELS) for task, group in groups.items() for m in group},
     "lsa-norm-4l-logistic": ("logistic/kappa1",),
     **{m: (task,) for m, task in Q6_MODELS.items()},
+    Q7_MODEL: (Q7_TASK,),
 }
 """The task each submission was trained on: the one its heatmap shows."""
 CLIP_DB = 20.0
@@ -370,20 +383,22 @@ def question3(docs: Docs, out: Path) -> dict[str, Any]:
 
 
 def question4(docs: Docs, out: Path) -> dict[str, Any]:
-    """Matching against other attention non-linearities on the kernel tasks."""
+    """Matching against other attention non-linearities on the kernel tasks, within each group."""
     tasks = ("kernel/linear", "kernel/exp", "kernel/relu")
-    models = [m for group in Q4_MODELS.values() for m in group]
+    models = [m for groups in (Q4_MODELS, Q4_WIDE_MODELS) for group in groups.values() for m in group]
     found: dict[str, Any] = {"nominal_db": {}, "per_layer_db": {}}
     for m in (*models, *Q4_BASELINES):
         found["nominal_db"][m] = {t: err_db(docs, m, t) for t in tasks}
-    found["best_on_own_task"] = {}
-    for task, group in Q4_MODELS.items():
-        scored = {m: found["nominal_db"][m][task] for m in group if found["nominal_db"][m][task] is not None}
-        found["best_on_own_task"][task] = min(scored, key=scored.get) if scored else None
-        found["per_layer_db"][task] = {m: steps_db(docs, m, task) for m in group}
+    for key, groups in (("best_on_own_task", Q4_MODELS), ("best_on_own_task_wide", Q4_WIDE_MODELS)):
+        found[key] = {}
+        for task, group in groups.items():
+            scored = {m: found["nominal_db"][m][task] for m in group if found["nominal_db"][m][task] is not None}
+            found[key][task] = min(scored, key=scored.get) if scored else None
+    for task in Q4_MODELS:
+        found["per_layer_db"][task] = {m: steps_db(docs, m, task) for m in (*Q4_MODELS[task], *Q4_WIDE_MODELS[task])}
         found["per_layer_db"][task]["gd"] = (steps_db(docs, "gd", task) or [])[:16] or None
     fig, axes = plt.subplots(1, len(Q4_MODELS), figsize=(10, 3.6))
-    for ax, (task, group) in zip(axes, Q4_MODELS.items()):
+    for ax, task in zip(axes, Q4_MODELS):
         for m, curve in found["per_layer_db"][task].items():
             if curve:
                 ax.plot(range(1, len(curve) + 1), curve, marker="o" if m != "gd" else None, label=m)
@@ -484,6 +499,29 @@ def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
     return found
 
 
+def question7(docs: Docs, out: Path) -> dict[str, Any]:
+    """The GPT-2-style transformer against least squares and the other linear baselines, at every length."""
+    found: dict[str, Any] = {
+        "lengths_db": {m: lengths_db(docs, m, Q7_TASK) for m in (Q7_MODEL, *Q7_BASELINES)},
+        "per_layer_db": [round(v, 2) for v in steps_db(docs, Q7_MODEL, Q7_TASK) or []] or None,
+        "nominal_db": {m: {t: err_db(docs, m, t) for t in Q7_TASKS} for m in (Q7_MODEL, *Q7_BASELINES)},
+    }
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, m in enumerate((Q7_MODEL, *Q7_BASELINES)):
+        ns, vals = _lengths(docs, m, Q7_TASK)
+        if ns:
+            ax.plot(ns, np.maximum(vals, FLOOR_DB), marker="o" if i == 0 else ".", color=f"C{i}", label=m)
+    d = get(Q7_TASK).spec.d
+    ax.axvline(d, color="gray", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ns = list(get(Q7_TASK).spec.lengths)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.minorticks_off()
+    _label(ax, f"prompt length n (dotted: n = d = {d})", f"Q7: {Q7_TASK} (cut at {FLOOR_DB:g} dB)")
+    _save(fig, out / "q7_gpt2.png")
+    return found
+
+
 def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = True) -> dict[str, Any]:
     """Write the figures and numbers.json to `out`; return the numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -496,6 +534,7 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
         "q4": question4(docs, out),
         "q5": question5(docs, out, sorted(TRAINED_TASKS)),
         "q6": question6(docs, out, submissions if checkpoints else None),
+        "q7": question7(docs, out),
     }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
