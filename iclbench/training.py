@@ -7,10 +7,11 @@ picks a task of the selection (uniformly) and a prompt length n, uniform in
 (no curriculum: hi = n_max throughout). With a dimension curriculum (`dim_curriculum` steps) the
 prompts are drawn at dimension k, zero-padded to d (`Task.sample`), k growing linearly from `d_min`
 (default 5, Garg et al.'s; from 2 to d - 1) to d over those steps, as in Garg et al. (families whose
-tasks have such draws only: linear, logistic and kernel); validation is always at d. The loss is the mean squared error of the query
-predictions against the sampled query label ("label"), the noiseless target the benchmark
-scores ("target"), or the logistic loss on the +-1 labels ("logistic"); "auto" is
-"target" on logistic tasks (the regularised optimum's logit, which the benchmark scores:
+tasks have such draws only: linear, logistic and kernel); validation is always at d.
+
+The loss is the mean squared error of the query predictions against the sampled query label
+("label"), the noiseless target the benchmark scores ("target"), or the logistic loss on the +-1
+labels ("logistic"); "auto" is "target" on logistic tasks (the regularised optimum's logit, which the benchmark scores:
 label regression would bound predictions to [-1, 1] and the logistic loss drives them to
 +-infinity on separable prompts) and "label" elsewhere. With `all_layers` the loss is
 averaged over the read-out of every layer. With `every_prefix` (gpt2) the loss also covers the
