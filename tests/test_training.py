@@ -162,12 +162,13 @@ def test_early_stopping_keeps_the_best_weights(tmp_path, capsys) -> None:
            f"{log['final']['step']}" in capsys.readouterr().out
 
 
-def test_compiled_training_follows_the_eager_run(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("recipe", [{}, {"every_prefix": True, "dim_curriculum": 3}], ids=["plain", "garg"])
+def test_compiled_training_follows_the_eager_run(tmp_path, monkeypatch, recipe: dict) -> None:
     """`--compile` on prompts of varying length: one graph for every n (a recompile is an error here; n stays
-    apart from the 8 queries, as torch would guard on an n that equals them). The eager backend runs what dynamo
-    captures without generating code, which takes minutes on a small CPU."""
+    apart from the 8 queries, as torch would guard on an n that equals them), with Garg et al.'s recipe too. The
+    eager backend runs what dynamo captures without generating code, which takes minutes on a small CPU."""
     cfg = TrainConfig(tasks=("linear/kappa1",), arch="gpt2", layers=1, heads=2, width=8, steps=4, n_min=9, n_max=12,
-                      **TINY)
+                      **TINY, **recipe)
     eager = train(cfg, tmp_path / "eager", progress=False)
     torch._dynamo.reset()
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
