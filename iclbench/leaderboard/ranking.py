@@ -100,7 +100,7 @@ RANKING_EXAMPLE = (
     "The transformer, better on two tasks of three, ranks above the solver; a mean of dB (-6.03 against -6.41) "
     "would rank the solver first on the strength of kernel/linear's wider range alone."
 )
-"""A worked example of `RANKING_RULE` on suite v2's results of the committed submissions and the baselines
+"""A worked example of `RANKING_RULE` on the results of the committed submissions and the baselines
 (checked against them in tests/test_ranking.py, whose baseline numbers are `tests/fixtures/baseline_snapshot.json`)."""
 
 
