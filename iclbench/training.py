@@ -310,12 +310,13 @@ def train_step(cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimize
     """
     b = sample.batch
     bf16 = cfg.precision == "bf16"
+    every_position = cfg.arch == "causal-lsa" or cfg.every_prefix  # the context labels are predicted too
     with torch.autocast(b.x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-        if cfg.arch == "causal-lsa" or cfg.every_prefix:
+        if every_position:
             context, steps = net(b.x, b.y, b.x_query, context=True)
         else:
             steps = net(b.x, b.y, b.x_query)[1]
-    if cfg.arch == "causal-lsa" or cfg.every_prefix:
+    if every_position:
         loss = autoregressive_loss(context.float(), steps.float(), sample, cfg.all_layers)
     else:
         loss = compute_loss(steps.float(), sample, kind, cfg.all_layers)

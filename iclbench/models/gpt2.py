@@ -11,7 +11,7 @@ Linear(LayerNorm(h)) of the query token's hidden state h after that layer.
 The context x token x_t sits where the query of the prefix of t - 1 pairs does (position 2(t - 1),
 seeing the tokens before it and itself), so its read-out is the prediction of y_t from the pairs
 before it: `forward(..., context=True)` returns these too, for training on every prefix at once
-(Garg et al.'s objective).
+(`iclbench train --every-prefix`, as Garg et al. train on every prefix).
 """
 
 from __future__ import annotations
