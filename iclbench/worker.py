@@ -36,6 +36,7 @@ import os
 import resource
 import select
 import signal
+import site
 import struct
 import subprocess
 import sys
@@ -60,6 +61,8 @@ MAX_BLOB = 1 << 33
 """Largest tensor blob the harness accepts from a worker (bytes, 8 GiB)."""
 _GB = 1 << 30
 _PREDICTION_NAMES = ("y", "steps", "w")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+"""The folder the harness imported `iclbench` from, which the worker imports it from too."""
 
 
 @dataclass(frozen=True)
@@ -205,11 +208,15 @@ class IsolatedModel:
 
     def _start(self) -> dict[str, Any]:
         env = {**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS}, "ICLBENCH_CACHE": "off"}
+        # -P: never the current folder, so a checkout's source tree in the working directory is not imported by
+        # accident; the harness's own iclbench instead, when it was not imported from an installed site
+        if _PACKAGE_ROOT not in {*site.getsitepackages(), site.getusersitepackages()}:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         if self.limits.threads:
             env.update({name: str(self.limits.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
         memory = "" if self.limits.max_memory_gb is None else str(int(self.limits.max_memory_gb * _GB))
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "iclbench.worker", memory],
+            [sys.executable, "-P", "-m", "iclbench.worker", memory],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

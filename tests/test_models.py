@@ -52,7 +52,8 @@ def test_queries_do_not_influence_each_other(model: torch.nn.Module) -> None:
     moved = xq.clone()
     moved[:, 0] += 1.0
     _, steps2 = model(x, y, moved)
-    assert torch.equal(steps[:, :, 1:], steps2[:, :, 1:])
+    # the same values up to float64 round-off: a batched product over other inputs may take another kernel path
+    torch.testing.assert_close(steps[:, :, 1:], steps2[:, :, 1:], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(steps[:, :, 0], steps2[:, :, 0])
     _, alone = model(x, y, xq[:, 2:3])  # one query alone gets the same prediction as within the batch
     torch.testing.assert_close(alone[:, :, 0], steps[:, :, 2], rtol=1e-12, atol=1e-12)

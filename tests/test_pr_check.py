@@ -24,7 +24,7 @@ BASE_TREE = {
     "submissions/existing/weights.safetensors": "w",
     "leaderboard/index.html": "<html></html>\n",
     "leaderboard/baselines/ridge.json": '{"db": -100}\n',
-    "baselines/gd_steps.json": "{}\n",
+    "iclbench/baselines/gd_steps.json": "{}\n",
     "iclbench/rerun.py": "TOL_DB = 0.1\n",
 }
 NEW = {
@@ -158,7 +158,7 @@ def test_submodule_inside_the_folder(repo: Path, capsys: pytest.CaptureFixture[s
         ("iclbench/rerun.py", "changes"),  # the PR raises the tolerance
         ("leaderboard/index.html", "changes"),  # a hand-edited page
         ("leaderboard/baselines/ridge.json", "changes"),  # a baseline's results made worse
-        ("baselines/gd_steps.json", "changes"),
+        ("iclbench/baselines/gd_steps.json", "changes"),
         ("submissions/README.md", "changes"),
         (".github/workflows/submissions.yml", "adds"),
     ],

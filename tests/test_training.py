@@ -171,10 +171,10 @@ def test_compiled_training_follows_the_eager_run(tmp_path, monkeypatch, recipe: 
                       **TINY, **recipe)
     eager = train(cfg, tmp_path / "eager", progress=False)
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     monkeypatch.setattr(training, "compile_model",
                         lambda net, fixed_length: torch.compile(net, backend="eager", dynamic=not fixed_length))
-    compiled = train(replace(cfg, compile=True), tmp_path / "compiled", progress=False)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # torch's own patch: restored exactly on exit
+        compiled = train(replace(cfg, compile=True), tmp_path / "compiled", progress=False)
     schedule = np.random.Generator(np.random.PCG64(cfg.seed))  # the trainer's: a task, then n, at every step
     assert len({[schedule.integers(1), int(schedule.integers(9, 13))][1] for _ in range(cfg.steps)}) > 1
     assert compiled["config"]["compile"] and "--compile" in compiled["command"]

@@ -8,7 +8,7 @@ best one is kept. The best penalty does not follow a simple law in n (at n = 5 i
 about ten times the value that sqrt(n / nominal) scaling would give), so every length
 is tuned, as GD's step size is.
 
-    python -m iclbench.baselines.tune_lasso            # tune and write baselines/lasso_lambda.json
+    python -m iclbench.baselines.tune_lasso            # tune and write iclbench/baselines/lasso_lambda.json
     python -m iclbench.baselines.tune_lasso --check    # re-tune and compare with the file
 """
 
