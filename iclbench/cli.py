@@ -322,7 +322,7 @@ def split_lists(values: list[str] | None) -> list[str] | None:
 
 
 SHARDED = ("run", "train", "leaderboard")
-"""The commands that, launched by torchrun, split their work across processes (README, "Several GPUs or nodes")."""
+"""The commands that, launched by torchrun, split their work across processes (docs/distributed.md)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,8 +78,8 @@ def summary_table(doc: dict[str, Any]) -> str:
 class Results:
     """What `evaluate` returns.
 
-    `doc` is the results document, the content of the results file (README, "The results
-    file"); `path` that file (None when `evaluate` had no `out`). With `log_samples`,
+    `doc` is the results document, the content of the results file (docs/cli.md, "The
+    results file"); `path` that file (None when `evaluate` had no `out`). With `log_samples`,
     `samples` holds the per-prompt outputs by task (tensors named `<task>/<n>/rel_err`,
     `target_sq` and `y`, as in `iclbench.samples`) and `samples_path` the file beside `path`.
     """
