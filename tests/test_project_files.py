@@ -3,6 +3,8 @@ versioning policy, and default outputs ignored by git."""
 
 from __future__ import annotations
 
+import datetime
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import yaml
 
 import iclbench
+from iclbench.tasks import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +29,15 @@ def test_the_citation_file_names_this_version() -> None:
     assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
     assert cff["version"] == iclbench.__version__
     assert cff["message"] and cff["title"].startswith("iclbench") and all(a.get("name") for a in cff["authors"])
+
+
+def test_the_citation_file_is_complete_and_agrees_with_pyproject_and_the_readme() -> None:
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    repository = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    assert cff["repository-code"] == cff["url"] == repository and repository in (ROOT / "README.md").read_text()
+    assert datetime.date.fromisoformat(str(cff["date-released"])) <= datetime.date.today()
+    missing = [f for f in FAMILIES if not re.search(rf"\b{f}\b", cff["abstract"], re.IGNORECASE)]
+    assert not missing, f"the abstract does not name the families {missing}"
 
 
 def test_the_changelog_states_the_policy_and_the_versions() -> None:
