@@ -1,10 +1,16 @@
-"""Shared fixtures: a private evaluation-set cache for the test session, and the sizes of timed tests."""
+"""Shared fixtures: a private evaluation-set cache for the test session (shared by its xdist workers), and the
+sizes of timed tests."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -12,11 +18,31 @@ import torch
 from iclbench import cache
 
 
+def _shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this test session shared by its xdist workers (each worker has a base folder of its own)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) across this session's xdist workers."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep the tests' disk cache apart from the user's (`~/.cache/iclbench`)."""
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the tests' disk cache apart from the user's (`~/.cache/iclbench`); the session's workers share it
+    (a cached set is written atomically and verified on every load)."""
+    folder = _shared(tmp_path_factory) / "iclbench-cache"
+    folder.mkdir(exist_ok=True)
     mp = pytest.MonkeyPatch()
-    mp.setenv("ICLBENCH_CACHE", str(tmp_path_factory.mktemp("iclbench-cache")))
+    mp.setenv("ICLBENCH_CACHE", str(folder))
     yield
     mp.undo()
 
@@ -40,16 +66,21 @@ def _sets_forgotten() -> None:
 
 
 @pytest.fixture(scope="session")
-def session_fingerprints(_private_cache: None) -> dict[str, str]:
+def session_fingerprints(_private_cache: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The fingerprint of every evaluation set as this session generates it, once per set.
 
     In a separate process, which writes each set that matches its pinned fingerprint to the
     session's cache folder, where the tests' `cache.eval_set` then reads it (sets the session
     has already generated are read from there too): the tests' own process never holds more
-    than the sets it uses.
+    than the sets it uses. The first xdist worker to ask generates them; the others read its answer.
     """
-    out = subprocess.run([sys.executable, "-c", GENERATE], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    shared = _shared(tmp_path_factory)
+    answer = shared / "fingerprints.json"
+    with _locked(shared / "fingerprints.lock"):
+        if not answer.exists():
+            out = subprocess.run([sys.executable, "-c", GENERATE], capture_output=True, text=True, check=True)
+            answer.write_text(out.stdout)
+    return json.loads(answer.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -83,14 +83,16 @@ def test_a_later_pair_never_changes_an_earlier_prediction(k: int) -> None:
     x2[:, k] += 1.0
     y2[:, k] -= 2.0
     after, q_after = model(x2, y2, xq, context=True)
-    assert torch.equal(before[:, :, :k], after[:, :, :k])
+    # float64 round-off at most: the masked terms are exact zeros, but a product over other inputs may take
+    # another kernel path; a later pair leaking into an earlier position would move it by O(1)
+    torch.testing.assert_close(before[:, :, :k], after[:, :, :k], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(q_before, q_after)
     if k < N - 1:
         assert not torch.allclose(before[:, :, k + 1 :], after[:, :, k + 1 :])
     y3 = y.clone()
     y3[:, k] += 5.0
     own, _ = model(x, y3, xq, context=True)
-    assert torch.equal(before[:, :, : k + 1], own[:, :, : k + 1])
+    torch.testing.assert_close(before[:, :, : k + 1], own[:, :, : k + 1], rtol=1e-12, atol=1e-12)
 
 
 def test_a_query_is_predicted_as_the_token_after_the_last_pair() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -19,11 +22,20 @@ D, N, Q, B = 4, 7, 5, 3
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _variants() -> list[torch.nn.Module]:
-    models = [LinearTransformer(D, 3, attention=h, norm=norm, tied=tied, heads=2, width=D + 3, init_std=0.1)
-              for h in ATTENTIONS for norm in (False, True) for tied in (False, True)]
-    return models + [GPT2(D, 3, width=16, heads=2, max_len=N), GPT2(D, 3, width=16, heads=2, max_len=N, tied=True),
-                     ProxTransformer(D, 3, heads=2, init_std=0.3), ProxTransformer(D, 3, tied=True, init_std=0.3)]
+def _variants() -> list[tuple[str, Callable[[], torch.nn.Module]]]:
+    """(id, constructor) of every variant; each test builds its model after seeding torch, whatever ran before."""
+    lt = [(f"linear-transformer-{h}{i}", partial(LinearTransformer, D, 3, attention=h, norm=norm, tied=tied, heads=2,
+                                                 width=D + 3, init_std=0.1))
+          for h in ATTENTIONS for i, (norm, tied) in enumerate((n, t) for n in (False, True) for t in (False, True))]
+    return lt + [("gpt2-0", partial(GPT2, D, 3, width=16, heads=2, max_len=N)),
+                 ("gpt2-1", partial(GPT2, D, 3, width=16, heads=2, max_len=N, tied=True)),
+                 ("prox-transformer-0", partial(ProxTransformer, D, 3, heads=2, init_std=0.3)),
+                 ("prox-transformer-1", partial(ProxTransformer, D, 3, tied=True, init_std=0.3))]
+
+
+def _built(make: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return make().double()
 
 
 def _prompt(seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,10 +45,9 @@ def _prompt(seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[torch.Te
     return x, torch.einsum("bnd,bd->bn", x, w), torch.randn(B, Q, D, generator=g, dtype=dtype)
 
 
-@pytest.mark.parametrize("model", _variants(), ids=lambda m: f"{m.arch}-{getattr(m, 'attention', '')}")
-def test_shapes_and_per_layer_outputs(model: torch.nn.Module) -> None:
-    torch.manual_seed(0)
-    model = model.double()
+@pytest.mark.parametrize("make", [m for _, m in _variants()], ids=[i for i, _ in _variants()])
+def test_shapes_and_per_layer_outputs(make: Callable[[], torch.nn.Module]) -> None:
+    model = _built(make)
     x, y, xq = _prompt()
     pred, steps = model(x, y, xq)
     assert pred.shape == (B, Q) and steps.shape == (B, 3, Q)
@@ -44,9 +55,9 @@ def test_shapes_and_per_layer_outputs(model: torch.nn.Module) -> None:
     assert not torch.allclose(steps[:, 0], steps[:, 1])  # every layer changes the read-out
 
 
-@pytest.mark.parametrize("model", _variants(), ids=lambda m: f"{m.arch}-{getattr(m, 'attention', '')}")
-def test_queries_do_not_influence_each_other(model: torch.nn.Module) -> None:
-    model = model.double()
+@pytest.mark.parametrize("make", [m for _, m in _variants()], ids=[i for i, _ in _variants()])
+def test_queries_do_not_influence_each_other(make: Callable[[], torch.nn.Module]) -> None:
+    model = _built(make)
     x, y, xq = _prompt()
     _, steps = model(x, y, xq)
     moved = xq.clone()
