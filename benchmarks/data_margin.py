@@ -17,9 +17,9 @@ import sys
 import numpy as np
 
 from iclbench import tasks
-from iclbench.tasks import family, kernel, lasso, linear, logistic, spec
+from iclbench.tasks import family, garg, kernel, lasso, linear, logistic, spec
 
-MODULES = (spec, family, kernel, lasso, linear, logistic)
+MODULES = (spec, family, garg, kernel, lasso, linear, logistic)
 
 
 def boundary_distance_ulps(a: np.ndarray) -> float:

@@ -6,6 +6,7 @@ import fnmatch
 
 from iclbench.tasks.ar import AR
 from iclbench.tasks.family import Family, Sample, Task
+from iclbench.tasks.garg import Garg
 from iclbench.tasks.kernel import Kernel
 from iclbench.tasks.lasso import Lasso
 from iclbench.tasks.linear import Linear
@@ -13,7 +14,9 @@ from iclbench.tasks.logistic import Logistic
 from iclbench.tasks.spec import EvalSet, TaskSpec
 from iclbench.tasks.suite import FINGERPRINTS, SPECS, SUITE_VERSION
 
-FAMILIES: dict[str, Family] = {"linear": Linear(), "logistic": Logistic(), "lasso": Lasso(), "kernel": Kernel(), "ar": AR()}
+FAMILIES: dict[str, Family] = {
+    "linear": Linear(), "logistic": Logistic(), "lasso": Lasso(), "kernel": Kernel(), "ar": AR(), "garg": Garg(),
+}
 TASKS: dict[str, Task] = {s.name: Task(s, FAMILIES[s.family]) for s in SPECS}
 
 

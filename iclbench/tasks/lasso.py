@@ -12,6 +12,14 @@ from iclbench.tasks.family import Draw, Family, gaussian, stream
 from iclbench.tasks.spec import TaskSpec, f32
 
 
+def sparse_vectors(rng: np.random.Generator, batch: int, d: int, k: int) -> np.ndarray:
+    """(batch, d) vectors with k N(0, 1) non-zeros (float32-representable) on a uniformly drawn support."""
+    support = np.argsort(rng.random((batch, d)), axis=1)[:, :k]
+    beta = np.zeros((batch, d))
+    np.put_along_axis(beta, support, f32(gaussian(rng, batch, k)), axis=1)
+    return beta
+
+
 class Lasso(Family):
     """`mode` "fixed": every prompt measures with X0 (rows N(0, I), from `matrix_seed`);
     "shift": X = (X0 + s G) / sqrt(1 + s^2) with fresh Gaussian G; "random": X = G.
@@ -27,10 +35,8 @@ class Lasso(Family):
         return f32(gaussian(stream(spec.params["matrix_seed"]), spec.max_length, spec.d))
 
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
-        d, k, mode = spec.d, spec.params["k"], spec.params["mode"]
-        support = np.argsort(rng.random((batch, d)), axis=1)[:, :k]
-        beta = np.zeros((batch, d))
-        np.put_along_axis(beta, support, f32(gaussian(rng, batch, k)), axis=1)
+        d, mode = spec.d, spec.params["mode"]
+        beta = sparse_vectors(rng, batch, d, spec.params["k"])
         if mode == "random":
             x = f32(gaussian(rng, batch, n, d))
         else:

@@ -27,10 +27,13 @@ def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for (..., m, k) and (..., k, n) arrays, each entry summed in order of k."""
+    """a @ b for (..., m, k) and (..., k, n) arrays, each entry summed in order of k (in place: one product
+    buffer, the same operations)."""
     out = a[..., :, 0:1] * b[..., 0:1, :]
+    term = np.empty_like(out)
     for k in range(1, a.shape[-1]):
-        out = out + a[..., :, k : k + 1] * b[..., k : k + 1, :]
+        np.multiply(a[..., :, k : k + 1], b[..., k : k + 1, :], out=term)
+        out += term
     return out
 
 

@@ -1,10 +1,10 @@
-"""Suite v3: the task specs and the SHA-256 fingerprints of their evaluation sets."""
+"""Suite v4: the task specs and the SHA-256 fingerprints of their evaluation sets."""
 
 from __future__ import annotations
 
 from iclbench.tasks.spec import TaskSpec
 
-SUITE_VERSION = "v3"
+SUITE_VERSION = "v4"
 
 LINEAR_LENGTHS = (5, 10, 20, 40, 80)
 LASSO_LENGTHS = (5, 10, 15, 20, 40)
@@ -14,6 +14,8 @@ LOGISTIC_MU = 0.01
 KERNEL_JITTER = 1e-8
 AR_LENGTHS = (5, 10, 20, 30, 50)
 AR_D = 10
+GARG_SHORT_LENGTHS = (5, 10, 15, 20, 30, 40)
+GARG_LONG_LENGTHS = (10, 25, 50, 75, 100)
 
 
 def _linear(name: str, seed: int, kappa: float, noise: float = 0.0) -> TaskSpec:
@@ -38,6 +40,10 @@ def _ar(name: str, seed: int, init: str, noise: float = 0.0) -> TaskSpec:
     return TaskSpec(name, "ar", AR_D, AR_LENGTHS, 20, n_queries=1, noise=noise, seed=seed, params={"init": init}, m=AR_D)
 
 
+def _garg(name: str, seed: int, lengths: tuple[int, ...], nominal: int, **params: object) -> TaskSpec:
+    return TaskSpec(name, "garg", 20, lengths, nominal, seed=seed, params={"function": name.split("/")[1], **params})
+
+
 SPECS: tuple[TaskSpec, ...] = (
     _linear("linear/kappa1", 1001, 1),
     _linear("linear/kappa10", 1002, 10),
@@ -55,6 +61,10 @@ SPECS: tuple[TaskSpec, ...] = (
     _ar("ar/uniform", 5001, "uniform"),
     _ar("ar/gaussian", 5002, "gaussian"),
     _ar("ar/noisy", 5003, "uniform", noise=0.01),
+    _garg("garg/sparse-linear", 7001, GARG_SHORT_LENGTHS, 10, k=3),
+    _garg("garg/decision-tree", 7002, GARG_LONG_LENGTHS, 100, depth=4),
+    _garg("garg/relu2nn", 7003, GARG_LONG_LENGTHS, 100, hidden=100),
+    _garg("garg/quadratic", 7004, GARG_SHORT_LENGTHS, 40),
 )
 
 FINGERPRINTS: dict[str, str] = {
@@ -74,4 +84,8 @@ FINGERPRINTS: dict[str, str] = {
     "ar/uniform": "0b3f82c266bbb9a230182c9921b1e4f9cf3aa8f1304f371b5e42e6343c023845",
     "ar/gaussian": "649bc4f18bd94f6fe7b5ac9ec387204334388f03ed6b90748fbaea7edfd76a18",
     "ar/noisy": "e50996d3bb0eed1e362a0ccc54ea26a267fd2bcb660526af367c888f52879280",
+    "garg/sparse-linear": "b66cb9322dbd7f797c17ccd990536d169a40739318f32b1b1010dafc82c66cf8",
+    "garg/decision-tree": "e682e4b43293b1c6f95554057b128ca3f03b574cfd2b71e961debce079ebbedd",
+    "garg/relu2nn": "e7993f00b999fe21147c8d2359cea9383d5e696a72d3ca3f30e920566c639768",
+    "garg/quadratic": "283eca225923a51d58803c8af5c4f88f4ad55d8567bb3594de4ed24de2901219",
 }
