@@ -2,9 +2,9 @@
 
 ISTA and FISTA share one proximal-gradient step, batched over prompts in float64, with
 step 1/L per prompt, L = ||X||_2^2; the exact solution follows the homotopy path
-(`homotopy`). On the lasso family lambda is the penalty tuned for the task and prompt
-length (`lasso_lambda`); on the linear family ISTA and FISTA run with lambda = 0, that
-is gradient descent on least squares with step 1/L.
+(`homotopy`). On the lasso tasks (`is_lasso`: the lasso family and garg/sparse-linear) lambda
+is the penalty tuned for the task and prompt length (`lasso_lambda`); on the linear family ISTA
+and FISTA run with lambda = 0, that is gradient descent on least squares with step 1/L.
 """
 
 from __future__ import annotations
@@ -365,6 +365,12 @@ def tuned_lambdas() -> dict[str, dict[int, float]]:
         raise RuntimeError(f"cannot read the tuned lasso penalties from {LAMBDA_FILE}: {exc}") from exc
 
 
+def is_lasso(spec: TaskSpec) -> bool:
+    """Whether a task's problem is a sparse regression, solved with a tuned penalty: the lasso family and Garg et
+    al.'s sparse linear regression (`garg/sparse-linear`)."""
+    return spec.family == "lasso" or (spec.family == "garg" and spec.params["function"] == "sparse-linear")
+
+
 def lasso_lambda(spec: TaskSpec, n: int) -> float:
     """The lasso penalty tuned for task `spec` at prompt length n."""
     try:
@@ -383,10 +389,10 @@ class ISTA(Model):
     iterations = ITERATIONS
 
     def supports(self, task: TaskSpec) -> bool:
-        return task.family in ("lasso", "linear")
+        return is_lasso(task) or task.family == "linear"
 
     def predict(self, batch: Batch) -> Prediction:
-        lam = lasso_lambda(batch.task, batch.n) if batch.task.family == "lasso" else 0.0
+        lam = lasso_lambda(batch.task, batch.n) if is_lasso(batch.task) else 0.0
         problem = LassoProblem.of(batch.x, batch.y, lam)
         path = problem.xty.new_empty(batch.x.shape[0], self.iterations, batch.task.d)
         for _ in problem.iterates(self.iterations, self.accelerated, out=path):
@@ -409,7 +415,7 @@ class LassoExact(Model):
     name = "lasso-exact"
 
     def supports(self, task: TaskSpec) -> bool:
-        return task.family == "lasso"
+        return is_lasso(task)
 
     def predict(self, batch: Batch) -> Prediction:
         b = lasso_exact(batch.x, batch.y, lasso_lambda(batch.task, batch.n))

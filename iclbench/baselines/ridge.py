@@ -10,7 +10,7 @@ import torch
 
 from iclbench import Batch, Model, Prediction, TaskSpec
 
-REGRESSION_FAMILIES = ("linear", "lasso", "kernel", "ar")
+REGRESSION_FAMILIES = ("linear", "lasso", "kernel", "ar", "garg")
 
 
 def bayes_lambda(spec: TaskSpec) -> float:

@@ -1,12 +1,17 @@
 """Tune the lasso penalty of ISTA, FISTA and lasso-exact per lasso task and prompt length, on the tuning seed.
 
-For every lasso task and every prompt length n it scores, `PROMPTS` prompts of length n
-are drawn with `task.train_generator(TUNING_SEED)` (a stream disjoint from the
-evaluation set); each lambda of `GRID` is scored by the relative query error of the
-exact lasso solution, sum (x_query^T b_lambda - f_query)^2 / sum f_query^2, and the
-best one is kept. The best penalty does not follow a simple law in n (at n = 5 it is
-about ten times the value that sqrt(n / nominal) scaling would give), so every length
-is tuned, as GD's step size is.
+For every lasso task (`proximal.is_lasso`: the lasso family and garg/sparse-linear) and every
+prompt length n it scores, `PROMPTS` prompts of length n are drawn with
+`task.train_generator(TUNING_SEED)` (a stream disjoint from the evaluation set); each lambda
+of its grid (`grid`) is scored by the relative query error of the exact lasso solution,
+sum (x_query^T b_lambda - f_query)^2 / sum f_query^2, and the best one is kept. The best
+penalty does not follow a simple law in n (at n = 5 it is about ten times the value that
+sqrt(n / nominal) scaling would give), so every length is tuned, as GD's step size is.
+
+On a noisy task the best lambda must lie inside `GRID`. On a noiseless one (garg/sparse-linear) the
+query error only falls as lambda falls (the exact lasso tends to basis pursuit, then, from n = d on,
+to least squares, whose error is that of float32 data): its grid, `NOISELESS_GRID`, reaches down to
+10^-6, and its best may be that smallest lambda, which stands for the limit.
 
     python -m iclbench.baselines.tune_lasso            # tune and write iclbench/baselines/lasso_lambda.json
     python -m iclbench.baselines.tune_lasso --check    # re-tune and compare with the file
@@ -21,27 +26,37 @@ import sys
 import torch
 
 from iclbench import tasks
-from iclbench.baselines.proximal import LAMBDA_FILE, lasso_exact
+from iclbench.baselines.proximal import LAMBDA_FILE, is_lasso, lasso_exact
 
 TUNING_SEED = 0
 PROMPTS = 1024
 GRID = tuple(round(10 ** (-2 + 0.1 * i), 6) for i in range(26))
-"""lambda from 0.01 to 10^0.5, ten points per decade."""
+"""lambda from 0.01 to 10^0.5, ten points per decade: the grid of the noisy tasks."""
+NOISELESS_GRID = tuple(float(f"{10 ** (-6 + 0.1 * i):.5g}") for i in range(40)) + GRID
+"""`GRID` extended down to 10^-6 (five significant digits below 0.01): the grid of the noiseless tasks, whose error
+falls as lambda falls. (On a noisy task a lambda far below the noise's scale nearly interpolates the noise, where
+the exact solver's duality-gap certificate can fail at n = d.)"""
 GRID_CHUNK = 4
 """Lambdas of `GRID` solved in one batch (of GRID_CHUNK * PROMPTS problems): bounded memory."""
 
 CRITERION = "relative query error sum (x_query^T b - f_query)^2 / sum f_query^2 of the exact lasso solution"
 
 
+def grid(spec: tasks.TaskSpec) -> tuple[float, ...]:
+    """The lambdas tried on a task: `GRID`, or `NOISELESS_GRID` on a noiseless task."""
+    return GRID if spec.noise > 0 else NOISELESS_GRID
+
+
 def grid_errors(task: tasks.Task, n: int) -> list[float]:
-    """The relative query error of the exact lasso solution for every lambda of `GRID` at length n.
+    """The relative query error of the exact lasso solution for every lambda of the task's `grid` at length n.
 
     `GRID_CHUNK` lambdas at a time, all prompts at once.
     """
     sample = task.sample(PROMPTS, n, task.train_generator(TUNING_SEED), dtype=torch.float64)
+    lambdas = grid(task.spec)
     errors: list[float] = []
-    for start in range(0, len(GRID), GRID_CHUNK):
-        chunk = GRID[start : start + GRID_CHUNK]
+    for start in range(0, len(lambdas), GRID_CHUNK):
+        chunk = lambdas[start : start + GRID_CHUNK]
         g = len(chunk)
         x, y = sample.batch.x.repeat(g, 1, 1), sample.batch.y.repeat(g, 1)
         lam = torch.tensor(chunk, dtype=torch.float64).repeat_interleave(PROMPTS)
@@ -54,14 +69,17 @@ def grid_errors(task: tasks.Task, n: int) -> list[float]:
 def tune() -> dict[str, dict[str, float]]:
     """The best lambda of `GRID` for every lasso task at every prompt length, {task: {str(n): lambda}}."""
     out: dict[str, dict[str, float]] = {}
-    for task in tasks.select(["lasso"]):
+    for task in (t for t in tasks.TASKS.values() if is_lasso(t.spec)):
+        lambdas = grid(task.spec)
         for n in task.spec.lengths:
             errors = grid_errors(task, n)
-            best = min(range(len(GRID)), key=errors.__getitem__)
-            if best in (0, len(GRID) - 1):
-                raise RuntimeError(f"{task.spec.name} n={n}: the best lambda {GRID[best]:g} is at the edge of the grid")
-            out.setdefault(task.spec.name, {})[str(n)] = GRID[best]
-            print(f"{task.spec.name} n={n}: lambda = {GRID[best]:g} (relative query error {errors[best]:.4g})")
+            best = min(range(len(lambdas)), key=errors.__getitem__)
+            if best == len(lambdas) - 1 or (best == 0 and task.spec.noise > 0):
+                raise RuntimeError(
+                    f"{task.spec.name} n={n}: the best lambda {lambdas[best]:g} is at the edge of the grid"
+                )
+            out.setdefault(task.spec.name, {})[str(n)] = lambdas[best]
+            print(f"{task.spec.name} n={n}: lambda = {lambdas[best]:g} (relative query error {errors[best]:.4g})")
     return out
 
 
@@ -72,6 +90,7 @@ def document(lambdas: dict[str, dict[str, float]]) -> dict:
         "prompts": PROMPTS,
         "criterion": CRITERION,
         "grid": list(GRID),
+        "noiseless_grid": list(NOISELESS_GRID),
         "lambda": lambdas,
     }
 
