@@ -19,7 +19,7 @@ from iclbench import tasks as task_registry
 from iclbench import distributed, training
 from iclbench import results
 from iclbench.leaderboard import build as leaderboard_build
-from iclbench.submissions import create, schema, verify
+from iclbench.submissions import convert, create, schema, verify
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.evaluation import Interrupted, evaluate
 from iclbench.plugins import PluginError, parse_model_args
@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
     schema.add_parser(sub)
     create.add_parser(sub)
+    convert.add_parser(sub)
     leaderboard_build.add_parser(sub)
     training.add_parser(sub)
     return parser

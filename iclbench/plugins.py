@@ -281,8 +281,12 @@ def parse_model_args(text: str) -> dict[str, Any]:
     return check_model_args(out)
 
 
+GARG = "garg"
+"""`--model garg:RUN_DIR`: a run folder of Garg et al.'s code (`iclbench.models.garg.GargRun`)."""
+
+
 def load_model(spec: str, args: Mapping[str, Any] | None = None) -> LoadedModel:
-    """Instantiate the model `spec` names: `path.py[:Class]`, a baseline name, or `module[:Class]`,
+    """Instantiate the model `spec` names: `path.py[:Class]`, a baseline name, `garg:RUN_DIR` or `module[:Class]`,
     passing `args` (`check_model_args`) to its constructor as keyword arguments."""
     from iclbench.baselines import REGISTRY
 
@@ -292,6 +296,12 @@ def load_model(spec: str, args: Mapping[str, Any] | None = None) -> LoadedModel:
         raise PluginError(str(exc)) from None
 
     target, _, class_name = spec.partition(":")
+    if target == GARG and class_name:
+        from iclbench.models.garg import CONFIG, GargRun
+
+        # the run's files are the model's: config.yaml is its file, everything beside it is hashed with it
+        model = instantiate(GargRun, {**kwargs, "run": class_name}, spec)
+        return loaded(model, spec, Path(class_name) / CONFIG, kwargs)
     if target.endswith(".py") or "/" in target:
         path = Path(target)
         module = _import_file(path)

@@ -3,7 +3,9 @@
 The prompt is the sequence x_1, y_1, ..., x_n, y_n: an x token is (x_i, 0) and a y token
 (0, ..., 0, y_i), both mapped to `width` by one linear read-in, plus a learned position
 embedding. Blocks are pre-LayerNorm: causal multi-head softmax attention, then a GELU MLP
-of 4 x width. The q queries are appended as x tokens at the same position 2n (right after
+of 4 x width (`activation` "gelu", the exact GELU, or "gelu-tanh", its tanh approximation, which
+Hugging Face's GPT-2 uses: checkpoints of Garg et al.'s code load with it, `iclbench.models.garg`).
+The q queries are appended as x tokens at the same position 2n (right after
 the context); each attends to the 2n context tokens and to itself only, so queries never
 see one another. The prediction after each layer is the shared read-out
 Linear(LayerNorm(h)) of the query token's hidden state h after that layer.
@@ -25,17 +27,22 @@ from torch import nn
 from iclbench.models.base import InContextModel
 
 
+ACTIVATIONS = {"gelu": "none", "gelu-tanh": "tanh"}
+"""The MLP's GELU by name: `torch.nn.GELU`'s `approximate` argument for each."""
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: masked multi-head attention, then an MLP."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, activation: str = "gelu") -> None:
         super().__init__()
         self.heads = heads
         self.ln1 = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        gelu = nn.GELU(approximate=ACTIVATIONS[activation])
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), gelu, nn.Linear(4 * width, width))
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, w = h.shape
@@ -51,15 +58,18 @@ class GPT2(InContextModel):
     arch = "gpt2"
 
     def __init__(
-        self, d: int, layers: int, width: int = 64, heads: int = 4, max_len: int = 80, tied: bool = False
+        self, d: int, layers: int, width: int = 64, heads: int = 4, max_len: int = 80, tied: bool = False,
+        activation: str = "gelu",
     ) -> None:
         super().__init__(d, layers)
         if width % heads:
             raise ValueError(f"gpt2: width {width} is not a multiple of heads {heads}")
-        self.width, self.heads, self.max_len, self.tied = width, heads, max_len, tied
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"gpt2: unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        self.width, self.heads, self.max_len, self.tied, self.activation = width, heads, max_len, tied, activation
         self.read_in = nn.Linear(d + 1, width)
         self.pos = nn.Embedding(2 * max_len + 1, width)
-        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(1 if tied else layers))
+        self.blocks = nn.ModuleList(Block(width, heads, activation) for _ in range(1 if tied else layers))
         self.ln_f = nn.LayerNorm(width)
         self.read_out = nn.Linear(width, 1)
         nn.init.normal_(self.pos.weight, std=0.02)
@@ -73,6 +83,7 @@ class GPT2(InContextModel):
             "heads": self.heads,
             "max_len": self.max_len,
             "tied": self.tied,
+            "activation": self.activation,
         }
 
     def supports_length(self, n: int) -> bool:

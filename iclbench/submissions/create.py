@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -139,8 +139,16 @@ def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argpa
     results.write(out, doc)
 
 
-def create(args: argparse.Namespace) -> Path:
-    """Write `args.submissions / args.id` as the module docstring says; return it. `SubmitError` on any problem."""
+Stage = Callable[[Path, str], dict[str, Any]]
+"""Writes a submission's model.py and checkpoint into a staging folder for a model name; returns the metadata
+fields it determines (architecture, parameters, training, checkpoint)."""
+
+
+def create(args: argparse.Namespace, stage: Stage | None = None) -> Path:
+    """Write `args.submissions / args.id` as the module docstring says; return it. `SubmitError` on any problem.
+
+    `stage` stages the model's files (`iclbench convert`); by default they come from `args.source`, a run folder
+    of `iclbench train` or a model file."""
     target = args.submissions / args.id
     if not schema.ID_RE.fullmatch(args.id):
         raise SubmitError(f"--id {args.id!r} is not a valid submission id ({schema.ID_RULE})")
@@ -148,9 +156,13 @@ def create(args: argparse.Namespace) -> Path:
         raise SubmitError(f"{target} already exists: choose another --id, or replace it with --force")
     source, _, class_name = args.source.partition(":")
     src = Path(source)
-    is_run = src.is_dir()
-    if is_run and class_name:
-        raise SubmitError(f"{args.source}: a run folder has no class to choose")
+    if stage is None:
+        if src.is_dir() and class_name:
+            raise SubmitError(f"{args.source}: a run folder has no class to choose")
+        if src.is_dir():
+            stage = lambda staged, name: trained_run(src, staged, name, args.parameters)  # noqa: E731
+        else:
+            stage = lambda staged, name: model_file(src, staged, args.parameters)  # noqa: E731
     resolve_device(args.device)
     args.submissions.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".iclbench-submit-", dir=args.submissions.resolve().parent))
@@ -158,7 +170,7 @@ def create(args: argparse.Namespace) -> Path:
         staged = work / args.id
         staged.mkdir()
         name = args.name or args.id
-        fields = trained_run(src, staged, name, args.parameters) if is_run else model_file(src, staged, args.parameters)
+        fields = stage(staged, name)
         if args.architecture is not None:
             fields["architecture"] = args.architecture
         try:  # as CI loads it: model.py with its one model, no class named
@@ -232,32 +244,38 @@ REQUIRED = {
 }
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    missing = [f"iclbench submit: missing --{k} ({what})" for k, what in REQUIRED.items() if not getattr(args, k)]
-    if not Path(args.source.partition(":")[0]).is_dir() and not args.architecture:
-        missing.append("iclbench submit: missing --architecture (a short description of the model file's model)")
-    for line in missing:
-        print(line, file=sys.stderr)
-    if missing:
-        return 2
+def missing_options(args: argparse.Namespace, command: str, required: dict[str, str]) -> list[str]:
+    """One line for each option of `required` that `args` lacks, naming the command."""
+    return [f"iclbench {command}: missing --{k} ({what})" for k, what in required.items() if not getattr(args, k)]
+
+
+def write(args: argparse.Namespace, command: str, stage: Stage | None = None) -> int:
+    """`create` the submission (after checking the export of `--data`) and say how it went, as `iclbench COMMAND`:
+    its exit status (1 when it could not be made)."""
     try:
         if args.data:
             use_export(args.data, list(TASKS.values()))
-        target = create(args)
+        target = create(args, stage)
     except (SubmitError, ExportError, results.ResultsError, ValueError, OSError) as exc:
         for line in str(exc).splitlines():
-            print(f"iclbench submit: {line}", file=sys.stderr)
+            print(f"iclbench {command}: {line}", file=sys.stderr)
         return 1
     print(f"{target}: valid submission written")
     print(f"next: iclbench validate {target} --rerun, then commit {target} alone (SUBMITTING.md)")
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `iclbench submit`."""
-    p = sub.add_parser("submit", help="make a complete submission folder from a trained run or a model file")
-    p.add_argument("source", metavar="SOURCE", help="a run folder of `iclbench train --out DIR`, or path.py[:Class]")
-    p.add_argument("--id", help="the submission id: submissions/<id>/ (" + schema.ID_RULE + ")")
+def cmd_submit(args: argparse.Namespace) -> int:
+    missing = missing_options(args, "submit", REQUIRED)
+    if not Path(args.source.partition(":")[0]).is_dir() and not args.architecture:
+        missing.append("iclbench submit: missing --architecture (a short description of the model file's model)")
+    for line in missing:
+        print(line, file=sys.stderr)
+    return 2 if missing else write(args, "submit")
+
+
+def add_metadata_options(p: argparse.ArgumentParser) -> None:
+    """The options of `submit` and `convert` that fill submission.yaml, and those of the full run."""
     p.add_argument("--name", help="the model's name (default: the id; for a model file, its Model.name)")
     p.add_argument("--authors", nargs="+", metavar="NAME", help="the authors' names")
     p.add_argument("--contact", help="an e-mail address")
@@ -266,14 +284,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--code", help="an http(s) URL of the code")
     p.add_argument("--description", help="a sentence about the model")
     p.add_argument("--architecture", help="a short description (default for a run: from its checkpoint)")
+    p.add_argument("--force", action="store_true", help="replace an existing submission folder")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=512, help="prompts per predict call")
+    p.add_argument("--data", type=Path, metavar="DIR", help="read the evaluation sets from this verified export")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `iclbench submit`."""
+    p = sub.add_parser("submit", help="make a complete submission folder from a trained run or a model file")
+    p.add_argument("source", metavar="SOURCE", help="a run folder of `iclbench train --out DIR`, or path.py[:Class]")
+    p.add_argument("--id", help="the submission id: submissions/<id>/ (" + schema.ID_RULE + ")")
+    add_metadata_options(p)
     p.add_argument("--parameters", type=int, metavar="N",
                    help="for a model file: fitted constants it holds (default 0: training-free)")
     p.add_argument("--results", type=Path, metavar="FILE",
                    help="reuse this full run of the same files instead of running the suite")
     p.add_argument("--submissions", type=Path, default=Path("submissions"), help="folder of submission folders")
-    p.add_argument("--force", action="store_true", help="replace an existing submissions/<id>/")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=512, help="prompts per predict call")
-    p.add_argument("--data", type=Path, metavar="DIR", help="read the evaluation sets from this verified export")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submit)

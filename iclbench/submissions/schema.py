@@ -111,7 +111,12 @@ SCHEMA: dict[str, Check] = {
 model says so with `training: null` and `checkpoint: null`."""
 TRAINING: dict[str, Check] = {
     "tasks": (True, _list(_text), "a non-empty list of the task names or distributions trained on"),
-    "sampler_seeds": (True, _list(lambda x: _int(x, 0)), "a non-empty list of non-negative integers"),
+    "sampler_seeds": (
+        True,
+        lambda v: v is None or _list(lambda x: _int(x, 0))(v),
+        "a non-empty list of non-negative integers, or null where the training code recorded none (a model trained "
+        "outside iclbench, such as one converted by `iclbench convert`)",
+    ),
     "steps": (True, lambda v: _int(v, 1), "a positive integer: the number of training steps"),
     "command": (False, _text, "the command that trained the checkpoint"),
 }
