@@ -14,6 +14,8 @@
      lasso-exact (`proximal.lasso_exact`)               vs sklearn Lasso per prompt              (lasso/fixed)
      logistic-optimum (`solvers.logistic_optimum`)     vs sklearn LogisticRegression per prompt (logistic/kappa1)
      ridge / ols (`ridge.solve`)                        vs numpy.linalg.lstsq per prompt          (linear/kappa1)
+     relu-nn (`network.train`, its 100 Adam steps)      vs torch.nn + torch.optim.Adam per prompt (garg/relu2nn,
+                                                          at most `NETWORK_PROMPTS` prompts: the loop takes 0.1 s each)
    Printed: the best-of-`repeats` wall time of both, their ratio, the largest difference of the
    answers (coefficient vectors) and its tolerance. The reference loops are those of the tests
    (`tests/fixtures/references.py`).
@@ -41,16 +43,17 @@ import torch
 from tabulate import tabulate
 
 from iclbench import tasks
-from iclbench.baselines import REGISTRY
+from iclbench.baselines import REGISTRY, network
 from iclbench.baselines.proximal import lasso_exact, lasso_lambda
 from iclbench.baselines.ridge import bayes_lambda, solve
 from iclbench.cache import eval_set
 from iclbench.solvers import logistic_optimum
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fixtures.references import lasso_loop, logistic_loop, lstsq_loop  # noqa: E402
+from fixtures.references import lasso_loop, logistic_loop, lstsq_loop, network_loop  # noqa: E402
 
 MIB = 2**20
+NETWORK_PROMPTS = 256
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -142,6 +145,10 @@ def cases(count: int | None) -> list[tuple[str, str, float, Callable[[], object]
     rlam = bayes_lambda(rspec)
     if rlam != 0:
         raise ValueError(f"{rspec.name}: expected a noiseless task (ridge = least squares), got lambda {rlam}")
+    net = tasks.get("garg/relu2nn")
+    data, _ = eval_set(net)
+    few, n = slice(0, min(count or NETWORK_PROMPTS, NETWORK_PROMPTS)), net.spec.nominal
+    nx, ny, nq = data.x[few, :n].double(), data.y[few, :n].double(), data.x_query[few].double()
     return [
         ("lasso-exact (lasso/fixed)", "sklearn Lasso", 1e-8,
          lambda: lasso_exact(x, y, lam).numpy(), lambda: lasso_loop(x.numpy(), y.numpy(), lam)),
@@ -149,6 +156,8 @@ def cases(count: int | None) -> list[tuple[str, str, float, Callable[[], object]
          lambda: logistic_optimum(lx, ly, mu).numpy(), lambda: logistic_loop(lx.numpy(), ly.numpy(), mu)),
         ("ridge, ols (linear/kappa1)", "numpy lstsq", 1e-9,
          lambda: solve(rx, ry, rlam).numpy(), lambda: lstsq_loop(rx.numpy(), ry.numpy())),
+        (f"relu-nn (garg/relu2nn, {len(nx)} prompts)", "torch.nn + Adam", 1e-6,
+         lambda: network.train(nx, ny, nq).numpy(), lambda: network_loop(nx, ny, nq, network.STEPS).numpy()),
     ]
 
 

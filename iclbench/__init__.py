@@ -14,7 +14,7 @@ from iclbench.tasks import SUITE_VERSION, Task, TaskSpec
 if TYPE_CHECKING:
     from iclbench.evaluation import Results, evaluate
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = ("Results", "evaluate")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures.references import network_loop
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Lasso
 from sklearn.neighbors import KNeighborsRegressor
@@ -83,35 +84,13 @@ def test_boosting_cannot_split_below_forty_points() -> None:
     np.testing.assert_allclose(pred.numpy(), batch.y.mean(1, keepdim=True).expand(-1, 8).numpy(), rtol=1e-12)
 
 
-def per_prompt_network(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, steps: int) -> torch.Tensor:
-    """Garg et al.'s procedure for one prompt, written with torch.nn and torch.optim: (steps, q) predictions."""
-    d = x.shape[-1]
-    w, w2, b2 = network.initial_weights(d)
-    net = torch.nn.Sequential(torch.nn.Linear(d, 100), torch.nn.ReLU(), torch.nn.Linear(100, 1)).double()
-    with torch.no_grad():
-        net[0].weight.copy_(w[:d].T)
-        net[0].bias.copy_(w[d])
-        net[2].weight.copy_(w2.unsqueeze(0))
-        net[2].bias.copy_(b2.unsqueeze(0))
-    optimiser = torch.optim.Adam(net.parameters(), lr=5e-3)
-    out = []
-    for _ in range(steps):
-        optimiser.zero_grad()
-        torch.nn.functional.mse_loss(net(x)[:, 0], y).backward()
-        optimiser.step()
-        with torch.no_grad():
-            out.append(net(x_query)[:, 0])
-    return torch.stack(out)
-
-
 @pytest.mark.parametrize("name, n", [("garg/relu2nn", 25), ("garg/decision-tree", 10)])
 def test_the_network_is_adam_on_each_prompt_alone(name: str, n: int) -> None:
     batch = prompts(name, n, 3, seed=4)
     pred = ReluNetwork().predict(batch)
     assert pred.steps.shape == (3, 100, 8) and torch.equal(pred.y, pred.steps[:, -1])
-    for b in range(3):
-        ref = per_prompt_network(batch.x[b], batch.y[b], batch.x_query[b], 100)
-        assert (pred.steps[b] - ref).abs().max() < 1e-6
+    ref = network_loop(batch.x, batch.y, batch.x_query, 100)
+    assert (pred.steps - ref).abs().max() < 1e-6
     moved = (pred.steps[:, -1] - pred.steps[:, 0]).abs().max()
     assert moved > 0.1  # training moved the predictions: the comparison is not of two untrained networks
 

@@ -103,7 +103,7 @@ def test_the_report_runs_at_a_tiny_size(tmp_path: Path, session_fingerprints: di
     lines = proc.stdout.splitlines()
     run = next(line.split() for line in lines if line.startswith("zero "))
     assert float(run[1]) > 0 and float(run[2]) > 0 and run[4:6] == [str(len(session_fingerprints)), "ok"]
-    for solver in ("lasso-exact", "logistic-optimum", "ridge, ols"):
+    for solver in ("lasso-exact", "logistic-optimum", "ridge, ols", "relu-nn"):
         row = next(line for line in lines if line.startswith(solver))
         assert row.endswith(" ok") and "x " in row
     doc = json.loads((tmp_path / "zero" / "zero.json").read_text())
