@@ -269,6 +269,6 @@ def test_summary_columns(board: dict[str, Entry]) -> None:
     )
     assert logistic["depth"]["gd"] is not None and logistic["depth"]["ista"] is None  # ista does not run there
     sub = models["lsa-4l-kappa100"]
-    assert sub["coverage"] == [4, 16] and sub["families"]["linear"]["coverage"] == [4, 4] and sub["rank"] is None
+    assert sub["coverage"] == [4, len(TASKS)] and sub["families"]["linear"]["coverage"] == [4, 4] and sub["rank"] is None
     assert set(sub["tasks"]["linear/kappa100"]["by_length"]) == {"5", "10", "20", "40", "80"}
     assert models["gd @4 steps"]["budget_steps"] == 4 and models["gd @4 steps"]["tasks"]["linear/kappa1"]["ci90_db"] is None
