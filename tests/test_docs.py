@@ -96,7 +96,7 @@ def test_the_readme_is_short_with_a_table_of_contents_of_every_docs_page() -> No
 
 def test_the_readme_task_table_is_the_suite() -> None:
     """Names, dimensions, prompt lengths and nominal lengths of the README's table are those of the code."""
-    rows = re.findall(r"^\| ([a-z]+/[\w.]+(?:, [a-z]+/[\w.]+)*) \| (\d+) \| ([^|]+) \|", README, re.M)
+    rows = re.findall(r"^\| ([a-z]+/[\w.-]+(?:, [a-z]+/[\w.-]+)*) \| (\d+) \| ([^|]+) \|", README, re.M)
     table, previous = {}, ""
     for names, d, lengths in rows:
         lengths = previous if lengths.strip() == "same" else lengths.strip()
