@@ -22,47 +22,39 @@ class Good(Model):
 """
 
 
+CASES = {
+    "linear/kappa1": ("good[:, :1]", "prediction has shape (64, 1), expected (64, 8)"),
+    "linear/kappa10": ("good.double()", "prediction has dtype torch.float64, expected torch.float32"),
+    "linear/kappa100": ("good.to('meta')", "prediction is on meta, expected cpu"),
+    "linear/noisy": ("good.tolist()", "prediction is a list, expected a torch.Tensor"),
+    "kernel/exp": ("good + float('nan')", "prediction contains NaN or Inf (n=4, first at prompt 0)"),
+    "kernel/relu": ("torch.where(torch.arange(64)[:, None] == 5, float('inf'), good)", "first at prompt 5"),
+    "logistic/kappa1": ("Prediction(good, steps=good)", "Prediction.steps must be a (B, K, q) tensor"),
+    "lasso/fixed": ("Prediction(good, w=good)", "Prediction.w has shape (64, 8), expected (64, 20)"),
+    "lasso/random": ("1 / 0", "predict raised ZeroDivisionError: division by zero (n=5, prompts 0-63)"),
+}
+"""Per task, what the model returns there instead of a prediction, and what the failure says."""
 
 
-
-
-def broken_on(task_family: str, bad_return: str) -> str:
-    """A model that is fine except on one task family, where it returns `bad_return`."""
-    return f"""
+def test_a_bad_prediction_fails_its_task_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each kind of bad prediction, one per task of a single run: each fails its own task with its message, and
+    the task where the model behaves is scored."""
+    returns = "".join(f"            if batch.task.name == {task!r}:\n                return {bad}\n"
+                      for task, (bad, _) in CASES.items())
+    path = plugin(tmp_path, f"""
     class Broken(Model):
         name = "broken"
         def predict(self, batch):
             good = batch.x_query.new_zeros(batch.x_query.shape[:2])
-            if batch.task.family == "{task_family}":
-                return {bad_return}
-            return good
-    """
-
-
-CASES = {
-    "wrong shape": ("good[:, :1]", "prediction has shape (64, 1), expected (64, 8)"),
-    "wrong dtype": ("good.double()", "prediction has dtype torch.float64, expected torch.float32"),
-    "wrong device": ("good.to('meta')", "prediction is on meta, expected cpu"),
-    "not a tensor": ("good.tolist()", "prediction is a list, expected a torch.Tensor"),
-    "nan": ("good + float('nan')", "prediction contains NaN or Inf (n=4, first at prompt 0)"),
-    "inf": ("torch.where(torch.arange(64)[:, None] == 5, float('inf'), good)", "first at prompt 5"),
-    "bad steps": ("Prediction(good, steps=good)", "Prediction.steps must be a (B, K, q) tensor"),
-    "bad w": ("Prediction(good, w=good)", "Prediction.w has shape (64, 8), expected (64, 5)"),
-    "exception": ("1 / 0", "predict raised ZeroDivisionError: division by zero (n=4, prompts 0-63)"),
-}
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_a_bad_prediction_fails_its_task_only(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    bad_return, message = CASES[case]
-    path = plugin(tmp_path, broken_on("kernel", bad_return))
-    code, out, err = run_cli(capsys, "--model", str(path), "--tasks", "linear/kappa1", "kernel/exp", "--out", str(tmp_path))
-    assert code == 1
-    assert "error: kernel/exp: " in err and message in err, err
+{returns}            return good
+    """)
+    code, out, err = run_cli(capsys, "--model", str(path), "--tasks", "kernel/linear", *CASES, "--out", str(tmp_path))
+    assert code == 1 and out.count("FAILED") == len(CASES)
     doc = results.read(tmp_path / "broken.json")  # valid, with the good task kept
-    assert doc["tasks"]["linear/kappa1"]["status"] == "ok"
-    assert doc["tasks"]["kernel/exp"]["status"] == "failed" and message in doc["tasks"]["kernel/exp"]["error"]
-    assert "FAILED" in out
+    assert doc["tasks"]["kernel/linear"]["status"] == "ok"
+    for task, (_, message) in CASES.items():
+        assert f"error: {task}: " in err and message in err, (task, err)
+        assert doc["tasks"][task]["status"] == "failed" and message in doc["tasks"][task]["error"], task
 
 
 def test_an_exception_in_setup_fails_every_task_and_writes_results(tmp_path: Path, capsys) -> None:

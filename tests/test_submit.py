@@ -185,7 +185,12 @@ def test_adding_a_submission_changes_only_its_folder(knn: Path, tmp_path: Path, 
     """In a clone of this repository, what a submitter runs (submit, validate, a local leaderboard and its check)
     leaves git with one new folder and nothing else."""
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", "--no-checkout", str(ROOT), str(clone)], check=True)
+    # the other submissions are left out of the working tree (sparse checkout: git counts them neither as deleted
+    # nor as changed), so the local leaderboard is built from the new folder alone
+    subprocess.run(["git", "sparse-checkout", "set", "--no-cone", "/*", "!/submissions/*/"], cwd=clone, check=True)
+    subprocess.run(["git", "checkout", "-q"], cwd=clone, check=True)
+    assert (clone / "submissions" / "README.md").is_file() and not list((clone / "submissions").glob("*/"))
     monkeypatch.chdir(clone)
     results = tmp_path / "results.json"
     shutil.copyfile(knn / "results.json", results)
