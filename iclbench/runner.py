@@ -159,7 +159,7 @@ class Outputs:
         self.y[sl] = pred.y
         if self.w is not None:
             self.w[sl] = pred.w
-        if self.errors is not None:  # the steps' errors, and whether they are finite, in one pass over them
+        if self.errors is not None:  # the steps' errors; their one other read (aminmax) finds a NaN or an infinity
             if (bad := self.errors.add(pred.steps).first_bad) is not None:
                 self._bad.setdefault("Prediction.steps", bad)
         elif pred.steps is not None and (bad := metrics.first_non_finite(pred.steps)) is not None:

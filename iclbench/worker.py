@@ -345,6 +345,11 @@ class IsolatedModel:
         return None if self._info["path"] is None else Path(self._info["path"])
 
     @property
+    def pid(self) -> int | None:
+        """The process id of the worker (of bwrap, in the sandbox), or None when none runs."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def predicts_lengths(self) -> bool:
         """Whether the runner is to call `predict_lengths` (the model defines it, and `one_pass`)."""
         return self.one_pass and self._info["predicts_lengths"]

@@ -73,6 +73,7 @@ class Probe(Model):
             "connects": {{where: attempt(lambda f=f, a=a: connect(f, a)) for where, (f, a) in SOCKETS.items()}},
             "environ": sorted(os.environ),
             "secret in /proc": [p for p in glob.glob("/proc/*/environ") if environ_has_secret(p)],
+            "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         }}
         print("SANDBOX-REPORT " + json.dumps(report), file=sys.stderr, flush=True)
 
@@ -180,6 +181,10 @@ def test_a_model_sees_only_the_allowed_environment(probed: dict) -> None:
     assert not {"ICLBENCH_TEST_SECRET", "GITHUB_TOKEN"} & environ
     assert environ <= set(sandbox.ALLOWED_ENV) | HARNESS_SET, environ - set(sandbox.ALLOWED_ENV) - HARNESS_SET
     assert probed["report"]["secret in /proc"] == []  # not in any process's environment it can read either
+
+
+def test_a_model_sees_no_process_but_its_worker_and_the_sandbox_s_first(probed: dict) -> None:
+    assert probed["report"]["processes"] == [1, 2]  # bwrap's, and the worker: neither the harness nor any other
 
 
 SLEEPER = """
