@@ -188,20 +188,20 @@ def test_a_model_sees_no_process_but_its_worker_and_the_sandbox_s_first(probed: 
 
 
 SLEEPER = """
-import os, signal, sys, time
+import ctypes, os, signal, sys, time
 
 def spawn_sleeper():
-    # a process that outlives its parent: forked twice, in a session of its own, marked for the test to find
+    # a process that outlives its parent: forked twice, in a session of its own, named for the test to find
     r, w = os.pipe()
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
-            os.dup2(w, 1)
-            code = "import time; print('up', flush=True); time.sleep(600)"
-            os.execv(sys.executable, [sys.executable, "-c", code, {marker!r}])
+            ctypes.CDLL(None).prctl(15, {marker!r}.encode())  # PR_SET_NAME
+            os.write(w, b"up")
+            time.sleep(600)
         os._exit(0)
     os.close(w)
-    print("SLEEPER", os.read(r, 8).decode().strip(), file=sys.stderr, flush=True)
+    print("SLEEPER", os.read(r, 8).decode(), file=sys.stderr, flush=True)
 
 class Leaver(Model):
     name = "leaver"
@@ -215,12 +215,16 @@ class Leaver(Model):
 """
 
 
+def _marker() -> str:
+    return f"icb{uuid.uuid4().hex[:12]}"  # a process name: 15 characters at most
+
+
 def _marked(marker: str) -> list[int]:
-    """The host's processes whose command line holds `marker`."""
+    """The host's processes named `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == marker:
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -237,9 +241,10 @@ def _gone(marker: str, wait: float = 5.0) -> list[int]:
 
 @pytest.mark.parametrize("end", ["exit", "crash", "time-out"])
 def test_no_process_of_the_model_outlives_its_worker(end: str, tmp_path: Path, capfd) -> None:
-    marker = f"iclbench-sleeper-{uuid.uuid4().hex}"
+    marker = _marker()
     model = plugin(tmp_path, SLEEPER.format(marker=marker, end=end))
-    code = main(["run", "--model", str(model), "--out", str(tmp_path), "--task-timeout", "2", *ONE_TASK])
+    limit = ["--task-timeout", "3"] if end == "time-out" else []
+    code = main(["run", "--model", str(model), "--out", str(tmp_path), *limit, *ONE_TASK])
     err = capfd.readouterr().err
     assert "SLEEPER up" in err  # the sleeper ran
     assert code == (0 if end == "exit" else 1), err
@@ -248,7 +253,7 @@ def test_no_process_of_the_model_outlives_its_worker(end: str, tmp_path: Path, c
 
 def test_without_the_sandbox_a_process_of_the_model_outlives_its_worker(tmp_path: Path, capfd) -> None:
     """What the sandbox prevents (and that the test above finds such a process)."""
-    marker = f"iclbench-sleeper-{uuid.uuid4().hex}"
+    marker = _marker()
     model = plugin(tmp_path, SLEEPER.format(marker=marker, end="exit"))
     try:
         assert main(["run", "--model", str(model), "--out", str(tmp_path), "--no-sandbox", *ONE_TASK]) == 0
