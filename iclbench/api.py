@@ -44,7 +44,7 @@ class Prediction:
     """A model's output for a batch.
 
     `y` (B, q) is the prediction for every query. `steps` (B, K, q), optional, is the
-    prediction after each of K iterations or layers. `w` (B, d), optional, is an
+    prediction after each of K iterations or layers (K at most `MAX_STEPS`). `w` (B, d), optional, is an
     estimated parameter vector, scored against the task's hidden one where it has one.
     On a task with vector labels (m > 1) every query's prediction is a vector: `y` is
     (B, q, m), `steps` (B, K, q, m) and `w` an estimated (B, m, d) matrix (labels W x).
@@ -103,6 +103,11 @@ def predicts_lengths(model: Model) -> bool:
     return type(model).predict_lengths is not Model.predict_lengths
 
 
+MAX_STEPS = 4096
+"""Most steps a `Prediction.steps` may hold (`gd`, the iterative baseline with the most, reports 1,024): what bounds
+the memory the harness gives a model's outputs, B x MAX_STEPS x q x m values per chunk of B prompts."""
+
+
 class TaskFailure(Exception):
     """A task that could not be scored; the message names the task and what is wrong.
 
@@ -135,6 +140,8 @@ def check_prediction(out: Any, batch: Batch) -> Prediction:
     if pred.steps is not None:
         if not isinstance(pred.steps, torch.Tensor) or pred.steps.dim() != 3 + len(label):
             raise TaskFailure(f"Prediction.steps must be a {_shape('B', 'K', 'q', *label)} tensor")
+        if pred.steps.shape[1] > MAX_STEPS:
+            raise TaskFailure(f"Prediction.steps has {pred.steps.shape[1]} steps, more than the {MAX_STEPS} accepted")
         _check_tensor(pred.steps, "Prediction.steps", (b, pred.steps.shape[1], q, *label), batch)
     if pred.w is not None:
         _check_tensor(pred.w, "Prediction.w", (b, *label, batch.task.d), batch)

@@ -26,6 +26,7 @@ from iclbench.plugins import PluginError, parse_model_args
 from iclbench.provenance import provenance
 from iclbench.results import ResultsError
 from iclbench.samples import SamplesError
+from iclbench.sandbox import refusal
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
 from iclbench.worker import Limits
 
@@ -86,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.model, args.tasks, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
             prompts=args.prompts, out=args.out, resume=args.resume, model_args=model_args,
             limits=Limits(args.task_timeout, args.max_memory or None, args.threads), align=args.align or (), data=args.data,
-            log_samples=args.log_samples, progress=not args.quiet,
+            log_samples=args.log_samples, progress=not args.quiet, sandbox=False if args.no_sandbox else None,
+            overwrite=args.overwrite,
         )
     except (PluginError, UnknownTaskError, ValueError) as exc:
         print(f"iclbench run: {exc}", file=sys.stderr)
@@ -191,11 +193,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     out = args.out or args.folder / verify.REPORT
+    if not args.no_sandbox and (refused := refusal("verify")) is not None:
+        print(refused, file=sys.stderr)
+        return 2
     try:
         public = results.read(args.folder / "results.json")
-        report = verify.verify(
-            str(args.folder / "model.py"), public, args.seed, args.tasks, args.prompts, args.batch_size, not args.quiet
-        )
+        report = verify.verify(str(args.folder / "model.py"), public, args.seed, args.tasks, args.prompts,
+                               args.batch_size, not args.quiet, sandbox=not args.no_sandbox)
         results.write(out, report)
     except (ResultsError, verify.VerifyError, OSError) as exc:
         print(f"iclbench verify: {exc}", file=sys.stderr)
@@ -209,6 +213,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 DATA_HELP = "read the evaluation sets from this export (`iclbench export`), verified, instead of generating them"
 TASKS_HELP = "task names, families or glob patterns, separated by spaces or commas (default: all)"
 QUIET_HELP = "no progress bar, and no line per finished task when output is not a terminal"
+NO_SANDBOX_HELP = ("run the model without the sandbox, which is otherwise required (only on your own machine, "
+                   "where the sandbox cannot be made)")
 _Raw = argparse.RawDescriptionHelpFormatter
 EXAMPLES = """examples:
   iclbench run --model examples/template_model.py          score a model file on the whole suite
@@ -260,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=_positive, help="score only the first N prompts per task (marked as limited)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the results file")
     p.add_argument("--resume", action="store_true", help="keep finished tasks of an existing results file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a results file made with other settings, even by a smaller run (fewer prompts or "
+                        "tasks, another dtype or device), which is otherwise refused")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run the model without the sandbox (by default it runs in one wherever this machine allows)")
     p.add_argument("--task-timeout", type=_seconds, default=Limits.task_timeout, metavar="SECONDS",
                    help="wall time allowed per task (and for loading and setup) before the model's worker is stopped")
     p.add_argument("--max-memory", type=_gigabytes, default=Limits.max_memory_gb, metavar="GB",
@@ -306,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
     p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    p.add_argument("--no-sandbox", action="store_true", help=NO_SANDBOX_HELP)
     p.set_defaults(func=cmd_verify)
     schema.add_parser(sub)
     create.add_parser(sub)

@@ -20,6 +20,7 @@ from iclbench.api import Model, TaskFailure
 from iclbench.cache import export_in_use, use_export
 from iclbench.plugins import LoadedModel, check_model_args, instantiate, load_model, loaded
 from iclbench.runner import RunConfig, Samples, ScoredModel, resolve_device, run
+from iclbench.sandbox import choose
 from iclbench.worker import IsolatedModel, Limits
 
 if TYPE_CHECKING:
@@ -225,7 +226,10 @@ def _in_process(model: Model | type[Model] | str, args: dict[str, Any]) -> Loade
     return loaded(model, source, _source_file(cls))
 
 
-def _start(model: Model | type[Model] | str, args: dict[str, Any], isolated: bool | None, limits: Limits) -> ScoredModel:
+def _start(
+    model: Model | type[Model] | str, args: dict[str, Any], isolated: bool | None, limits: Limits, sandboxed: bool,
+    device: torch.device,
+) -> ScoredModel:
     if not isinstance(model, str) and not (isinstance(model, Model) or (isinstance(model, type) and issubclass(model, Model))):
         raise TypeError(f"model must be an iclbench.Model, a Model subclass or a --model string, not {type(model).__name__}")
     args = check_model_args(args)
@@ -236,7 +240,7 @@ def _start(model: Model | type[Model] | str, args: dict[str, Any], isolated: boo
     if not isinstance(model, str):
         raise ValueError("isolated=True runs a model given as a string ('path.py:Class', a module or a baseline's name) "
                          "in a worker process; an instance or a class runs in this process")
-    return IsolatedModel(model, limits, args)
+    return IsolatedModel(model, limits, args, sandbox=sandboxed, device=device)
 
 
 def evaluate(
@@ -256,6 +260,8 @@ def evaluate(
     data: str | Path | None = None,
     log_samples: bool = False,
     progress: bool = True,
+    sandbox: bool | None = None,
+    overwrite: bool = False,
 ) -> Results:
     """Score `model` on the suite, as `iclbench run` does (it calls this), and return its `Results`.
 
@@ -267,8 +273,10 @@ def evaluate(
     glob patterns, as a list or one comma-separated string (default: every task). `out`: the folder
     of the results file `<model name>[--<args>].json`, written after every task (None: nothing is
     written); `resume`, `device`, `dtype`, `batch_size`, `prompts`, `limits` (worker only),
-    `align`, `data` and `log_samples` are `iclbench run`'s options of those names. `progress`: a bar
-    on a terminal, one line per task on stderr otherwise.
+    `align`, `data`, `log_samples` and `overwrite` are `iclbench run`'s options of those names. `progress`: a bar
+    on a terminal, one line per task on stderr otherwise. `sandbox` (worker only): True runs the model (and the
+    `align` references) in the sandbox (`iclbench.sandbox`), False without, None in it wherever it can be made,
+    otherwise without, with a warning.
 
     Launched by torchrun (`torchrun --nproc-per-node N script.py`), it joins the process group
     (`iclbench.distributed`) and the tasks are split across the ranks, each scoring its own in its own
@@ -276,7 +284,8 @@ def evaluate(
     writes, and every rank returns the whole document (`iclbench.runner.run`).
 
     Raises `PluginError` (a model that does not load), `UnknownTaskError`, `ValueError` (bad
-    arguments, device or export; `ResultsError` for a results file that would lose work) and, on
+    arguments, device or export; `ResultsError` for a results file that would lose work; `SandboxError` for
+    `sandbox=True` where it cannot be made) and, on
     Ctrl-C, `Interrupted`, saying what the results file kept. A failing task does not raise: it is
     recorded, see `Results.failed`.
     """
@@ -291,15 +300,17 @@ def evaluate(
     path: Path | None = None
     started: list[ScoredModel] = []
     try:
-        run_device = resolve_device(device)
-        scored = _start(model, args, isolated, limits)
+        run_device = distributed.local_device(resolve_device(device))
+        workers = (isinstance(model, str) and isolated is not False) or bool(align)
+        sandboxed = workers and choose(sandbox)  # decided once: one warning where it cannot be made
+        scored = _start(model, args, isolated, limits, sandboxed, run_device)
         started.append(scored)
         references: dict[str, ScoredModel] = {}
         for name in align:
-            references[name] = ref = IsolatedModel(name, limits)
+            references[name] = ref = IsolatedModel(name, limits, sandbox=sandboxed, device=run_device)
             started.append(ref)
             try:
-                ref.setup(distributed.local_device(run_device))
+                ref.setup(run_device)
             except TaskFailure as exc:
                 raise ValueError(f"--align {name}: {exc}") from None
         cfg = RunConfig(device, dtype, batch_size, prompts)
@@ -309,7 +320,7 @@ def evaluate(
         report = TaskLines(len(selected), path, sys.stderr, rank) if progress and not sys.stderr.isatty() else None
         with thread_limit(limits.threads):
             doc = run(scored, selected, cfg, path, resume=resume, progress=progress and not rank,
-                      references=references, samples=logged, report=report)
+                      references=references, samples=logged, report=report, overwrite=overwrite)
     except KeyboardInterrupt:
         done = list(results.read(path)["tasks"]) if path is not None and path.exists() else []
         raise Interrupted(path, [n for n in names if n in done], names) from None

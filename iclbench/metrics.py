@@ -92,10 +92,16 @@ STEP_ERRORS_BLOCK = 1 << 18
 """Most squared errors `StepErrors` holds in float64 at once (2 MiB)."""
 
 
-def _squared_errors(steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(steps - target)^2 in float64, for steps (B, K, q[, m]) and target (B, 1, q[, m])."""
-    sq = steps.to(torch.float64, copy=True)
-    return sq.sub_(target).square_()
+def first_non_finite(t: torch.Tensor) -> int | None:
+    """The index along the first dimension of the first entry of `t` that holds a NaN or an infinity; None when
+    every value is finite (found in one pass, `aminmax`, which NaN and infinities show through)."""
+    if not t.numel():
+        return None
+    lo, hi = (float(v) for v in t.aminmax())
+    if math.isfinite(lo) and math.isfinite(hi):
+        return None
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1)
+    return int(bad.nonzero()[0, 0])
 
 
 class StepErrors:
@@ -107,6 +113,7 @@ class StepErrors:
     the steps' (torch, single-threaded): each prompt's sum over its outputs, those sums added prompt after
     prompt in order; with one output per step, torch's sum over prompts of the (P, K) errors; with one step,
     torch's sum of every squared error. Only these last two keep a (P, K) or (P, q[, m]) buffer.
+    Each chunk is read once more (`aminmax`), for `largest` and `first_bad`.
     """
 
     def __init__(self, target: torch.Tensor) -> None:
@@ -114,7 +121,9 @@ class StepErrors:
         """(P, q[, m]) the noiseless target of every prompt."""
         self.done = 0
         self.largest = 0.0
-        """The largest magnitude among the steps added."""
+        """The largest magnitude among the finite chunks of steps added."""
+        self.first_bad: int | None = None
+        """The first prompt whose steps hold a NaN or an infinity (None: none so far)."""
         self._sum: torch.Tensor | None = None
         self._parts: list[torch.Tensor] = []
         self._one_step = False
@@ -125,17 +134,28 @@ class StepErrors:
         if not b:
             return self
         target = self.target[self.done : self.done + b].unsqueeze(1)
+        if steps.numel():
+            lo, hi = (float(v) for v in steps.aminmax())
+            if math.isfinite(lo) and math.isfinite(hi):
+                self.largest = max(self.largest, -lo, hi)
+            elif self.first_bad is None:
+                self.first_bad = self.done + first_non_finite(steps)
         self.done += b
-        lo, hi = steps.aminmax()
-        self.largest = max(self.largest, -float(lo), float(hi))
         if k == 1 or outputs == 1:  # keep (B, q[*m]) or (B, K) for torch's sum over all of them at the end
-            self._parts.append(_squared_errors(steps, target).reshape(b, -1))
+            self._parts.append(steps.to(torch.float64, copy=True).sub_(target).square_().reshape(b, -1))
             self._one_step = k == 1
             return self
-        block = max(1, STEP_ERRORS_BLOCK // max(1, b * outputs))  # steps at a time: a float64 copy of bounded size
-        rows = torch.cat([_squared_errors(steps[:, i : i + block], target).flatten(2).sum(-1) for i in range(0, k, block)], 1)
-        # each prompt's sum over its outputs, added to the running sums in prompt order (cumsum is sequential)
-        self._sum = (rows if self._sum is None else torch.cat([self._sum.unsqueeze(0), rows])).cumsum(0)[-1]
+        block = max(1, STEP_ERRORS_BLOCK // max(1, b * outputs))  # steps at a time: a float64 buffer of bounded size
+        buffer = torch.empty(b * min(block, k) * outputs, dtype=torch.float64)
+        # column 0: the sums so far; then each prompt's sum over its outputs, step-major, so that the running sums
+        # over prompts (cumsum, sequential) go along memory
+        rows = torch.empty(k, b + 1, dtype=torch.float64)
+        rows[:, 0] = 0.0 if self._sum is None else self._sum
+        for i in range(0, k, block):
+            part = steps[:, i : i + block]
+            sq = torch.sub(part, target, out=buffer[: part.numel()].view(b, part.shape[1], *part.shape[2:]))
+            rows[i : i + part.shape[1], 1:] = sq.square_().flatten(2).sum(-1).T
+        self._sum = rows.cumsum_(1)[:, -1].clone()
         return self
 
     def total(self) -> torch.Tensor:

@@ -60,6 +60,11 @@ class LoadedModel:
         return torch.get_num_threads()
 
     @property
+    def sandboxed(self) -> bool:
+        """Never: the model runs in this process."""
+        return False
+
+    @property
     def checkpoint(self) -> str | None:
         return self.model.checkpoint
 
@@ -130,16 +135,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _is_regular(path: str | Path) -> bool:
+    """Whether `path` is a regular file (never a device or a pipe), after symbolic links."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def regular_file_sha256(path: str | Path | None) -> str | None:
     """`sha256_file(path)` when `path` is a regular file (never a device or a pipe), else None."""
-    if path is None:
-        return None
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-    except OSError:
-        return None
-    return sha256_file(path)
+    return None if path is None or not _is_regular(path) else sha256_file(path)
 
 
 def _skipped(name: str, is_dir: bool) -> bool:
@@ -148,28 +154,33 @@ def _skipped(name: str, is_dir: bool) -> bool:
     return name == "results" if is_dir else name == "results.json"
 
 
-def folder_sha256(folder: Path, exclude: Iterable[Path] = ()) -> dict[str, str]:
-    """SHA-256 of every file a model may depend on: every regular file under its folder, by relative path.
+def model_files(folder: Path, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Every file a model in `folder` may depend on: every regular file under it, in a fixed order.
 
     Skipped: hidden files and folders, `__pycache__`, folders named `results`, files named
     `results.json`, lock and temporary files, and `exclude` (the run's own output files).
     More than `MAX_MODEL_FILES` files raise `PluginError`.
     """
-    out: dict[str, str] = {}
+    out: list[Path] = []
     skip = {p.resolve() for p in exclude}
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not _skipped(d, True))
         for name in sorted(files):
             path = Path(root) / name
-            if _skipped(name, False) or path.resolve() in skip or (digest := regular_file_sha256(path)) is None:
+            if _skipped(name, False) or path.resolve() in skip or not _is_regular(path):
                 continue
             if len(out) == MAX_MODEL_FILES:
                 raise PluginError(
                     f"{folder} holds more than {MAX_MODEL_FILES} files; every file beside a model is hashed to know "
                     "when results must be re-run: keep the model in a folder of its own"
                 )
-            out[path.relative_to(folder).as_posix()] = digest
+            out.append(path)
     return out
+
+
+def folder_sha256(folder: Path, exclude: Iterable[Path] = ()) -> dict[str, str]:
+    """SHA-256 of every file a model may depend on (`model_files`), by path relative to `folder`."""
+    return {path.relative_to(folder).as_posix(): sha256_file(path) for path in model_files(folder, exclude)}
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -285,6 +296,17 @@ GARG = "garg"
 """`--model garg:RUN_DIR`: a run folder of Garg et al.'s code (`iclbench.models.garg.GargRun`)."""
 
 
+def model_file(spec: str) -> Path | None:
+    """The file a `--model` string names (`path.py[:Class]`, or any with a `/`; a Garg run's `config.yaml`, beside
+    the run's other files); None for a baseline or a module."""
+    target, _, class_name = spec.partition(":")
+    if target == GARG and class_name:
+        from iclbench.models.garg import CONFIG
+
+        return Path(class_name) / CONFIG
+    return Path(target) if target.endswith(".py") or "/" in target else None
+
+
 def load_model(spec: str, args: Mapping[str, Any] | None = None) -> LoadedModel:
     """Instantiate the model `spec` names: `path.py[:Class]`, a baseline name, `garg:RUN_DIR` or `module[:Class]`,
     passing `args` (`check_model_args`) to its constructor as keyword arguments."""
@@ -297,13 +319,12 @@ def load_model(spec: str, args: Mapping[str, Any] | None = None) -> LoadedModel:
 
     target, _, class_name = spec.partition(":")
     if target == GARG and class_name:
-        from iclbench.models.garg import CONFIG, GargRun
+        from iclbench.models.garg import GargRun
 
         # the run's files are the model's: config.yaml is its file, everything beside it is hashed with it
         model = instantiate(GargRun, {**kwargs, "run": class_name}, spec)
-        return loaded(model, spec, Path(class_name) / CONFIG, kwargs)
-    if target.endswith(".py") or "/" in target:
-        path = Path(target)
+        return loaded(model, spec, model_file(spec), kwargs)
+    if (path := model_file(spec)) is not None:
         module = _import_file(path)
     elif target in REGISTRY and not class_name:
         module_name, _, class_name = REGISTRY[target].partition(":")

@@ -86,20 +86,43 @@ def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     return out
 
 
-def merge(previous: dict[str, Any], differences: list[str], selected: list[str], where: str) -> dict[str, Any]:
-    """The tasks of `previous` (the file at `where`) a run of `selected` tasks into it keeps.
+def smaller(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
+    """How the run of `fresh` gives less than, or other numbers than, the one `previous` was made with: fewer
+    prompts, another dtype or another device."""
+    old, new = previous["run"], fresh["run"]
+    out = []
+    if new["prompts"] is not None and (old.get("prompts") is None or new["prompts"] < old["prompts"]):
+        out.append(f"--prompts {new['prompts']} where the file has {old.get('prompts') or 'every prompt'}")
+    out += [f"{key} {new[key]} where the file has {old.get(key)}" for key in ("dtype", "device") if old.get(key) != new[key]]
+    return out
 
-    All of them when it was made with the same model files, versions and settings (`differences`,
-    from `changes`, is empty); none when they differ and the run re-runs every task the file holds;
-    otherwise `ResultsError`, since finished tasks would be lost.
+
+def merge(
+    previous: dict[str, Any], fresh: dict[str, Any], selected: list[str], where: str, overwrite: bool = False
+) -> dict[str, Any]:
+    """The tasks of `previous` (the file at `where`) a run of `selected` tasks into it, with the settings of
+    `fresh`, keeps.
+
+    All of them when it was made with the same model files, versions and settings (`changes` finds none);
+    otherwise none, when the run re-runs every task the file holds and it is not `smaller`, or with
+    `overwrite`; any other run is refused (`ResultsError`), since finished tasks, or a larger run, would be lost.
     """
+    differences = changes(previous, fresh)
     if not differences:
         return dict(previous["tasks"])
+    if overwrite:
+        return {}
     outside = [name for name in previous["tasks"] if name not in selected]
     if outside:
         raise ResultsError(
             f"{where} holds tasks this run does not re-run ({', '.join(outside[:3])}{' ...' if len(outside) > 3 else ''}), "
-            f"made with other model files or settings ({'; '.join(differences)}): run all its tasks, or use another --out"
+            f"made with other model files or settings ({'; '.join(differences)}): run all its tasks, use another --out, "
+            "or replace the file with --overwrite"
+        )
+    if less := smaller(previous, fresh):
+        raise ResultsError(
+            f"{where} would be replaced by a smaller run ({'; '.join(less)}): use another --out, "
+            "or replace the file with --overwrite"
         )
     return {}
 
@@ -368,6 +391,7 @@ TASK_FIELDS = {
     "unsupported_lengths": (False, lambda v: isinstance(v, list) and all(map(_count(1), v)), "a list of lengths"),
     "seconds": (False, lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
     "alignment": (False, lambda v: isinstance(v, dict), "an object"),
+    "sandboxed": (False, lambda v: isinstance(v, bool), "true or false: whether the model ran in the sandbox"),
 }
 
 

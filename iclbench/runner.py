@@ -50,6 +50,10 @@ class ScoredModel(Protocol):
         """The CPU threads the model computes with."""
 
     @property
+    def sandboxed(self) -> bool:
+        """Whether the model runs in the sandbox (`iclbench.sandbox`)."""
+
+    @property
     def path(self) -> Path | None: ...
 
     @property
@@ -122,11 +126,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _first_bad(t: torch.Tensor) -> int | None:
-    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(-1)
-    return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
-
-
 class Outputs:
     """A model's outputs for every prompt at one length, gathered chunk by chunk (`add`): `y` and `w` whole,
     `steps` as their per-step errors against `target` (`metrics.StepErrors`, in memory that does not grow
@@ -154,14 +153,17 @@ class Outputs:
             raise TaskFailure("Prediction.steps and Prediction.w must be returned for every batch or none")
         elif pred.steps is not None and pred.steps.shape[1] != self._k:
             raise TaskFailure(f"Prediction.steps has {pred.steps.shape[1]} steps, earlier batches had {self._k}")
-        for what, t in (("prediction", pred.y), ("Prediction.steps", pred.steps), ("Prediction.w", pred.w)):
-            if t is not None and what not in self._bad and (bad := _first_bad(t)) is not None:
+        for what, t in (("prediction", pred.y), ("Prediction.w", pred.w)):
+            if t is not None and what not in self._bad and (bad := metrics.first_non_finite(t)) is not None:
                 self._bad[what] = sl.start + bad
         self.y[sl] = pred.y
         if self.w is not None:
             self.w[sl] = pred.w
-        if self.errors is not None:
-            self.errors.add(pred.steps)
+        if self.errors is not None:  # the steps' errors; their one other read (aminmax) finds a NaN or an infinity
+            if (bad := self.errors.add(pred.steps).first_bad) is not None:
+                self._bad.setdefault("Prediction.steps", bad)
+        elif pred.steps is not None and (bad := metrics.first_non_finite(pred.steps)) is not None:
+            self._bad.setdefault("Prediction.steps", sl.start + bad)
         if self.steps is not None:
             self.steps[sl] = pred.steps
 
@@ -244,7 +246,7 @@ def run_task(
     With `samples`, every scored length's per-prompt outputs are added to it (`iclbench.samples`).
     """
     spec = task.spec
-    entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict()}
+    entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict(), "sandboxed": model.sandboxed}
     start = time.perf_counter()
     try:
         _score_task(model, task, cfg, progress, entry, references or {}, samples)
@@ -432,6 +434,7 @@ def run(
     references: References | None = None,
     samples: Samples | None = None,
     report: Report | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score `model` on `tasks`, writing the results file at `out` once, at the end.
 
@@ -443,8 +446,9 @@ def run(
     A failure in `setup` or in one task is recorded and the other tasks still run.
     An existing file at `out` is never silently lost (`iclbench.results.merge`): its tasks
     outside `tasks` are kept when it was made with the same model files and settings, and the
-    run is refused (`ResultsError`) when they were not, when it holds another model's results,
-    or when another run is writing it (`iclbench.results.locked`). With `resume`, tasks of
+    run is refused (`ResultsError`) when they were not, when it would replace the file by a smaller
+    run (fewer prompts, another dtype or device), both unless `overwrite`, when it holds another
+    model's results, or when another run is writing it (`iclbench.results.locked`). With `resume`, tasks of
     `tasks` already finished in that file with the same model files, settings, versions and data
     are kept rather than re-run; a file of another suite version is then refused.
     `run.data_mismatch` lists the tasks whose data do not match the registry's fingerprint.
@@ -484,7 +488,7 @@ def run(
                 raise results.ResultsError(str(exc)) from None
             if previous is not None:
                 differences = results.changes(previous, doc)
-                kept = results.merge(previous, differences, selected, str(out))
+                kept = results.merge(previous, doc, selected, str(out), overwrite)
         except results.ResultsError as exc:
             if not sharded:
                 raise
@@ -538,7 +542,8 @@ def run(
                     samples.pop(name, None)
                 task_samples: dict[str, torch.Tensor] | None = None if samples is None else {}
                 if setup_error is not None:
-                    entries[name] = {"status": "failed", "spec": by_name[name].spec.to_dict(), "error": f"{name}: {setup_error}"}
+                    entries[name] = {"status": "failed", "spec": by_name[name].spec.to_dict(),
+                                     "sandboxed": model.sandboxed, "error": f"{name}: {setup_error}"}
                 else:
                     with held_for(name):
                         entries[name] = run_task(model, by_name[name], cfg, progress, references, task_samples)

@@ -1,37 +1,48 @@
 """Running a model in a worker process, so that the harness never imports the model's code.
 
-`IsolatedModel(spec, limits, args)` starts `python -m iclbench.worker`, which loads the model
-(`iclbench.plugins.load_model`, passing `args`, JSON scalars, to its constructor) and answers
-requests on a private pipe (the model's own output on stdout goes to stderr). The harness sends
-only what a model is entitled to: the task's spec without its seed, and the context and query
-tensors of each batch; the worker
-returns plain data (the model's name, class and file, its checkpoint path, the supported
-prompt lengths) and the prediction tensors. Nothing is pickled in either direction: a
-message is a JSON header and a safetensors blob, each preceded by its length
-(`struct "<QQ"`), and the harness bounds both sizes.
+`IsolatedModel(spec, limits, args, sandbox=...)` starts `python -m iclbench.worker`, by default in the sandbox
+of `iclbench.sandbox` wherever it can be made, which loads the model (`iclbench.plugins.load_model`, passing
+`args`, JSON scalars, to its constructor) and answers requests on a private pipe (the model's own output on
+stdout goes to stderr). The harness sends only what a model is entitled to: the task's spec without its seed,
+and the context and query tensors of each batch; the worker returns plain data (the model's name, class and
+file, its checkpoint path, the supported prompt lengths) and the prediction tensors. Nothing is pickled in
+either direction: a message is a frame (`struct "<QQ"`: the sizes of a JSON header and of the tensor bytes),
+the JSON header, which names each tensor with its dtype and shape, and the tensors' raw bytes, written from
+their memory and read into tensors allocated beforehand. The harness checks a reply's header before it reads
+a tensor byte: at most `MAX_HEADER` bytes, then only the tensors a reply may hold, in the batch's dtype and
+of the shapes its prompts give (at most `iclbench.api.MAX_STEPS` steps), so what it reads is bounded by what
+the task can need.
 
-Limits (`Limits`, flags `--task-timeout` and `--max-memory` of `iclbench run`):
+Limits (`Limits`, flags `--task-timeout` and `--max-memory` of `iclbench run`), set by the worker before it
+imports any model code, soft and hard, so that every process the model starts inherits them:
 
-- wall time per task: loading, `setup`, and each task's requests must finish within
-  `task_timeout` seconds of their start, else the worker is killed;
-- memory: on the CPU, the worker's address space (`RLIMIT_AS`, virtual memory) is capped at
-  `max_memory_gb`; on CUDA, where the driver reserves far more address space than it uses,
-  the host memory is left unlimited and the GPU memory the model's allocations may take is
-  capped with `torch.cuda.set_per_process_memory_fraction`. An allocation beyond the limit
-  fails that request with a message naming the limit.
+- wall time per task: loading, `setup`, and each task's requests must finish within `task_timeout` seconds of
+  their start, else the worker (with, in the sandbox, every process it started) is killed (the worker's own
+  start, before the model's code is imported, is given `START_TIMEOUT`);
+- memory: on the CPU, the worker's address space (`RLIMIT_AS`, virtual memory) is capped at `max_memory_gb`;
+  on CUDA, where the driver reserves far more address space than it uses, the address space is left as it is
+  and the GPU memory the model's allocations may take is capped with
+  `torch.cuda.set_per_process_memory_fraction`. An allocation beyond the limit fails that request with a
+  message naming the limit. A lower limit inherited by the harness (`ulimit -v`, a batch scheduler) is kept: a
+  hard limit is never raised, and the worker then runs under the inherited one;
+- in the sandbox, processes and threads (`RLIMIT_NPROC`, `iclbench.sandbox.max_tasks`; counted in the
+  sandbox's user namespace, and not enforced by Linux when the harness runs as root); no core dumps.
 
-A hang, a crash (a signal such as SIGSEGV), an exit (`sys.exit`, `os._exit`) or a limit
-fails the current task with one message (`TaskFailure`) saying which; the worker is
-started again, loaded and set up, for the next task. The worker runs with
-`ICLBENCH_CACHE=off`, so it finds no evaluation set on disk, without torchrun's variables
-(`iclbench.distributed.RENDEZVOUS`), so it neither knows its rank nor can join the run's process
-group, and ignores SIGINT: on Ctrl-C the harness stops it.
+A hang, a crash (a signal such as SIGSEGV), an exit (`sys.exit`, `os._exit`) or a limit fails the current task
+with one message (`TaskFailure`) saying which; the worker is started again, loaded and set up, for the next
+task. A worker that cannot start (before it answers, say the sandbox cannot be made) is a `PluginError` that
+says so, not the model's failure. The worker runs with `ICLBENCH_CACHE=off`, so it finds no evaluation set
+on disk, without torchrun's variables (`iclbench.distributed.RENDEZVOUS`), so it neither knows its rank nor can
+join the run's process group, and ignores SIGINT: on Ctrl-C the harness stops it. Told to exit, it exits at
+once (`os._exit`), after flushing what the model printed.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
+import math
 import os
 import resource
 import select
@@ -43,26 +54,36 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
-from iclbench.api import Batch, Prediction, TaskFailure, by_length, check_prediction, predicts_lengths
+from iclbench.api import MAX_STEPS, Batch, Prediction, TaskFailure, by_length, check_prediction, predicts_lengths
 from iclbench.distributed import RENDEZVOUS
 from iclbench.plugins import PluginError, check_model_args
+from iclbench.sandbox import ALLOWED_ENV, TMP, choose, command, exposed, hub_cache, max_tasks
 from iclbench.tasks import TaskSpec
 
 _FRAME = struct.Struct("<QQ")
 MAX_HEADER = 1 << 20
 """Largest JSON header the harness accepts from a worker (bytes)."""
-MAX_BLOB = 1 << 33
-"""Largest tensor blob the harness accepts from a worker (bytes, 8 GiB)."""
+PIPE_BYTES = 1 << 20
+"""Capacity asked of each pipe (Linux's default limit for unprivileged processes): fewer, larger transfers."""
+CLOSE_WAIT = 1.0
+"""Seconds `IsolatedModel.close` gives the worker to exit when told to, before it is killed."""
+START_TIMEOUT = 300.0
+"""Seconds a worker may take to start (the sandbox, Python, torch), before the model's code runs and its
+time limit starts."""
 _GB = 1 << 30
 _PREDICTION_NAMES = ("y", "steps", "w")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 """The folder the harness imported `iclbench` from, which the worker imports it from too."""
+
+TensorSpec = tuple[str, str, tuple[int, ...]]
+"""A tensor as a message's header announces it: name, dtype name, shape."""
+Accept = Callable[[dict[str, Any], list[TensorSpec]], None]
+"""What checks a reply's header and the tensors it announces before any is read: `ValueError` saying what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,10 @@ class Limits:
     threads: int = 1
     """One by default: with more, small batched LAPACK solves collapse when another process competes for the cores
     (ridge's full suite, measured on 2 cores beside one busy process: 17-19 s with 2 threads, 8 s with 1)."""
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.max_memory_gb is None else int(self.max_memory_gb * _GB)
 
 
 class _Closed(Exception):
@@ -97,17 +122,16 @@ def _write_all(fd: int, data: bytes | memoryview, deadline: float | None) -> Non
     while view:
         _wait(fd, True, deadline)
         try:
-            view = view[os.write(fd, view[: 1 << 20]) :]
+            view = view[os.write(fd, view[:PIPE_BYTES]) :]
         except BlockingIOError:
             continue
         except (BrokenPipeError, ConnectionResetError):
             raise _Closed from None
 
 
-def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
-    buf = bytearray(size)
-    view, got = memoryview(buf), 0
-    while got < size:
+def _read_into(fd: int, view: memoryview, deadline: float | None) -> None:
+    got = 0
+    while got < len(view):
         _wait(fd, False, deadline)
         try:
             n = os.readv(fd, [view[got:]])
@@ -116,30 +140,101 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
         if n == 0:
             raise _Closed
         got += n
-    return buf
 
 
-def _send(fd: int, header: dict[str, Any], tensors: dict[str, torch.Tensor] | None, deadline: float | None) -> None:
-    head = json.dumps(header).encode()
-    # a contiguous copy of each: outputs may be strided views sharing storage (y of steps), which safetensors refuses
-    blob = save_tensors({k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}) if tensors else b""
-    _write_all(fd, _FRAME.pack(len(head), len(blob)) + head, deadline)
-    _write_all(fd, blob, deadline)
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
+    buf = bytearray(size)
+    _read_into(fd, memoryview(buf), deadline)
+    return bytes(buf)
 
 
-def _receive(fd: int, deadline: float | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    head_size, blob_size = _FRAME.unpack(bytes(_read_exact(fd, _FRAME.size, deadline)))
-    if head_size > MAX_HEADER or blob_size > MAX_BLOB:
-        raise ValueError(f"a message of {head_size} + {blob_size} bytes, more than the harness accepts")
-    header = json.loads(bytes(_read_exact(fd, head_size, deadline)))
+def _buffer(t: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, without a copy."""
+    return memoryview(t.numpy()).cast("B")
+
+
+def _send(fd: int, header: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None, deadline: float | None) -> None:
+    """One message: the frame, the header naming each tensor, then each tensor's bytes, from its own memory (a
+    tensor that is not contiguous on the CPU, such as a view of another, is copied once)."""
+    flat = {k: v.detach().cpu().resolve_neg().contiguous() for k, v in (tensors or {}).items()}
+    specs = [[k, str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in flat.items()]
+    head = json.dumps({**header, "tensors": specs}).encode()
+    _write_all(fd, _FRAME.pack(len(head), sum(v.nbytes for v in flat.values())) + head, deadline)
+    for v in flat.values():
+        _write_all(fd, _buffer(v), deadline)
+
+
+def _specs(header: dict[str, Any]) -> list[TensorSpec]:
+    """The tensors a header announces, checked to be named float tensors of non-negative sizes."""
+    specs, out = header.pop("tensors", []), []
+    if not isinstance(specs, list):
+        raise ValueError("a message whose tensors are not a list")
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and spec[1] in _DTYPES
+                and isinstance(spec[2], list) and len(spec[2]) <= 8
+                and all(type(n) is int and 0 <= n < 1 << 40 for n in spec[2])):
+            raise ValueError(f"a tensor announced as {str(spec)[:80]}, not [name, float32 or float64, shape]")
+        out.append((spec[0], spec[1], tuple(spec[2])))
+    if len({name for name, _, _ in out}) < len(out):
+        raise ValueError("a message that names a tensor twice")
+    return out
+
+
+def _no_tensors(header: dict[str, Any], specs: list[TensorSpec]) -> None:
+    if specs:
+        raise ValueError(f"tensors {[name for name, _, _ in specs]} in a reply that has none")
+
+
+def _receive(fd: int, deadline: float | None, accept: Accept | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One message; with `accept`, its announced tensors are checked by it before any byte of theirs is read."""
+    head_size, blob_size = _FRAME.unpack(_read_exact(fd, _FRAME.size, deadline))
+    if head_size > MAX_HEADER:
+        raise ValueError(f"a message header of {head_size} bytes, more than the {MAX_HEADER} the harness accepts")
+    try:
+        header = json.loads(_read_exact(fd, head_size, deadline))
+    except ValueError:
+        raise ValueError("a message header that is not JSON") from None
     if not isinstance(header, dict):
         raise ValueError("a message whose header is not a JSON object")
-    blob = bytes(_read_exact(fd, blob_size, deadline)) if blob_size else b""
-    try:
-        tensors = load_tensors(blob) if blob else {}
-    except Exception as exc:  # safetensors' own error type
-        raise ValueError(f"a tensor blob that is not safetensors ({exc})") from None
+    specs = _specs(header)
+    if accept is not None:
+        accept(header, specs)
+    sizes = [math.prod(shape) * _DTYPES[dtype].itemsize for _, dtype, shape in specs]
+    if sum(sizes) != blob_size:
+        raise ValueError(f"{blob_size} tensor bytes for tensors of {sum(sizes)} bytes")
+    tensors = {}
+    for name, dtype, shape in specs:
+        tensors[name] = t = torch.empty(shape, dtype=_DTYPES[dtype])
+        _read_into(fd, _buffer(t), deadline)
     return header, tensors
+
+
+def _accept_prediction(batch: Batch, lengths: list[int] | None) -> Accept:
+    """What a prediction reply for `batch` may hold: an error and no tensor, or `y`, `steps` and `w`
+    (`<length>/y`... for each of `lengths` with `predict_lengths`), `y` always, in the batch's dtype and of the
+    shapes its prompts give."""
+    b, q = batch.x_query.shape[:2]
+    label, d = batch.task.label_shape, batch.task.d
+    dtype = str(batch.x.dtype).removeprefix("torch.")
+    prefixes = [""] if lengths is None else [f"{n}/" for n in lengths]
+
+    def accept(header: dict[str, Any], specs: list[TensorSpec]) -> None:
+        if "error" in header:
+            return _no_tensors(header, specs)
+        names = {name for name, _, _ in specs}
+        if missing := [p + "y" for p in prefixes if p + "y" not in names]:
+            raise ValueError(f"a prediction without tensor {missing[0]}")
+        for name, kind, shape in specs:
+            prefix, _, field = name.rpartition("/")
+            if prefix + "/" * bool(prefix) not in prefixes or field not in _PREDICTION_NAMES:
+                raise ValueError(f"a tensor named {name[:80]!r}, expected {', '.join(prefixes[0] + f for f in _PREDICTION_NAMES)}")
+            steps = shape[1] if field == "steps" and len(shape) > 1 and shape[1] <= MAX_STEPS else None
+            expected = {"y": (b, q, *label), "steps": (b, steps, q, *label), "w": (b, *label, d)}[field]
+            if kind != dtype or shape != expected:
+                raise ValueError(f"tensor {name} of {kind} {list(shape)}, expected {dtype} of shape "
+                                 f"{[n if n is not None else f'K <= {MAX_STEPS}' for n in expected]}")
+
+    return accept
 
 
 def public_spec(spec: TaskSpec) -> dict[str, Any]:
@@ -158,6 +253,42 @@ def _signal_name(code: int) -> str:
     return name + notes.get(name, "")
 
 
+def _pythonpath() -> list[str]:
+    """The worker's import path besides its installation: the harness's iclbench when it was not imported from an
+    installed site, then the harness's PYTHONPATH."""
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    installed = _PACKAGE_ROOT in {*site.getsitepackages(), site.getusersitepackages()}
+    return inherited if installed else [_PACKAGE_ROOT, *inherited]
+
+
+def _environment(limits: Limits, sandboxed: bool) -> dict[str, str]:
+    """The worker's environment: in the sandbox, `iclbench.sandbox.ALLOWED_ENV` and what the harness sets; else the
+    harness's, without torchrun's variables."""
+    if sandboxed:
+        env = {k: os.environ[k] for k in ALLOWED_ENV if k in os.environ}
+        env.update(HOME=TMP, TMPDIR=TMP, PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache()),
+                   PYTHONUSERBASE=site.getuserbase())
+    else:
+        env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS}
+    env["ICLBENCH_CACHE"] = "off"
+    # -P: never the current folder, so a checkout's source tree in the working directory is not imported by
+    # accident; the harness's own iclbench instead, when it was not imported from an installed site
+    if path := _pythonpath():
+        env["PYTHONPATH"] = os.pathsep.join(path)
+    else:
+        env.pop("PYTHONPATH", None)
+    if limits.threads:
+        env.update({name: str(limits.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    return env
+
+
+def _large_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (OSError, AttributeError):  # over the system's limit, or not Linux: the default size
+        pass
+
+
 class IsolatedModel:
     """A model run in a worker process; what the runner drives (`iclbench.runner.ScoredModel`).
 
@@ -166,10 +297,21 @@ class IsolatedModel:
     `supported_lengths`, `predict` and `predict_lengths` are the runner's requests; a worker that
     died or was stopped is started again by `begin_task`. With `one_pass` False the runner is told
     that the model has no `predict_lengths` (`validate --rerun` scores with `predict` alone).
+
+    `sandbox`: True runs the worker in the sandbox (`iclbench.sandbox.SandboxError` where it cannot be made,
+    `iclbench.sandbox.unavailable` says why), False without, None in it wherever it can be made (else with
+    a warning). `device`: where `setup` will put the model, which decides the kind of memory limit the worker
+    sets at its start (a `setup` on another device starts the worker again).
     """
 
     def __init__(
-        self, source: str, limits: Limits = Limits(), args: Mapping[str, Any] | None = None, one_pass: bool = True
+        self,
+        source: str,
+        limits: Limits = Limits(),
+        args: Mapping[str, Any] | None = None,
+        one_pass: bool = True,
+        sandbox: bool | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.source = source
         self.limits = limits
@@ -178,8 +320,9 @@ class IsolatedModel:
             self.args = check_model_args(args or {})
         except ValueError as exc:
             raise PluginError(str(exc)) from None
+        self.sandboxed = choose(sandbox)
         self.checkpoint: str | None = None
-        self._device: torch.device | None = None
+        self._device = torch.device(device)
         self._proc: subprocess.Popen[bytes] | None = None
         self._deadline: float | None = None
         self._busy = False
@@ -202,27 +345,39 @@ class IsolatedModel:
         return None if self._info["path"] is None else Path(self._info["path"])
 
     @property
+    def pid(self) -> int | None:
+        """The process id of the worker (of bwrap, in the sandbox), or None when none runs."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def predicts_lengths(self) -> bool:
         """Whether the runner is to call `predict_lengths` (the model defines it, and `one_pass`)."""
         return self.one_pass and self._info["predicts_lengths"]
 
+    def _command(self) -> list[str]:
+        config = {"memory": self.limits.memory_bytes, "device": str(self._device),
+                  "tasks": max_tasks(self.limits.threads) if self.sandboxed else None}
+        argv = [sys.executable, "-P", "-m", "iclbench.worker", json.dumps(config)]
+        if not self.sandboxed:
+            return argv
+        seen = exposed(self.source, self.args, _PACKAGE_ROOT, _pythonpath(), self._device)
+        return command(argv, _environment(self.limits, True), seen, self._device, self.limits.memory_bytes)
+
     def _start(self) -> dict[str, Any]:
-        env = {**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS}, "ICLBENCH_CACHE": "off"}
-        # -P: never the current folder, so a checkout's source tree in the working directory is not imported by
-        # accident; the harness's own iclbench instead, when it was not imported from an installed site
-        if _PACKAGE_ROOT not in {*site.getsitepackages(), site.getusersitepackages()}:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        if self.limits.threads:
-            env.update({name: str(self.limits.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
-        memory = "" if self.limits.max_memory_gb is None else str(int(self.limits.max_memory_gb * _GB))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "iclbench.worker", memory],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
+        # in the sandbox, bwrap's own environment is the worker's too: its first process's is readable inside
+        self._proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      env=_environment(self.limits, self.sandboxed))
         for pipe in (self._proc.stdin, self._proc.stdout):
             os.set_blocking(pipe.fileno(), False)
+            _large_pipe(pipe.fileno())
+        try:  # the worker says it is ready once its limits are set, before any model code is imported
+            _receive(self._proc.stdout.fileno(), time.monotonic() + START_TIMEOUT, _no_tensors)
+        except (_Closed, _TimedOut, ValueError):
+            self._stop()
+            raise PluginError(
+                f"{self.source}: the worker process did not start, before the model's code was imported (the lines "
+                f"above say why{', from the sandbox' if self.sandboxed else ''})"
+            ) from None
         self._deadline = time.monotonic() + self.limits.task_timeout
         try:
             reply, _ = self._request({"op": "load", "source": self.source, "args": self.args}, "loading the model")
@@ -253,20 +408,23 @@ class IsolatedModel:
             code = self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             return "the model's worker process closed its pipe and stopped answering"
+        if self.sandboxed and code > 128:  # bwrap exits with 128 + the signal that killed the worker
+            code = 128 - code
         if code < 0:
             return f"the model's worker process was killed by {_signal_name(-code)}"
         return f"the model's worker process exited with status {code} (sys.exit or os._exit in the model?)"
 
     def _request(
-        self, header: dict[str, Any], what: str, tensors: dict[str, torch.Tensor] | None = None
+        self, header: dict[str, Any], what: str, tensors: dict[str, torch.Tensor] | None = None,
+        accept: Accept = _no_tensors,
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """Send one request before the deadline and return the reply's header and tensors."""
+        """Send one request before the deadline and return the reply's header and tensors (checked by `accept`)."""
         if self._proc is None:
             raise TaskFailure(f"the model's worker process is not running ({what})")
         self._busy = True
         try:
             _send(self._proc.stdin.fileno(), header, tensors, self._deadline)
-            reply, out = _receive(self._proc.stdout.fileno(), self._deadline)
+            reply, out = _receive(self._proc.stdout.fileno(), self._deadline, accept)
             self._busy = False
         except _TimedOut:
             self._stop()
@@ -285,7 +443,10 @@ class IsolatedModel:
 
     def setup(self, device: torch.device) -> None:
         """Call the model's `setup(device)` in the worker; `TaskFailure` with its error."""
-        self._device = device
+        if torch.device(device) != self._device:  # a worker started for another device
+            self._stop()
+            self._device = torch.device(device)
+            self._info = self._start()
         self._deadline = time.monotonic() + self.limits.task_timeout
         reply, _ = self._request({"op": "setup", "device": str(device)}, "running setup")
         if "error" in reply:
@@ -297,7 +458,6 @@ class IsolatedModel:
         """Start the clock of a task; a worker that died or was stopped is started and set up again."""
         if self._proc is None:
             self._info = self._start()
-            assert self._device is not None
             self.setup(self._device)
         self._deadline = time.monotonic() + self.limits.task_timeout
 
@@ -317,11 +477,9 @@ class IsolatedModel:
         """The model's prediction for `batch` (on the CPU), checked and returned on the CPU."""
         header = {"op": "predict", "task": public_spec(batch.task)}
         tensors = {"x": batch.x, "y": batch.y, "x_query": batch.x_query}
-        reply, out = self._request(header, "predicting", tensors)
+        reply, out = self._request(header, "predicting", tensors, _accept_prediction(batch, None))
         if "error" in reply:
             raise TaskFailure(str(reply["error"]))
-        if "y" not in out or set(out) - set(_PREDICTION_NAMES):
-            raise TaskFailure(f"the model's worker process returned tensors {sorted(out)}, expected y, steps, w")
         return Prediction(out["y"], out.get("steps"), out.get("w"))
 
     def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
@@ -329,22 +487,18 @@ class IsolatedModel:
         each checked in the worker and returned on the CPU; `TaskFailure` naming the length it concerns."""
         header = {"op": "predict_lengths", "task": public_spec(batch.task), "lengths": lengths}
         tensors = {"x": batch.x, "y": batch.y, "x_query": batch.x_query}
-        reply, out = self._request(header, "predicting", tensors)
+        reply, out = self._request(header, "predicting", tensors, _accept_prediction(batch, lengths))
         if "error" in reply:
             length = reply.get("length")
             raise TaskFailure(str(reply["error"]), length if length in lengths and type(length) is int else None)
-        names = {f"{n}/{k}" for n in lengths for k in _PREDICTION_NAMES}
-        if set(out) - names or any(f"{n}/y" not in out for n in lengths):
-            raise TaskFailure(f"the model's worker process returned tensors {sorted(out)}, "
-                              f"expected <length>/y, steps, w for lengths {lengths}")
         return {n: Prediction(out[f"{n}/y"], out.get(f"{n}/steps"), out.get(f"{n}/w")) for n in lengths}
 
     def close(self) -> None:
-        """Stop the worker: ask it to exit, or kill it when a request was cut short (Ctrl-C)."""
+        """Stop the worker: tell it to exit (it does at once), or kill it when a request was cut short (Ctrl-C)."""
         if self._proc is not None and self._proc.poll() is None and not self._busy:
             try:
-                _send(self._proc.stdin.fileno(), {"op": "exit"}, None, time.monotonic() + 5)
-                self._proc.wait(timeout=5)
+                _send(self._proc.stdin.fileno(), {"op": "exit"}, None, time.monotonic() + CLOSE_WAIT)
+                self._proc.wait(timeout=CLOSE_WAIT)
             except (_TimedOut, _Closed, subprocess.TimeoutExpired):
                 pass
         self._stop()
@@ -358,13 +512,48 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
-def _describe(call: str, exc: BaseException, memory: int | None) -> str:
+@dataclass(frozen=True)
+class _Applied:
+    """The memory limit the worker runs under (bytes, None: none) and whether it is one inherited by the harness,
+    lower than --max-memory."""
+
+    memory: int | None
+    inherited: bool
+
+    def describe(self) -> str:
+        if self.memory is None:
+            return ""
+        where = "the limit iclbench was started with, below --max-memory" if self.inherited else "--max-memory"
+        return f" (the worker's memory limit is {self.memory / _GB:g} GB: {where})"
+
+
+def _describe(call: str, exc: BaseException, limits: _Applied) -> str:
     if isinstance(exc, SystemExit):
         return f"{call} called sys.exit({exc.code!r})"
     text = f"{call} raised {type(exc).__name__}: {exc}"
-    if _out_of_memory(exc) and memory is not None:
-        text += f" (the worker's memory limit is {memory / _GB:g} GB: --max-memory)"
-    return text
+    return text + limits.describe() if _out_of_memory(exc) else text
+
+
+def _lower(which: int, value: int) -> int:
+    """Set the limit `which` to `value`, soft and hard, or to the hard limit inherited when that is lower (a hard
+    limit is never raised); return the limit set."""
+    hard = resource.getrlimit(which)[1]
+    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(which, (value, value))
+    return value
+
+
+def _apply_limits(memory: int | None, device: torch.device, tasks: int | None) -> _Applied:
+    """The worker's limits (see the module), before any model code is imported."""
+    _lower(resource.RLIMIT_CORE, 0)
+    if tasks is not None:
+        _lower(resource.RLIMIT_NPROC, tasks)
+    if memory is None:
+        return _Applied(None, False)
+    if device.type == "cuda":  # CUDA reserves huge address ranges: its allocator is capped at `setup` instead
+        return _Applied(memory, False)
+    applied = _lower(resource.RLIMIT_AS, memory)
+    return _Applied(applied, applied < memory)
 
 
 def _spec(data: dict[str, Any]) -> TaskSpec:
@@ -372,12 +561,12 @@ def _spec(data: dict[str, Any]) -> TaskSpec:
 
 
 class _Worker:
-    """The worker's state: the loaded model and its device."""
+    """The worker's state: the loaded model, its device and its limits."""
 
-    def __init__(self, memory: int | None) -> None:
-        self.memory = memory
+    def __init__(self, limits: _Applied, device: torch.device) -> None:
+        self.limits = limits
         self.loaded: Any = None
-        self.device = torch.device("cpu")
+        self.device = device
 
     def handle(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         op = header["op"]
@@ -395,18 +584,18 @@ class _Worker:
         model = self.loaded.model
         if op == "setup":
             self.device = torch.device(header["device"])
-            self._limit_memory()
             try:
+                self._limit_gpu_memory()
                 model.setup(self.device)
             except (Exception, SystemExit) as exc:
-                return {"error": _describe("setup", exc, self.memory)}, None
+                return {"error": _describe("setup", exc, self.limits)}, None
             return {"checkpoint": None if model.checkpoint is None else str(Path(model.checkpoint).resolve())}, None
         spec = _spec(header["task"])
         if op == "supports":
             try:
                 lengths = [n for n in spec.lengths if model.supports_length(spec, n)] if model.supports(spec) else None
             except (Exception, SystemExit) as exc:
-                return {"error": _describe(f"supports({spec.name})", exc, self.memory)}, None
+                return {"error": _describe(f"supports({spec.name})", exc, self.limits)}, None
             return {"lengths": lengths}, None
         batch = Batch(spec, *(tensors[k].to(self.device) for k in ("x", "y", "x_query")))
         if op == "predict_lengths":
@@ -416,7 +605,7 @@ class _Worker:
         except TaskFailure as exc:
             return {"error": str(exc)}, None
         except (Exception, SystemExit) as exc:
-            return {"error": _describe("predict", exc, self.memory)}, None
+            return {"error": _describe("predict", exc, self.limits)}, None
         out = {k: getattr(pred, k) for k in _PREDICTION_NAMES if getattr(pred, k) is not None}
         return {}, out
 
@@ -426,7 +615,7 @@ class _Worker:
         except TaskFailure as exc:
             return {"error": str(exc)}, None
         except (Exception, SystemExit) as exc:
-            return {"error": _describe("predict_lengths", exc, self.memory)}, None
+            return {"error": _describe("predict_lengths", exc, self.limits)}, None
         out = {}
         for n in lengths:
             try:
@@ -436,15 +625,10 @@ class _Worker:
             out.update({f"{n}/{k}": getattr(pred, k) for k in _PREDICTION_NAMES if getattr(pred, k) is not None})
         return {}, out
 
-    def _limit_memory(self) -> None:
-        if self.memory is None:
-            return
-        if self.device.type == "cuda":  # CUDA reserves huge address ranges: cap its allocator instead
-            resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    def _limit_gpu_memory(self) -> None:
+        if self.limits.memory is not None and self.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, self.memory / total), self.device)
-        else:
-            resource.setrlimit(resource.RLIMIT_AS, (self.memory, self.memory))
+            torch.cuda.set_per_process_memory_fraction(min(1.0, self.limits.memory / total), self.device)
 
 
 def _die_with_parent() -> None:
@@ -456,25 +640,36 @@ def _die_with_parent() -> None:
         pass
 
 
+def _exit() -> None:
+    """End the worker at once, what the model printed flushed first (no interpreter teardown: nothing is left to do)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
+
+
 def main() -> None:
-    """The worker: read requests from the pipe on stdin, answer on the pipe on stdout, until told to exit."""
+    """The worker: set its limits, say it is ready, then read requests from the pipe on stdin and answer on the
+    pipe on stdout, until told to exit."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the harness decides
     rfd, wfd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # what the model prints goes to stderr, never into the protocol
-    memory = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] else None
-    if memory is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, resource.RLIM_INFINITY))
-    worker = _Worker(memory)
+    config = json.loads(sys.argv[1])
+    device = torch.device(config["device"])
+    worker = _Worker(_apply_limits(config["memory"], device, config["tasks"]), device)
+    _send(wfd, {"ready": True}, None, None)
     while True:
         try:
-            header, tensors = _receive(rfd, None)
+            header, tensors = _receive(rfd, None, None)
         except _Closed:
-            return
+            _exit()
         if header.get("op") == "exit":
-            return
+            _exit()
         reply, out = worker.handle(header, tensors)
         _send(wfd, reply, out, None)
 

@@ -147,8 +147,9 @@ def test_a_crash_mid_run_keeps_finished_tasks(tmp_path: Path) -> None:
                 os.kill(os.getppid(), 9)  # the harness, not the model's own worker process
             return batch.x_query.new_zeros(batch.x_query.shape[:2])
     """)
-    cmd = [sys.executable, "-m", "iclbench.cli", "run", "--model", str(path), "--quiet", "--prompts", "32",
-           "--tasks", "linear/kappa1", "lasso/fixed", "kernel/exp", "--out", str(tmp_path)]
+    # --no-sandbox: a sandboxed model cannot reach the harness to kill it
+    cmd = [sys.executable, "-m", "iclbench.cli", "run", "--model", str(path), "--quiet", "--no-sandbox", "--prompts",
+           "32", "--tasks", "linear/kappa1", "lasso/fixed", "kernel/exp", "--out", str(tmp_path)]
     assert subprocess.run(cmd, capture_output=True).returncode == -9
     assert not (tmp_path / "dies.json").exists()
     doc = results.read_journaled(tmp_path / "dies.json")

@@ -71,8 +71,9 @@ def test_task_lists_take_commas_and_spaces_in_every_command(monkeypatch: pytest.
 
 def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
     path = plugin(tmp_path / "model", BLOCKS)
+    # --no-sandbox: the model waits for a file named in its environment, both of which a sandbox hides
     argv = ["run", "--model", str(path), "--tasks", "linear/kappa1,kernel/exp", "--prompts", "32",
-            "--device", "cpu", "--out", str(tmp_path / "out"), *extra]
+            "--device", "cpu", "--out", str(tmp_path / "out"), "--no-sandbox", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "iclbench.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env(tmp_path), preexec_fn=_interruptible)
     return proc, argv

@@ -39,7 +39,7 @@ CASES = {
     "sys.exit": ("sys.exit(0)", [], "predict called sys.exit(0)"),
     "os._exit": ("os._exit(0)", [], "worker process exited with status 0 (sys.exit or os._exit in the model?), while predicting"),
     "segfault": ("ctypes.string_at(0)", [], "worker process was killed by SIGSEGV (segmentation fault)"),
-    "hang": ("time.sleep(3600)", ["--task-timeout", "20"], "ran past the time limit of 20 s per task (--task-timeout)"),
+    "hang": ("time.sleep(3600)", ["--task-timeout", "3"], "ran past the time limit of 3 s per task (--task-timeout)"),
     "memory": ("torch.empty(1 << 31, dtype=torch.float64)", ["--max-memory", "3"],
                "predict raised RuntimeError"),
 }
@@ -187,3 +187,47 @@ def test_an_honest_submission_after_a_mutating_one_stays_valid(honest: Path, tmp
     out = capsys.readouterr().out
     assert code == 1 and f"{mutating}: INVALID" in out
     assert f"{honest}: valid (re-run matches)" in out.splitlines(), out
+
+
+def test_the_harness_refuses_outputs_larger_than_the_task_can_need_before_reading_them(tmp_path: Path, capsys) -> None:
+    """A worker that announces steps of a terabyte (the model patched the worker's protocol) is refused from the
+    header alone: nothing is allocated or read, and the task fails at once, not at its time limit."""
+    path = plugin(tmp_path, """
+    import json, sys
+    w = sys.modules["__main__"]  # the worker's own module (python -m iclbench.worker)
+
+    honest = w._send
+
+    def forged(fd, header, tensors, deadline):
+        if not tensors or "y" not in tensors:
+            return honest(fd, header, tensors, deadline)
+        b, q = tensors["y"].shape
+        steps = [b, 1 << 30, q]  # 4 TiB of float32 for 8 prompts of 8 queries: at most 4096 steps are accepted
+        specs = [["y", "float32", [b, q]], ["steps", "float32", steps]]
+        head = json.dumps({"tensors": specs}).encode()
+        w._write_all(fd, w._FRAME.pack(len(head), 4 * b * q * (1 + steps[1])) + head, deadline)
+
+    w._send = forged
+
+    class Forger(Model):
+        name = "forger"
+        def predict(self, batch):
+            return batch.x_query.new_zeros(batch.x_query.shape[:2])
+    """)
+    code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "kernel/exp", "--prompts", "8", "--out", str(tmp_path))
+    assert code == 1 and "Traceback" not in err
+    assert ("error: kernel/exp: the model's worker process sent tensor steps of float32 [8, 1073741824, 8], expected "
+            "float32 of shape [8, 'K <= 4096', 8], while predicting (n=4, prompts 0-7)") in err, err
+
+
+def test_steps_beyond_the_most_accepted_fail_the_task(tmp_path: Path, capsys) -> None:
+    path = plugin(tmp_path, """
+    class Long(Model):
+        name = "long"
+        def predict(self, batch):
+            return Prediction(batch.x_query.new_zeros(batch.x_query.shape[:2]),
+                              steps=batch.x_query.new_zeros(len(batch.x_query), 4097, batch.x_query.shape[1]))
+    """)
+    code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "kernel/exp", "--prompts", "8", "--out", str(tmp_path))
+    assert code == 1
+    assert "error: kernel/exp: Prediction.steps has 4097 steps, more than the 4096 accepted (n=4, prompts 0-7)" in err, err

@@ -73,10 +73,42 @@ def test_a_subset_run_with_other_settings_is_refused(tmp_path: Path, capsys) -> 
     assert err.startswith(f"iclbench run: {out} holds tasks this run does not re-run (kernel/exp), made with other "
                           "model files or settings (run.dtype 'float32' -> 'float64')"), err
     assert out.read_text() == before
-    # re-running every task of the file with the new settings is fine
-    code, _ = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "kernel/exp", "--dtype", "float64",
-                  "--out", str(tmp_path))
-    assert code == 0 and json.loads(out.read_text())["run"]["dtype"] == "float64"
+    # with --overwrite, the run replaces the file
+    code, _ = cli(capsys, "--model", "ridge", "--tasks", "linear/kappa1", "--dtype", "float64", "--out", str(tmp_path),
+                  "--overwrite")
+    doc = json.loads(out.read_text())
+    assert code == 0 and doc["run"]["dtype"] == "float64" and list(doc["tasks"]) == ["linear/kappa1"]
+
+
+SMALLER = {
+    "fewer prompts": (["--prompts", "16"], {}, "--prompts 16 where the file has 32"),
+    "another dtype": (["--dtype", "float64"], {}, "dtype float64 where the file has float32"),
+    "another device": ([], {"device": "cuda:0"}, "device cpu where the file has cuda:0"),
+}
+
+
+@pytest.mark.parametrize("case", SMALLER)
+def test_a_smaller_run_never_replaces_the_file(case: str, tmp_path: Path, capsys) -> None:
+    flags, recorded, what = SMALLER[case]
+    out = tmp_path / "zero.json"
+    doc = run(load_model("zero"), tasks.select(["kernel/exp"]), RunConfig("cpu", prompts=32), progress=False)
+    doc["run"].update(recorded)  # as if run there
+    results.write(out, doc)
+    before = out.read_text()
+    code, err = cli(capsys, "--model", "zero", "--tasks", "kernel/exp", "--out", str(tmp_path), *flags)
+    assert code == 2 and err == (f"iclbench run: {out} would be replaced by a smaller run ({what}): use another --out, "
+                                 "or replace the file with --overwrite\n")
+    assert out.read_text() == before
+    assert cli(capsys, "--model", "zero", "--tasks", "kernel/exp", "--out", str(tmp_path), *flags, "--overwrite")[0] == 0
+    assert out.read_text() != before and results.read(out)["tasks"]["kernel/exp"]["status"] == "ok"
+
+
+def test_a_larger_run_replaces_the_file(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "zero.json"
+    run(load_model("zero"), tasks.select(["kernel/exp"]), RunConfig("cpu", prompts=32), out, progress=False)
+    assert cli(capsys, "--model", "zero", "--tasks", "kernel/exp", "--out", str(tmp_path), "--prompts", "64")[0] == 0
+    doc = results.read(out)
+    assert doc["run"]["prompts"] == 64 and doc["tasks"]["kernel/exp"]["n_prompts"] == 64
 
 
 def test_names_that_give_the_same_file_name_are_refused(tmp_path: Path, capsys) -> None:
@@ -105,7 +137,8 @@ def test_a_second_run_into_the_same_file_is_refused_while_the_first_runs(tmp_pat
                 return batch.x_query.new_zeros(batch.x_query.shape[:2])
     """))
     out = tmp_path / "slow.json"
-    args = ["run", "--quiet", "--prompts", "32", "--model", str(model), "--out", str(tmp_path), "--tasks"]
+    # --no-sandbox: the model waits for a file the test makes later, which a sandbox would not show it
+    args = ["run", "--quiet", "--no-sandbox", "--prompts", "32", "--model", str(model), "--out", str(tmp_path), "--tasks"]
     first = subprocess.Popen([sys.executable, "-m", "iclbench.cli", *args, "linear/kappa1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = tmp_path / "slow.json.lock"
@@ -216,7 +249,9 @@ def test_a_crashed_run_loses_no_finished_task(tmp_path: Path) -> None:
     samples_out = samples_file.path_for(out)
     command = [sys.executable, "-m", "iclbench", "run", "--quiet", "--model", str(model), "--prompts", "32",
                "--tasks", "linear/kappa1", "kernel/exp", "--log-samples", "--out", str(tmp_path)]
-    proc = subprocess.Popen(command, env={**os.environ, "SLOW_TASK": "kernel/exp"}, stderr=subprocess.DEVNULL)
+    # --no-sandbox: the model reads SLOW_TASK, which the sandbox's environment leaves out
+    proc = subprocess.Popen([*command, "--no-sandbox"], env={**os.environ, "SLOW_TASK": "kernel/exp"},
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (journal.exists() and journal.read_text().count("\n") >= 2):  # the first task is durable

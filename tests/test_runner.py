@@ -119,8 +119,8 @@ def test_resume_keeps_finished_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert set(calls) == {"kernel/exp"}
     assert second["tasks"]["linear/kappa1"] == first["tasks"]["linear/kappa1"]
     assert json.loads(out.read_text())["tasks"]["kernel/exp"]["status"] == "ok"
-    third = run(load_model("ridge"), chosen, RunConfig(prompts=64), out, resume=True)  # other settings: re-run
-    assert third["tasks"]["linear/kappa1"]["n_prompts"] == 64
+    third = run(load_model("ridge"), chosen, RunConfig(prompts=256), out, resume=True)  # other settings: re-run
+    assert third["tasks"]["linear/kappa1"]["n_prompts"] == 256
 
 
 def test_a_run_holds_one_evaluation_set_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:

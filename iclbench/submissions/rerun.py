@@ -28,6 +28,7 @@ from iclbench.metrics import db
 from iclbench.plugins import PluginError
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import FINGERPRINTS
+from iclbench.sandbox import SandboxError
 from iclbench.worker import IsolatedModel, Limits
 
 TOL_DB = 0.1
@@ -123,9 +124,10 @@ def rerun_and_compare(
     patterns: list[str] | None,
     batch_size: int = 512,
     limits: Limits = Limits(),
+    sandbox: bool = True,
 ) -> list[str]:
-    """Score the model of `model_file` on the CPU, in a worker process, and list every metric that differs
-    from `submitted`; this process never imports the model's code.
+    """Score the model of `model_file` on the CPU, in a worker process (in the sandbox unless `sandbox` is False),
+    and list every metric that differs from `submitted`; this process never imports the model's code.
 
     A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such
     and its metrics are not compared. The model is scored with `predict` alone, one call per length
@@ -134,8 +136,8 @@ def rerun_and_compare(
     """
     try:
         chosen = task_registry.select(patterns)
-        model = IsolatedModel(str(model_file), limits, one_pass=False)
-    except (PluginError, task_registry.UnknownTaskError) as exc:
+        model = IsolatedModel(str(model_file), limits, one_pass=False, sandbox=sandbox)
+    except (PluginError, task_registry.UnknownTaskError, SandboxError) as exc:
         return [f"{model_file}: {exc}"]
     try:
         fresh = run(model, chosen, RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size), progress=False)

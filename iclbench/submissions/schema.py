@@ -19,6 +19,7 @@ from typing import Any, Callable
 from iclbench import checkpoint, results
 from iclbench.cache import USE_AN_EXPORT, ExportError, use_export
 from iclbench.plugins import baseline_names, sha256_file
+from iclbench.sandbox import refusal
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, UnknownTaskError, select
 from iclbench.untrusted import UntrustedError, load_json, load_yaml
 
@@ -386,13 +387,14 @@ def check_checkpoint(sub: Submission) -> list[str]:
 
 
 def validate(
-    folder: str | Path, rerun: bool = False, tasks: list[str] | None = None, batch_size: int = 512
+    folder: str | Path, rerun: bool = False, tasks: list[str] | None = None, batch_size: int = 512,
+    sandbox: bool = True,
 ) -> list[str]:
     """Every problem of the submission in `folder`; an empty list means it is valid.
 
-    With `rerun`, the model is loaded from model.py and scored again on the CPU (on
-    the tasks matching `tasks`, all by default), and every metric is compared with
-    results.json within the tolerances of `iclbench.submissions.rerun`.
+    With `rerun`, the model is loaded from model.py and scored again on the CPU, in the sandbox
+    (`iclbench.sandbox`) unless `sandbox` is False (on the tasks matching `tasks`, all by default), and
+    every metric is compared with results.json within the tolerances of `iclbench.submissions.rerun`.
     """
     sub, problems = load(folder)
     if sub is None:
@@ -401,15 +403,18 @@ def validate(
     if rerun and not problems:
         from iclbench.submissions.rerun import rerun_and_compare
 
-        problems = rerun_and_compare(sub.folder / "model.py", sub.results, tasks, batch_size)
+        problems = rerun_and_compare(sub.folder / "model.py", sub.results, tasks, batch_size, sandbox=sandbox)
     return problems
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    for flag, given in (("--tasks", args.tasks), ("--data", args.data)):
+    for flag, given in (("--tasks", args.tasks), ("--data", args.data), ("--no-sandbox", args.no_sandbox)):
         if given and not args.rerun:
             print(f"iclbench validate: {flag} only applies with --rerun", file=sys.stderr)
             return 2
+    if args.rerun and not args.no_sandbox and (refused := refusal("validate --rerun")) is not None:
+        print(refused, file=sys.stderr)
+        return 2
     if args.data:
         try:
             use_export(args.data, select(args.tasks))
@@ -418,7 +423,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return 2
     failed = 0
     for folder in args.folders:
-        problems = validate(folder, args.rerun, args.tasks, args.batch_size)
+        problems = validate(folder, args.rerun, args.tasks, args.batch_size, sandbox=not args.no_sandbox)
         for message in problems:
             print(f"error: {message}")
         print(
@@ -441,4 +446,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", type=Path, metavar="DIR", help="with --rerun: read the evaluation sets from this verified export"
     )
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="with --rerun: run the model without the sandbox, which is otherwise required (only on your "
+                        "own machine, where the sandbox cannot be made)")
     p.set_defaults(func=cmd_validate)

@@ -42,6 +42,7 @@ from iclbench.metrics import CI_LEVEL, DB_FLOOR, db
 from iclbench.plugins import PluginError
 from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.runner import RunConfig, run
+from iclbench.sandbox import SandboxError
 from iclbench.tasks import SUITE_VERSION, TASKS
 from iclbench.tasks.family import VERIFY_SEED_BITS
 from iclbench.worker import IsolatedModel
@@ -147,14 +148,15 @@ def verify(
     prompts: int | None = None,
     batch_size: int = 512,
     progress: bool = False,
+    sandbox: bool = True,
 ) -> dict[str, Any]:
     """Score `model` (a `--model` string) on fresh sets of the tasks matching `patterns` (all by default)
     and compare with `public`, its results document; return the report.
 
     `seed`: the verification seed, drawn with `secrets` when None. The run is on the CPU in the
-    public results' dtype; `prompts` scores only the first N fresh prompts. Raises `VerifyError`
-    when the results are of another suite or dtype, the seed is out of range, a pattern matches
-    no task or the model cannot be loaded.
+    public results' dtype, in the sandbox (`iclbench.sandbox`) unless `sandbox` is False; `prompts` scores
+    only the first N fresh prompts. Raises `VerifyError` when the results are of another suite or dtype, the
+    seed is out of range, a pattern matches no task, the sandbox cannot be made or the model cannot be loaded.
     """
     if public.get("suite_version") != SUITE_VERSION:
         raise VerifyError(
@@ -169,8 +171,8 @@ def verify(
         raise VerifyError(f"--seed {seed}: expected an integer from 0 to 2^{VERIFY_SEED_BITS} - 1")
     try:
         chosen = task_registry.select(patterns)
-        isolated = IsolatedModel(model)
-    except (PluginError, task_registry.UnknownTaskError) as exc:
+        isolated = IsolatedModel(model, sandbox=sandbox)
+    except (PluginError, task_registry.UnknownTaskError, SandboxError) as exc:
         raise VerifyError(str(exc)) from None
     started = _now()
     try:
@@ -200,6 +202,7 @@ def verify(
         "model": {k: fresh["model"][k] for k in IDENTITY},
         "dtype": dtype,
         "prompts": prompts,
+        "sandboxed": isolated.sandboxed,
         "rule": {"z": Z, "false_alarm": FALSE_ALARM, "comparisons": COMPARISONS, "floor_db": FLOOR_DB[dtype]},
         "problems": problems,
         "tasks": checked,
