@@ -204,6 +204,9 @@ def create(args: argparse.Namespace, stage: Stage | None = None) -> Path:
             early = schema.check_meta(meta, str(target / "submission.yaml")) + unique  # before the long run
             if early:
                 raise SubmitError("\n".join(early))
+            # the run's worker starts anew: its sandbox shows the folder as CI will, submission.yaml included
+            model.close()
+            model = IsolatedModel(str(staged / "model.py"))
             _results(staged, model, args.results, args, (target / "model.py").as_posix())
         finally:
             model.close()
