@@ -19,9 +19,13 @@ from pathlib import Path
 import torch
 
 from iclbench import Batch, Model, Prediction, TaskSpec
+from iclbench.baselines.gd import Quadratic
 
 ITERATIONS = 1024
 """The iteration budget K of ISTA and FISTA (every iterate's prediction is returned as a step)."""
+
+STEP_BLOCK = 64
+"""ISTA and FISTA keep their last STEP_BLOCK iterates, and make their predictions STEP_BLOCK steps at a time."""
 
 GAP_TOL = 1e-12
 """`lasso_exact` checks that every duality gap is below GAP_TOL * (1/2)||y||^2 (the objective at b = 0)."""
@@ -81,8 +85,8 @@ class LassoProblem:
 
         Each step is b+ = soft(z + X^T (y - X z) / L, lambda / L), soft(v, t) = v - clamp(v, -t, t)
         = sign(v) max(|v| - t, 0); FISTA: t_1 = 1, t+ = (1 + sqrt(1 + 4 t^2)) / 2,
-        z = b+ + ((t - 1) / t+)(b+ - b). With `out` (B, iters, d), b_k is written into out[:, k - 1]
-        and the views are yielded.
+        z = b+ + ((t - 1) / t+)(b+ - b). With `out` (B, S, d), S >= 2, b_k is written into
+        out[:, (k - 1) % S] and the views are yielded: a ring of the last S iterates.
 
         A step is five tensor operations: the thresholds are formed once, and X^T (y - X z) as the
         row y^T X - z^T G^T, a (B, 1, d) by (B, d, d) product, on the CPU about twice as fast as
@@ -97,7 +101,7 @@ class LassoProblem:
         for k in range(iters):
             corr = torch.baddbmm(xty, z.unsqueeze(-2), gram_t, alpha=-1).squeeze(-2)
             v = z + self.step * corr
-            b_next = torch.sub(v, v.clamp(lower, upper), out=None if out is None else out[:, k])
+            b_next = torch.sub(v, v.clamp(lower, upper), out=None if out is None else out[:, k % out.shape[1]])
             if accelerated:
                 t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
                 z = b_next + ((t - 1) / t_next) * (b_next - b)
@@ -388,12 +392,18 @@ class ISTA(Model):
     def predict(self, batch: Batch) -> Prediction:
         lam = lasso_lambda(batch.task, batch.n) if batch.task.family == "lasso" else 0.0
         problem = LassoProblem.of(batch.x, batch.y, lam)
-        path = problem.xty.new_empty(batch.x.shape[0], self.iterations, batch.task.d)
-        for _ in problem.iterates(self.iterations, self.accelerated, out=path):
-            pass
-        steps = path @ batch.x_query.double().mT
-        dtype = batch.x.dtype
-        return Prediction(steps[:, -1].to(dtype), steps.to(dtype), path[:, -1].to(dtype))
+        if lam == 0 and not self.accelerated:  # gradient descent with step 1/L: its closed form
+            loss = Quadratic.of(problem.gram, problem.xty.unsqueeze(-2), batch.x_query.double())
+            steps, b = loss.steps(problem.step.squeeze(-1), self.iterations, batch.x.dtype)
+            return Prediction(steps[:, -1, :, 0], steps.squeeze(-1), b.squeeze(-2).to(batch.x.dtype))
+        query = batch.x_query.double().mT
+        recent = problem.xty.new_empty(batch.x.shape[0], STEP_BLOCK, batch.task.d)  # the only float64 path buffer
+        steps = batch.x.new_empty(batch.x.shape[0], self.iterations, query.shape[-1])
+        for k, b in enumerate(problem.iterates(self.iterations, self.accelerated, out=recent), 1):
+            if k % STEP_BLOCK == 0 or k == self.iterations:
+                first = (k - 1) // STEP_BLOCK * STEP_BLOCK
+                steps[:, first:k] = recent[:, : k - first] @ query
+        return Prediction(steps[:, -1], steps, b.to(batch.x.dtype).contiguous())
 
 
 class FISTA(ISTA):
