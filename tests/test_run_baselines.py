@@ -29,7 +29,9 @@ def scored(folder: Path, name: str) -> dict[str, Any]:
     return doc
 
 
-def test_parallel_baselines_score_what_one_after_another_scores(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_parallel_baselines_score_what_one_after_another_scores(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     failures = {}
     for jobs in (1, 2):
         failures[jobs] = run_baselines([*NAMES, "no-such-baseline"], tmp_path / str(jobs), "cpu", jobs, TASKS, 8)
