@@ -170,24 +170,25 @@ def logistic(
     Sequential (no closed form): w <- (1 - eta mu) w + (eta / n) X^T (y sigmoid(-y X w)). The points are
     held feature-major, (d, B, n + q), so that X w (with the query's logits) and X^T s are each a
     product and a sum over a contiguous axis, about three times faster than batched (n, d) matrix-vector
-    products; every step writes into buffers made once.
+    products; a step is nine operations into buffers made once.
     """
     n, d = x.shape[1], x.shape[2]
     points = torch.cat([x, x_query], dim=1).permute(2, 0, 1).contiguous()  # (d, B, n + q)
     context, labels = points[:, :, :n], y.to(x.dtype)
-    w = x.new_zeros(d, x.shape[0], 1)
+    neg_labels, scaled_labels = -labels, (eta / n) * labels
+    w = x.new_zeros(d, x.shape[0])
     products = torch.empty_like(points)
     margins = x.new_zeros(x.shape[0], points.shape[2])  # X w and the query's logits
     weights = torch.empty_like(labels)
-    grad = x.new_empty(d, x.shape[0])
+    grad = torch.empty_like(w)
     steps = x.new_empty(x.shape[0], budget, x_query.shape[1], dtype=dtype)
     for k in range(budget):
-        torch.sigmoid(torch.mul(margins[:, :n], labels, out=weights).neg_(), out=weights).mul_(labels)
+        torch.mul(margins[:, :n], neg_labels, out=weights).sigmoid_().mul_(scaled_labels)  # (eta / n) y sigmoid(-y X w)
         torch.sum(torch.mul(context, weights, out=products[:, :, :n]), -1, out=grad)
-        w.mul_(1 - eta * mu).add_(grad.unsqueeze(-1), alpha=eta / n)
-        torch.sum(torch.mul(points, w, out=products), 0, out=margins)
+        torch.add(grad, w, alpha=1 - eta * mu, out=w)
+        torch.sum(torch.mul(points, w.unsqueeze(-1), out=products), 0, out=margins)
         steps[:, k] = margins[:, n:]
-    return steps, w.squeeze(-1).T
+    return steps, w.T
 
 
 def functional_loss(k_context: torch.Tensor, k_query: torch.Tensor, y: torch.Tensor) -> Quadratic:
