@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from iclbench import Batch, Model, Prediction, TaskSpec
-from iclbench.baselines.gd import Quadratic
 
 ITERATIONS = 1024
 """The iteration budget K of ISTA and FISTA (every iterate's prediction is returned as a step)."""
@@ -59,7 +58,8 @@ class LassoProblem:
     """(1/2)||y - X b||^2 + lambda ||b||_1 for a batch of prompts, in float64.
 
     `gram` (B, d, d) is X^T X, `xty` (B, d) X^T y, `lam` (B, 1) the penalty and
-    `step` (B, 1) the step 1/L, L = ||X||_2^2 (0 where X = 0, which leaves b at 0).
+    `step` (B, 1) the step 1/L, L = ||X||_2^2 (0 where X = 0, which leaves b at 0). A (B, d) `gram`
+    is a diagonal X^T X: the problem in the eigenbasis of X^T X (`eigenbasis`).
     """
 
     gram: torch.Tensor
@@ -78,6 +78,16 @@ class LassoProblem:
         xty = (x.mT @ y.unsqueeze(-1)).squeeze(-1)
         return cls(gram, xty, penalties(lam, x.shape[0], x), step)
 
+    def eigenbasis(self) -> tuple[LassoProblem, torch.Tensor]:
+        """The problem in the coordinates V^T b, X^T X = V diag(e) V^T, where X^T X is diagonal, and V (B, d, d).
+
+        Only without a penalty (least squares): the l1 norm is not invariant under rotations.
+        """
+        if bool((self.lam != 0).any()):
+            raise ValueError("only a problem without penalty (lambda = 0) can be rotated into the eigenbasis")
+        eigenvalues, v = torch.linalg.eigh(self.gram)
+        return LassoProblem(eigenvalues, (self.xty.unsqueeze(-2) @ v).squeeze(-2), self.lam, self.step), v
+
     def iterates(
         self, iters: int, accelerated: bool, start: torch.Tensor | None = None, out: torch.Tensor | None = None
     ) -> Iterator[torch.Tensor]:
@@ -90,17 +100,21 @@ class LassoProblem:
 
         A step is four tensor operations (FISTA: five): the thresholds are formed once, X^T (y - X z)
         is the row y^T X - z^T G^T, a (B, 1, d) by (B, d, d) product, on the CPU about twice as fast
-        as G z and measured bit-identical to it, the gradient step one `addcmul` and FISTA's
-        extrapolation one `lerp`.
+        as G z and measured bit-identical to it (with a diagonal G, an elementwise product), the
+        gradient step one `addcmul` and FISTA's extrapolation one `lerp`.
         """
-        gram_t = self.gram.mT.contiguous()
-        xty = self.xty.unsqueeze(-2)
+        diagonal = self.gram.dim() == 2
+        gram_t = self.gram if diagonal else self.gram.mT.contiguous()
+        xty = self.xty if diagonal else self.xty.unsqueeze(-2)
         upper = self.lam * self.step
         lower = -upper
         b = self.xty.new_zeros(self.xty.shape) if start is None else start
         z, t = b, 1.0
         for k in range(iters):
-            corr = torch.baddbmm(xty, z.unsqueeze(-2), gram_t, alpha=-1).squeeze(-2)
+            if diagonal:
+                corr = torch.addcmul(xty, z, gram_t, value=-1)
+            else:
+                corr = torch.baddbmm(xty, z.unsqueeze(-2), gram_t, alpha=-1).squeeze(-2)
             v = torch.addcmul(z, self.step, corr)
             b_next = torch.sub(v, v.clamp(lower, upper), out=None if out is None else out[:, k % out.shape[1]])
             if accelerated:
@@ -392,19 +406,18 @@ class ISTA(Model):
 
     def predict(self, batch: Batch) -> Prediction:
         lam = lasso_lambda(batch.task, batch.n) if batch.task.family == "lasso" else 0.0
-        problem = LassoProblem.of(batch.x, batch.y, lam)
-        if lam == 0 and not self.accelerated:  # gradient descent with step 1/L: its closed form
-            loss = Quadratic.of(problem.gram, problem.xty.unsqueeze(-2), batch.x_query.double())
-            steps, b = loss.steps(problem.step.squeeze(-1), self.iterations, batch.x.dtype)
-            return Prediction(steps[:, -1, :, 0], steps.squeeze(-1), b.squeeze(-2).to(batch.x.dtype))
-        query = batch.x_query.double().mT
+        problem, query, basis = LassoProblem.of(batch.x, batch.y, lam), batch.x_query.double(), None
+        if lam == 0:  # least squares: in the eigenbasis, every step is elementwise
+            problem, basis = problem.eigenbasis()
+            query = query @ basis
         recent = problem.xty.new_empty(batch.x.shape[0], STEP_BLOCK, batch.task.d)  # the only float64 path buffer
-        steps = batch.x.new_empty(batch.x.shape[0], self.iterations, query.shape[-1])
+        steps = batch.x.new_empty(batch.x.shape[0], self.iterations, query.shape[1])
         for k, b in enumerate(problem.iterates(self.iterations, self.accelerated, out=recent), 1):
             if k % STEP_BLOCK == 0 or k == self.iterations:
                 first = (k - 1) // STEP_BLOCK * STEP_BLOCK
-                steps[:, first:k] = recent[:, : k - first] @ query
-        return Prediction(steps[:, -1], steps, b.to(batch.x.dtype).contiguous())
+                steps[:, first:k] = recent[:, : k - first] @ query.mT
+        w = b if basis is None else (basis @ b.unsqueeze(-1)).squeeze(-1)
+        return Prediction(steps[:, -1], steps, w.to(batch.x.dtype).contiguous())
 
 
 class FISTA(ISTA):
