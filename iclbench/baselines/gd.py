@@ -104,11 +104,9 @@ class Quadratic:
         steps = torch.tensor([k], dtype=self.lam.dtype, device=self.lam.device)
         return torch.einsum("bqmd,bd->bqm", self.modes, eta * geometric_sums(eta * self.lam, steps)[..., 0])
 
-    def steps(
-        self, eta: float | torch.Tensor, budget: int, dtype: torch.dtype | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The predictions after each of `budget` steps (B, budget, q, m) in `dtype` (default H's), and W (B, m, d)
-        after the last; eta a number or one per prompt (B,).
+    def steps(self, eta: float, budget: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictions after each of `budget` steps of size eta (B, budget, q, m) in `dtype` (default H's), and
+        W (B, m, d) after the last.
 
         Step k = a + j, with a a multiple of `STEP_BLOCK` and j = 1 .. STEP_BLOCK, is made by
         S_{a+j} = S_a + (1 - t)^a S_j: every factor is a closed form, so the round-off does not grow
@@ -116,11 +114,9 @@ class Quadratic:
         the predictions come from (budget / STEP_BLOCK, d) by (d, STEP_BLOCK q m) products per prompt,
         `CHUNK_ELEMENTS` at a time.
         """
-        lam = self.lam
-        eta = torch.as_tensor(eta, dtype=lam.dtype, device=lam.device).reshape(-1, 1)
-        t = eta * lam
+        lam, t = self.lam, eta * self.lam
         b, q, m, d = self.modes.shape
-        modes = eta.unsqueeze(-1) * self.modes.reshape(b, q * m, d)  # (B, c, d), c = q m
+        modes = eta * self.modes.reshape(b, q * m, d)  # (B, c, d), c = q m
         block = min(budget, STEP_BLOCK)
         blocks = -(-budget // block)
         k = torch.arange(blocks * block + 1, dtype=lam.dtype, device=lam.device)
@@ -209,17 +205,15 @@ def functional(
     return functional_loss(k_context, k_query, y).steps(eta, budget, dtype)[0].squeeze(-1)
 
 
-def _checked(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The batch's x, y and x_query in float64, or a ValueError when GD does not apply to its task."""
-    spec = batch.task
+def _check_family(spec: TaskSpec) -> None:
     if spec.family not in FAMILIES:
         raise ValueError(f"gradient descent: task {spec.name} has family {spec.family!r}, expected one of {FAMILIES}")
-    return batch.x.double(), batch.y.double(), batch.x_query.double()
 
 
 def quadratic_loss(batch: Batch) -> Quadratic:
-    """The loss GD runs on, for the quadratic families (linear, ar: least squares; kernel: functional GD)."""
-    x, y, x_query = _checked(batch)
+    """The loss GD runs on (float64) on the quadratic families: least squares (linear, ar), functional GD (kernel)."""
+    _check_family(batch.task)
+    x, y, x_query = batch.x.double(), batch.y.double(), batch.x_query.double()
     if batch.task.family == "kernel":
         kind = batch.task.params["kernel"]
         return functional_loss(gram(x, x, kind), gram(x_query, x, kind), y)
@@ -231,15 +225,17 @@ def descend(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """GD on the batch's task, in float64: predictions (B, budget, q[, m]) after each step, stored in `dtype`,
     and w (linear and ar only, float64)."""
-    x, y, x_query = _checked(batch)
+    _check_family(batch.task)
     if not eta > 0 or budget < 1:
         raise ValueError(f"gradient descent: need a step size > 0 and a budget >= 1, got eta={eta}, budget={budget}")
-    if batch.task.family == "logistic":
+    family = batch.task.family
+    if family == "logistic":
+        x, y, x_query = batch.x.double(), batch.y.double(), batch.x_query.double()
         return logistic(x, y, x_query, eta, batch.task.params["mu"], budget, dtype)[0], None
     steps, w = quadratic_loss(batch).steps(eta, budget, dtype)
-    if batch.task.family == "kernel":
+    if family == "kernel":
         return steps.squeeze(-1), None
-    return (steps, w) if batch.task.family == "ar" else (steps.squeeze(-1), w.squeeze(-2))
+    return (steps, w) if family == "ar" else (steps.squeeze(-1), w.squeeze(-2))
 
 
 def final_predictions(batch: Batch, etas: Sequence[float], budget: int) -> Iterator[torch.Tensor]:
