@@ -39,8 +39,8 @@ BUDGET = 1024
 FAMILIES = ("linear", "logistic", "kernel", "ar")
 STEP_BLOCK = 32
 """`Quadratic.steps` makes the predictions of the steps a + 1 .. a + STEP_BLOCK from those at step a."""
-CHUNK_ELEMENTS = 2**20
-"""`Quadratic.steps` makes about this many predictions at a time (8 MiB in float64): temporaries this small
+CHUNK_ELEMENTS = 2**19
+"""`Quadratic.steps` makes about this many predictions at a time (4 MiB in float64): temporaries this small
 are reused by the allocator, where larger ones are mapped afresh, and page-faulted, every time."""
 STEP_SIZES_FILE = Path(__file__).with_name("gd_steps.json")
 
@@ -110,29 +110,32 @@ class Quadratic:
 
         Step k = a + j, with a a multiple of `STEP_BLOCK` and j = 1 .. STEP_BLOCK, is made by
         S_{a+j} = S_a + (1 - t)^a S_j: every factor is a closed form, so the round-off does not grow
-        with k; the transcendental functions run on (B, d, budget / STEP_BLOCK + STEP_BLOCK) values, and
-        the predictions come from (budget / STEP_BLOCK, d) by (d, STEP_BLOCK q m) products per prompt,
-        `CHUNK_ELEMENTS` at a time.
+        with k; the transcendental functions run on budget / STEP_BLOCK + STEP_BLOCK values per mode, and
+        the predictions come from one (budget / STEP_BLOCK, d) by (d, STEP_BLOCK q m) product per prompt.
+        Groups of prompts are made one after another, `CHUNK_ELEMENTS` predictions at a time.
         """
-        lam, t = self.lam, eta * self.lam
         b, q, m, d = self.modes.shape
-        modes = eta * self.modes.reshape(b, q * m, d)  # (B, c, d), c = q m
         block = min(budget, STEP_BLOCK)
         blocks = -(-budget // block)
-        k = torch.arange(blocks * block + 1, dtype=lam.dtype, device=lam.device)
-        starts = k[: blocks * block : block]  # a = 0, block, 2 block, ...
-        log_base, signs = powers(t, starts)
-        powers_at = (signs * torch.exp(log_base * starts)).mT  # (1 - t)^a (B, A, d)
-        at_starts = (modes @ geometric_sums(t, starts)).mT.unsqueeze(2)  # the predictions at the steps a
-        within = geometric_sums(t, k[1 : block + 1]).unsqueeze(-1) * modes.mT.unsqueeze(-2)  # S_j modes (B, d, j, c)
-        steps = lam.new_empty(b, blocks, block, q * m, dtype=dtype)
-        group = max(1, CHUNK_ELEMENTS // (b * block * q * m))
-        for first in range(0, blocks, group):
+        k = torch.arange(blocks * block + 1, dtype=self.lam.dtype, device=self.lam.device)
+        steps = self.lam.new_empty(b, blocks, block, q * m, dtype=dtype)
+        group = max(1, CHUNK_ELEMENTS // (blocks * block * q * m))
+        for first in range(0, b, group):
             rows = slice(first, first + group)
-            rest = (powers_at[:, rows] @ within.view(b, d, -1)).view(b, -1, block, q * m)  # (1 - t)^a S_j modes
-            steps[:, rows] = rest.add_(at_starts[:, rows])
-        last = eta * geometric_sums(t, k[budget : budget + 1]).squeeze(-1)
+            steps[rows] = _blocks(eta * self.lam[rows], eta * self.modes[rows].flatten(1, 2), k, block)
+        last = eta * geometric_sums(eta * self.lam, k[budget : budget + 1]).squeeze(-1)
         return steps.view(b, blocks * block, q, m)[:, :budget], (self.right * last.unsqueeze(-2)) @ self.v.mT
+
+
+def _blocks(t: torch.Tensor, modes: torch.Tensor, k: torch.Tensor, block: int) -> torch.Tensor:
+    """`Quadratic.steps` for a group of G prompts: t = eta lambda (G, d), modes times eta (G, c, d), the step counts
+    k = 0 .. A block; the predictions (G, A, block, c), in float64."""
+    starts = k[: len(k) - 1 : block]  # a = 0, block, 2 block, ...
+    log_base, signs = powers(t, starts)
+    powers_at = (signs * torch.exp(log_base * starts)).mT  # (1 - t)^a (G, A, d)
+    at_starts = (modes @ geometric_sums(t, starts)).mT.unsqueeze(2)  # the predictions at the steps a (G, A, 1, c)
+    within = (geometric_sums(t, k[1 : block + 1]).unsqueeze(-1) * modes.mT.unsqueeze(-2)).flatten(2)  # (G, d, j c)
+    return (powers_at @ within).view(len(t), -1, block, modes.shape[1]).add_(at_starts)
 
 
 def least_squares_loss(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> Quadratic:
