@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from iclbench import distributed
 from iclbench.cli import main
 from iclbench.leaderboard.build import default_jobs, run_baselines
 
-pytestmark = pytest.mark.usefixtures("session_fingerprints")  # the sets from the session's cache, in every process
 NAMES = ["zero", "gd", "ridge"]  # more than the jobs: the third waits for a free process
 TASKS = ["linear/kappa1", "lasso/fixed"]
 
@@ -29,6 +29,7 @@ def scored(folder: Path, name: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.usefixtures("session_fingerprints")  # the sets from the session's cache, in every process
 def test_parallel_baselines_score_what_one_after_another_scores(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -57,3 +58,10 @@ def test_jobs_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> N
         assert stop.value.code == 2
         assert f"--jobs: expected a number of processes (at least 1), got {bad}" in capsys.readouterr().err
     assert default_jobs() >= 1
+
+
+def test_jobs_are_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under torchrun the ranks split each baseline's tasks: baselines side by side as well is refused, before any run."""
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert main(["leaderboard", "--run-baselines", "zero", "--jobs", "2"]) == 2
+    assert "--jobs" in capsys.readouterr().err
