@@ -61,7 +61,7 @@ def test_jobs_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_jobs_are_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """Under torchrun the ranks split each baseline's tasks: baselines side by side as well is refused, before any run."""
+    """Under torchrun the ranks split each baseline's tasks: baselines side by side as well are refused, at once."""
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     assert main(["leaderboard", "--run-baselines", "zero", "--jobs", "2"]) == 2
     assert "--jobs" in capsys.readouterr().err
