@@ -166,7 +166,9 @@ def numpy_proximal(x: np.ndarray, y: np.ndarray, lam: float, iters: int, acceler
 
 
 @pytest.mark.parametrize("model", [ISTA(), FISTA()])
-@pytest.mark.parametrize("name, n", [("lasso/fixed", 10), ("lasso/shift0.1", 15), ("linear/kappa10", 20)])
+@pytest.mark.parametrize(
+    "name, n", [("lasso/fixed", 10), ("lasso/shift0.1", 15), ("linear/kappa10", 20), ("linear/kappa100", 5)]
+)
 def test_iterates_match_a_numpy_loop(model: ISTA, name: str, n: int) -> None:
     batch = prompts(name, n, 3)
     lam = lasso_lambda(batch.task, n) if batch.task.family == "lasso" else 0.0

@@ -7,8 +7,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
 import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -223,33 +228,79 @@ def check(submissions: Path, baselines: Path) -> list[str]:
     return left_out
 
 
-def run_baselines(names: list[str], baselines: Path, device: str) -> list[str]:
+def run_baselines(
+    names: list[str], baselines: Path, device: str, jobs: int = 1, tasks: list[str] | None = None,
+    prompts: int | None = None,
+) -> list[str]:
     """Score the named baselines (all available when empty) on the full suite into `baselines`; return failures.
 
-    Launched by torchrun, each baseline's tasks are split across the ranks (`iclbench.runner.run`)."""
-    from iclbench.plugins import PluginError, baseline_names
+    `jobs` baselines at a time, each in a process of its own (with its model's worker), one line on stderr
+    as each task and each baseline is done; the results files are those of one baseline after another.
+    `tasks` and `prompts` limit the run (a few tasks, the first prompts). Launched by torchrun (with
+    `jobs` 1), each baseline's tasks are split across the ranks (`iclbench.runner.run`)."""
+    from iclbench.plugins import baseline_names
+
+    names = names or baseline_names()
+    chosen = tasks or list(TASKS)
+    if jobs <= 1 or len(names) <= 1:
+        return [f for name in names for f in _score_baseline(name, baselines, device, chosen, prompts)]
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no state inherited from this one
+    with ProcessPoolExecutor(min(jobs, len(names)), mp_context=spawn) as pool:
+        runs = [pool.submit(_score_baseline, name, baselines, device, chosen, prompts) for name in names]
+        return [f for done in runs for f in done.result()]
+
+
+def _score_baseline(name: str, baselines: Path, device: str, tasks: list[str], prompts: int | None) -> list[str]:
+    """`run_baselines` for one baseline: its failures, and a progress line on stderr per task and at the end."""
+    from iclbench.plugins import PluginError
     from iclbench.runner import RunConfig, run
     from iclbench.worker import IsolatedModel
 
-    failures = []
-    for name in names or baseline_names():
-        try:
-            model = IsolatedModel(name)
-        except PluginError as exc:
-            failures.append(f"{name}: {exc}")
-            continue
-        try:
-            doc = run(model, list(TASKS.values()), RunConfig(device), baselines / f"{slug(model.name)}.json")
-        finally:
-            model.close()
-        failures += [f"{name}: {t['error']}" for t in doc["tasks"].values() if t["status"] == "failed"]
-    return failures
+    def progress(line: str) -> None:
+        print(f"run-baselines: {line}", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    try:
+        model = IsolatedModel(name)
+    except PluginError as exc:
+        progress(f"{name}: not scored: {exc}")
+        return [f"{name}: {exc}"]
+    try:
+        out, cfg = baselines / f"{slug(model.name)}.json", RunConfig(device, prompts=prompts)
+        report = lambda task, entry, kept: progress(f"{name} {task}: {entry['status']}")  # noqa: E731
+        doc = run(model, [TASKS[t] for t in tasks], cfg, out, progress=False, report=report)
+    finally:
+        model.close()
+    statuses = Counter(entry["status"] for entry in doc["tasks"].values())
+    tally = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+    progress(f"{name}: done in {time.perf_counter() - start:.1f} s ({tally})")
+    return [f"{name}: {t['error']}" for t in doc["tasks"].values() if t["status"] == "failed"]
+
+
+def default_jobs() -> int:
+    """The CPU cores this process may run on: `--jobs`' default."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (at least 1), got {text}")
+    return jobs
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     failures = []
     if args.run_baselines is not None and not args.check:
-        failures = run_baselines(args.run_baselines, args.baselines, args.device)
+        if distributed.world_size() > 1 and (args.jobs or 1) > 1:
+            print("iclbench leaderboard: --jobs runs baselines side by side in one process's children; under "
+                  "torchrun the ranks split each baseline's tasks: use one or the other", file=sys.stderr)
+            return 2
+        jobs = args.jobs or (1 if distributed.world_size() > 1 else default_jobs())
+        failures = run_baselines(args.run_baselines, args.baselines, args.device, jobs)
     if distributed.rank() > 0:  # launched by torchrun: rank 0 alone checks, reports and builds the site
         return 0
     if args.check:
@@ -300,6 +351,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="first score these baselines (all available when none are named) into --baselines",
     )
     p.add_argument("--device", default="auto", help="with --run-baselines: auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        metavar="N",
+        help="with --run-baselines: baselines scored at a time, each in its own process (default: the CPU cores "
+        "available, 1 under torchrun)",
+    )
     p.add_argument(
         "--findings", type=Path, help="Markdown rendered as the site's findings.html (default: docs/findings.md if any)"
     )

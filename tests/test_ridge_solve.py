@@ -1,0 +1,54 @@
+"""`ridge.solve`, the exact ridge and least-squares solver, against NumPy prompt by prompt: the (semi-)normal
+equations where they are accurate, the QR solve where they are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iclbench.baselines import ridge
+
+
+def reference(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """One prompt's ridge solution (minimum-norm least squares at lam = 0) by NumPy's SVD-based lstsq."""
+    d = x.shape[1]
+    if lam > 0:
+        x, y = np.vstack([x, np.sqrt(lam) * np.eye(d)]), np.concatenate([y, np.zeros((d, *y.shape[1:]))])
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+@pytest.mark.parametrize("n", [3, 8, 20])
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+@pytest.mark.parametrize("labels", [(), (4,)])
+def test_solve_matches_numpy_below_at_and_above_the_dimension(n: int, lam: float, labels: tuple[int, ...]) -> None:
+    """n < d (the dual system), n = d and n > d, scalar and vector labels."""
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(16, n, 8, generator=gen, dtype=torch.float64)
+    y = torch.randn(16, n, *labels, generator=gen, dtype=torch.float64)
+    w = ridge.solve(x, y, lam)
+    for i in range(16):
+        ref = reference(x[i].numpy(), y[i].numpy(), lam)
+        np.testing.assert_allclose(w[i].numpy(), ref.T, rtol=1e-9, atol=1e-11)
+
+
+def test_singular_and_ill_conditioned_prompts_are_solved_by_qr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated column (rank-deficient X) and a column scaled by 1e-5 (cond(X^T X) ~ 1e10) leave the normal
+    equations for the QR solve, and get NumPy's minimum-norm answer; the well-conditioned prompts do not."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 30, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(6, 30, generator=gen, dtype=torch.float64)
+    x[0, :, 4] = x[0, :, 3]
+    x[1, :, 2] *= 1e-5
+    solved_by_qr = []
+
+    def spy(x: torch.Tensor, rhs: torch.Tensor, lam: float) -> torch.Tensor:
+        solved_by_qr.append(len(x))
+        return qr_solve(x, rhs, lam)
+
+    qr_solve = ridge.qr_solve
+    monkeypatch.setattr(ridge, "qr_solve", spy)
+    w = ridge.solve(x, y, 0.0)
+    assert solved_by_qr == [2]
+    for i in range(6):
+        np.testing.assert_allclose(w[i].numpy(), reference(x[i].numpy(), y[i].numpy(), 0.0), rtol=1e-8, atol=1e-10)
