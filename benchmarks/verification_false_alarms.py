@@ -55,12 +55,13 @@ from safetensors.torch import load_file, save_file
 from tabulate import tabulate
 
 from iclbench.cache import eval_set, fresh_sets
-from iclbench.metrics import CI_LEVEL, ratio
+from iclbench import metrics
+from iclbench.metrics import CI_LEVEL
 from iclbench.plugins import baseline_names, load_model
 from iclbench.runner import RunConfig, Samples, run
 from iclbench.samples import task_tensors
 from iclbench.submissions import rank_test
-from iclbench.submissions.rank_test import rank_tests, score_db
+from iclbench.submissions.rank_test import rank_tests
 from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.tasks import TASKS, select
 from iclbench.tasks.family import VERIFY_SEED_BITS
@@ -152,9 +153,14 @@ def old_rule(public: list[float], fresh: list[float]) -> bool:
     return new - pub > OLD_Z * se
 
 
-def interval(err: torch.Tensor, energy: torch.Tensor) -> list[float]:
-    r = ratio(err * energy, energy)
-    return [r["db"], *r["ci90_db"]]
+def intervals(errors: list[torch.Tensor], energy: torch.Tensor) -> list[list[float]]:
+    """The score and 90% bootstrap interval in dB of each vector of per-prompt relative errors, as
+    `metrics.ratio` makes them (its resamples of the prompts, `metrics._counts`), in one product."""
+    w = energy.double().numpy()
+    num = np.stack([e.double().numpy() * w for e in errors], 1)
+    counts = metrics._counts(len(w))
+    lo, hi = np.quantile((counts @ num) / (counts @ w)[:, None], [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2], axis=0)
+    return [[metrics.db(v), metrics.db(a), metrics.db(b)] for v, a, b in zip(num.sum(0) / w.sum(), lo, hi)]
 
 
 def cheats(key: str, pub: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, bool]]:
@@ -238,11 +244,10 @@ class Cheats:
 
     def __init__(self, public: dict[str, Scored]) -> None:
         self.errors = {(label, key): cheats(key, pub.lengths[key]) for label, pub in public.items() for key in pub.lengths}
-        self.scores = {
-            (label, key): {c: (score_db(e, public[label].lengths[key]["target_sq"]),
-                               interval(e, public[label].lengths[key]["target_sq"])) for c, (e, _) in v.items()}
-            for (label, key), v in self.errors.items()
-        }
+        self.scores = {}
+        for (label, key), v in self.errors.items():
+            both = intervals([e for e, _ in v.values()], public[label].lengths[key]["target_sq"])
+            self.scores[(label, key)] = {c: (i[0], i) for c, i in zip(v, both)}
 
 
 def compare(label: str, pub: Scored, fresh: Scored, cheat: Cheats, honest: Honest,
@@ -263,7 +268,7 @@ def compare(label: str, pub: Scored, fresh: Scored, cheat: Cheats, honest: Hones
         task, n = key.rsplit("/", 1)
         huge = f["rel_err"].clone()
         huge[0] = HUGE
-        fresh_huge = interval(huge, f["target_sq"])
+        fresh_huge = intervals([huge], f["target_sq"])[0]
         for name, (errs, blow_up) in cheat.errors[(label, key)].items():
             tests = rank_tests((errs, p["target_sq"]), (huge if blow_up else f["rel_err"], f["target_sq"]), "float32")
             cheat_db, cheat_interval = cheat.scores[(label, key)][name]
