@@ -16,9 +16,9 @@ two 90% bootstrap intervals), for comparison.
 
 Printed:
 1. False alarms: per honest model, the seeds on which any of its prompt lengths failed, under each
-   rule; the per-length rejections of each test; the calibration of the rank test (the share of
-   lengths with z > 1.645, about 5% when its null distribution is right) and of the tail test (the
-   share with p <= 0.05, at most 5%, the test being discrete).
+   rule; the per-length rejections of each test; over all lengths and seeds, the calibration of each
+   test (the share of z > 1.645, about 5% when its null distribution is right, less with ties) and
+   its largest z, against the rule's threshold.
 2. Detection: cheats built from each honest model's own predictions and the public targets (a model
    may read the public sets), each applied to one task and length at a time, on every seed:
    - look-up: the target on every public prompt;
@@ -27,7 +27,9 @@ Printed:
      errors 100 times larger (prediction target + 10 * (honest - target)), to sit in the top tail;
    - look-up + huge fresh: the look-up, and one fresh prompt's relative error 1e20 (+200 dB);
    - tail look-up j: the target on the j public prompts with the largest honest squared errors (those
-     that weigh most in the score), the honest prediction elsewhere.
+     that weigh most in the score), the honest prediction elsewhere;
+   - tail look-up 256 + 1 planted: that, for j = 256, and the next largest error made 100 times
+     larger, to leave one public error at the top.
    For each: the share of (model, task, length, seed) flagged, and the largest gain (honest public score
    minus the cheat's, in dB) among those not flagged, with where it was.
 --keep DIR keeps the seeds (seeds.json) and every model's per-prompt errors there (safetensors), and
@@ -70,7 +72,7 @@ from statistics import NormalDist
 ROOT = Path(__file__).resolve().parents[1]
 BLENDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 BAD = (1, 4, 16)
-TAIL_FIXES = (1, 4, 16, 64)
+TAIL_FIXES = (1, 4, 16, 64, 256)
 HUGE = 1e20
 OLD_Z = NormalDist().inv_cdf(1 - 0.01 / rank_test.COMPARISONS)
 """The previous rule's threshold: 3.65 standard errors of the difference."""
@@ -185,6 +187,9 @@ def cheats(key: str, pub: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tens
         fixed = pub["rel_err"].clone()
         fixed[worst[:j]] = 0.0
         out[f"tail look-up {j}"] = (fixed, False)
+    planted = out[f"tail look-up {TAIL_FIXES[-1]}"][0].clone()
+    planted[worst[TAIL_FIXES[-1]]] *= 100
+    out[f"tail look-up {TAIL_FIXES[-1]} + 1 planted"] = (planted, False)
     return out
 
 
@@ -204,14 +209,14 @@ def draw_seeds(count: int, first: int | None, keep: Path | None) -> list[int]:
 @dataclass
 class Honest:
     """One honest model's verdicts over the seeds: suite failures under each rule, per-length rejections of
-    each test, every length's z and tail p, and the lengths compared."""
+    each test, every length's z of each, and the lengths compared."""
 
     failed: int = 0
     failed_previous: int = 0
     rank: int = 0
     tail: int = 0
     z: list[float] = field(default_factory=list)
-    p: list[float] = field(default_factory=list)
+    tail_z: list[float] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
 
 
@@ -258,10 +263,10 @@ def compare(label: str, pub: Scored, fresh: Scored, cheat: Cheats, honest: Hones
         f = fresh.lengths[key]
         tests = rank_tests((p["rel_err"], p["target_sq"]), (f["rel_err"], f["target_sq"]), "float32")
         honest.keys.add(key)
-        honest.rank += tests["rank_p"] <= rank_test.ALPHA
-        honest.tail += tests["tail_p"] <= rank_test.ALPHA
+        honest.rank += tests["rank_z"] >= rank_test.Z
+        honest.tail += tests["tail_z"] >= rank_test.Z
         honest.z.append(tests["rank_z"])
-        honest.p.append(tests["tail_p"])
+        honest.tail_z.append(tests["tail_z"])
         failed |= tests["verdict"] == "fail"
         failed_previous |= old_rule(pub.scores[key], fresh.scores[key])
         honest_db = pub.scores[key][0]
@@ -272,7 +277,7 @@ def compare(label: str, pub: Scored, fresh: Scored, cheat: Cheats, honest: Hones
         for name, (errs, blow_up) in cheat.errors[(label, key)].items():
             tests = rank_tests((errs, p["target_sq"]), (huge if blow_up else f["rel_err"], f["target_sq"]), "float32")
             cheat_db, cheat_interval = cheat.scores[(label, key)][name]
-            gain = honest_db - max(cheat_db, FLOOR_DB["float32"])
+            gain = max(honest_db, FLOOR_DB["float32"]) - max(cheat_db, FLOOR_DB["float32"])  # below it: round-off
             detection[name].add(gain, f"{label} {key} ({honest_db:.1f} -> {cheat_db:.1f} dB)",
                                 int(n) == TASKS[task].spec.nominal, tests["verdict"] == "fail",
                                 old_rule(cheat_interval, fresh_huge if blow_up else fresh.scores[key]))
@@ -281,34 +286,35 @@ def compare(label: str, pub: Scored, fresh: Scored, cheat: Cheats, honest: Hones
 
 
 def report(honest: dict[str, Honest], refused: dict[str, str], detection: dict[str, Detection], seeds: int) -> None:
-    print(f"rule {rank_test.__name__}: alpha {rank_test.ALPHA:.3g} per test and length (z {rank_test.Z:.3f}, "
-          f"tail {rank_test.TAIL}), {seeds} seeds; previous rule: z {OLD_Z:.3f} on bootstrap standard errors")
+    print(f"rule: rank z or tail z >= {rank_test.Z:.2f} (each at most {rank_test.ALPHA:.2g} likely per length given "
+          f"the public set, for all but a fraction {rank_test.ALPHA:.2g} of public sets); {seeds} seeds; previous rule: "
+          f"z >= {OLD_Z:.2f} on bootstrap standard errors")
     every = {label: h for label, h in honest.items() if label not in refused and h.keys}
     rows = []
     for label, h in every.items():
-        z, p = np.array(h.z), np.array(h.p)
+        z, t = np.array(h.z), np.array(h.tail_z)
         rows.append([label, len(h.keys), f"{h.failed}/{seeds}", f"{h.failed_previous}/{seeds}", h.rank, h.tail,
-                     f"{100 * (z > CI_Z).mean():.1f}%", f"{100 * (p <= 0.05).mean():.1f}%", f"{z.max():.2f}",
-                     f"{p.min():.2g}"])
+                     f"{100 * (z > CI_Z).mean():.1f}%", f"{100 * (t > CI_Z).mean():.1f}%", f"{z.max():.2f}",
+                     f"{t.max():.2f}"])
     print("\n1. False alarms of honest models (suite verdict per seed; per-length rejections; calibration)")
-    print(tabulate(rows, ["model", "lengths", "failed", "failed (previous rule)", "rank rejections",
-                          "tail rejections", "z > 1.645", "tail p <= 0.05", "largest z", "smallest tail p"],
+    print(tabulate(rows, ["model", "lengths", "failed", "failed (previous rule)", "rank rejections", "tail rejections",
+                          "rank z > 1.645", "tail z > 1.645", "largest rank z", "largest tail z"],
                    disable_numparse=True))
     z_all = np.concatenate([np.array(h.z) for h in every.values()])
-    p_all = np.concatenate([np.array(h.p) for h in every.values()])
+    t_all = np.concatenate([np.array(h.tail_z) for h in every.values()])
     print(f"all: {sum(h.failed for h in every.values())} of {len(every) * seeds} suite verdicts failed (previous "
-          f"rule: {sum(h.failed_previous for h in every.values())}); {len(z_all)} length comparisons: rank z > 1.645 "
-          f"on {100 * (z_all > CI_Z).mean():.2f}%, tail p <= 0.05 on {100 * (p_all <= 0.05).mean():.2f}%, rejections "
-          f"{sum(h.rank for h in every.values())} (rank) and {sum(h.tail for h in every.values())} (tail), expected "
-          f"at most {len(z_all) * rank_test.ALPHA:.2f} each")
+          f"rule: {sum(h.failed_previous for h in every.values())}); {len(z_all)} length comparisons: z > 1.645 on "
+          f"{100 * (z_all > CI_Z).mean():.2f}% (rank) and {100 * (t_all > CI_Z).mean():.2f}% (tail), rejections "
+          f"{sum(h.rank for h in every.values())} (rank) and {sum(h.tail for h in every.values())} (tail)")
     for label, why in refused.items():
         print(f"{label}: not compared, {why}")
     print("\n2. Detection, per (model, task, length, seed); gain: honest public score - cheat's, dB")
     shown = lambda worst: f"{worst[0]:.2f}" if worst[0] > -math.inf else "none"  # noqa: E731
     rows = [[name, d.units, f"{100 * d.flagged / d.units:.1f}%", shown(d.worst), d.worst[1], shown(d.worst_nominal),
-             f"{100 * d.flagged_previous / d.units:.1f}%", shown(d.worst_previous)] for name, d in detection.items()]
+             d.worst_nominal[1], f"{100 * d.flagged_previous / d.units:.1f}%", shown(d.worst_previous)]
+            for name, d in detection.items()]
     print(tabulate(rows, ["cheat", "units", "detected", "largest undetected gain", "where", "at a nominal length",
-                          "detected (previous rule)", "largest undetected gain (previous rule)"],
+                          "where", "detected (previous rule)", "largest undetected gain (previous rule)"],
                    disable_numparse=True))
 
 

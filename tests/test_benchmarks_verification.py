@@ -53,6 +53,9 @@ def test_the_cheats_errors(bench: ModuleType) -> None:
     for j in bench.TAIL_FIXES:
         fixed = got[f"tail look-up {j}"][0]
         assert not fixed[worst[:j]].any() and torch.equal(fixed[worst[j:]], rel[worst[j:]])
+    planted, j = got["tail look-up 256 + 1 planted"][0], 256
+    assert not planted[worst[:j]].any() and planted[worst[j]] == 100 * rel[worst[j]]
+    assert torch.equal(planted[worst[j + 1:]], rel[worst[j + 1:]])
 
 
 def test_the_previous_rule_is_rescued_by_one_huge_fresh_error(bench: ModuleType) -> None:

@@ -77,7 +77,7 @@ def test_cheating_models_fail(tmp_path: Path, kind: str) -> None:
         assert task["verdict"] == "fail" and "better on the public set" in task["reason"]
         for c in task["lengths"].values():
             assert c["public_db"] == c["claimed_db"] == -300.0 and c["fresh_db"] > -1.0  # zero off the public set
-            assert c["rank_z"] > 20 and c["tail_public"] == 0 and c["verdict"] == "fail"
+            assert c["rank_z"] > 15 and c["tail_z"] > 10 and c["verdict"] == "fail"
 
 
 @pytest.mark.parametrize("model", ["ridge", TEMPLATE])
@@ -85,7 +85,7 @@ def test_honest_models_pass(model: str) -> None:
     public = public_results(model)
     report = verify(model, public, SEED, TASK_NAMES, PROMPTS)
     assert report["verdict"] == "pass", report
-    assert report["seed"] == SEED and report["seed_drawn"] is False and report["rule"]["tail"] == 16
+    assert report["seed"] == SEED and report["seed_drawn"] is False and report["rule"]["z"] > 5.4
     fingerprints = {name: report["tasks"][name]["fingerprint"] for name in TASK_NAMES}
     assert fingerprints == {name: get(name).generate(SEED).fingerprint() for name in TASK_NAMES}
     for name in TASK_NAMES:

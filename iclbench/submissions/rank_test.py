@@ -3,45 +3,54 @@ evaluation set are smaller than on a fresh set of the same distribution, from th
 
 An honest model is a function of the prompt, and the prompts of the public and of a fresh set are
 independent draws of one distribution: its per-prompt errors on the two sets are then exchangeable,
-whatever their distribution. Two rank tests use that alone, so their false-alarm rate is fixed by
-the numbers of prompts, never by the errors' spread: a model cannot widen its own tolerance.
+whatever their distribution. Two rank tests use that alone, so their thresholds are fixed by the
+numbers of prompts and of comparisons, never by the errors' spread: a model cannot widen its own
+tolerance.
 
 The relative errors (`rel_err` of `iclbench.samples`) are first raised to the run dtype's
 round-off floor eps² (`ROUNDOFF`, -138.5 dB in float32), so that errors below it tie, and both
 sides are cut to the same number of prompts m (the first m of each: the prompts of a set are
-exchangeable, and equal sizes keep the null distributions symmetric, where the normal
-approximation is at its best).
+exchangeable, and with equal sides both statistics' null distributions are symmetric).
 
-- **Rank test** (`rank_z`, one-sided Mann-Whitney, on the relative errors): U counts the (fresh,
-  public) pairs in which the fresh prompt has the larger error, ties half; z is U's distance from
-  m²/2 in standard deviations of its permutation distribution, with mid-ranks and the
-  tie-corrected variance m²/12 ((2m + 1) - sum(t³ - t) / (2m (2m - 1))), t the sizes of the tie
-  groups. It sees a shift of the bulk: a soft blend toward the targets, a look-up.
-- **Tail test** (`tail_p`, on the squared errors, relative error x the target's energy: what the
-  score sums): of the `TAIL` largest of the 2m (every error tied with the last of them included,
-  s in all), x are public; under exchangeability x is hypergeometric (2m errors, m public, s
-  drawn), and p = P(X <= x) is exact, ties included. It sees the largest public errors removed (a
-  look-up of the prompts that weigh most in the score), which the rank test, moved by about
-  m / sd(U) = 0.05 standard deviations per prompt at m = 2,048, sees only beyond ~70 prompts.
+Each test is a linear rank statistic: rank the 2m errors together (ties sharing their group's
+mean score), sum the scores of the fresh ones, and express the sum as z, its distance from its
+mean in standard deviations of its permutation distribution (the labels public and fresh shuffled:
+exactly the distribution of an honest model's errors, whatever they are).
 
-A length fails when either test rejects at `ALPHA` = `FALSE_ALARM` / (`COMPARISONS` x 2) (one
-sided; Bonferroni over both tests and the suite's prompt lengths, which covers the dependence of
-one prompt's prefixes): an honest model then fails the whole suite with probability at most
-`FALSE_ALARM`. Doing better on fresh data is never flagged. The report also gives the
-Hodges-Lehmann shift (`shift_db`): the median over pairs of the fresh minus the public error in dB,
-the typical size of a difference, which the rule does not use.
+- **Rank test** (`rank_z`, Mann-Whitney: the score of a rank is the rank), on the relative errors.
+  It sees a shift of the bulk: a soft blend toward the targets, a look-up.
+- **Tail test** (`tail_z`, Savage: rank r of N scores 1/N + ... + 1/(N - r + 1), from 1/N up to
+  about ln N + 0.58, so the largest errors weigh most), on the squared errors (relative error x the
+  target's energy: what the score sums). It sees the public errors that weigh most in the score
+  removed (a look-up of those prompts) from about 30 of 2,048, which the rank test, moved by 0.05
+  standard deviations a prompt, sees only beyond about 100; one public error left at the top, or a
+  few, moves it by 0.3 standard deviations each.
+
+The threshold is set for the way verification is used: the public sets are drawn once, and a
+model is verified again and again on new fresh sets, so what matters is its false-alarm rate
+given its public errors. Half of each statistic's variance comes from each set (z = z_public +
+z_fresh, each about N(0, 1/2)). `Z` adds the `ALPHA` quantiles of both halves, sqrt(2) x the
+normal ALPHA quantile (5.41): for all public sets but a fraction ALPHA of them, the fresh half
+then exceeds what is left with probability at most ALPHA. With `ALPHA` = `FALSE_ALARM` /
+(`COMPARISONS` x 2) (Bonferroni over both tests and the suite's prompt lengths, which covers the
+dependence of one prompt's prefixes), an honest model's public sets are, with probability at
+least 1 - `FALSE_ALARM`, such that each verification of the whole suite fails with probability at
+most `FALSE_ALARM`. Doing better on fresh data is never flagged. The report also gives the
+Hodges-Lehmann shift (`shift_db`): the median over pairs of the fresh minus the public error in
+dB, the typical size of a difference, which the rule does not use.
 
 What no test can see: a gain made on fewer prompts than an honest draw can tell apart from chance
-(the few largest public errors removed: with `TAIL` = 16, under about 15 of 2,048), and a uniform
-shift smaller than the errors' spread allows (about 0.17 of the per-prompt spread at 2,048
-prompts). On heavy-tailed lengths, whose score is set by a handful of prompts, the first can be
-worth many dB; the score's own 90% interval is then as wide.
+(the largest public errors removed, up to about 30 of 2,048), and a uniform shift of the errors
+smaller than about 0.2 of their per-prompt spread in dB, at 2,048 prompts. On heavy-tailed lengths,
+whose score is set by a handful of prompts, the first can be worth many dB; the score's own 90%
+interval is then as wide.
 """
 
 from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,17 +61,19 @@ from iclbench.submissions.rerun import ROUNDOFF
 from iclbench.tasks import TASKS
 
 FALSE_ALARM = 0.01
-"""Target probability that an honest model fails verification of the whole suite."""
+"""Target probability that an honest model fails a verification of the whole suite."""
 COMPARISONS = sum(len(t.spec.lengths) for t in TASKS.values())
 """Prompt lengths compared on a full verification (77 in suite v3)."""
 TESTS = 2
 """Tests per prompt length: the rank test and the tail test."""
 ALPHA = FALSE_ALARM / (COMPARISONS * TESTS)
-"""One-sided level of each test at each length (6.5e-5 in suite v3)."""
-Z = NormalDist().inv_cdf(1 - ALPHA)
-"""The rank test's threshold on z (3.83 in suite v3)."""
-TAIL = 16
-"""Errors in the tail test's top: an honest model has all 16 on fresh prompts with probability about 2^-16."""
+"""Each test's false-alarm rate at each length, given the public set, for all public sets but a fraction ALPHA of
+them (6.5e-5 in suite v3)."""
+
+
+Z = math.sqrt(2) * NormalDist().inv_cdf(1 - ALPHA)
+"""Both tests' threshold on z (5.41 in suite v3): ALPHA's quantile for the public set's half of the statistic's
+variance, plus ALPHA's quantile for the fresh set's half."""
 SHIFT_TOLERANCE_DB = 1e-4
 """How closely `shift_db` locates the Hodges-Lehmann shift."""
 
@@ -85,31 +96,39 @@ def floored(errors: np.ndarray | torch.Tensor, dtype: str) -> np.ndarray:
     return np.maximum(_array(errors, "errors", positive=False), ROUNDOFF[dtype])
 
 
-def rank_z(public: np.ndarray, fresh: np.ndarray) -> float:
-    """The one-sided Mann-Whitney z of two equal-sized samples: positive when the fresh errors are larger.
-    0 when every error ties (no evidence either way)."""
-    m = len(public)
-    values = np.concatenate([public, fresh])
+def _scored_z(values: np.ndarray, m: int, score: Callable[[int], np.ndarray]) -> float:
+    """z of the sum of the last m values' rank scores (`score(N)`: the scores of ranks 1..N, increasing),
+    ties sharing their group's mean score, against its permutation distribution for two samples of m; 0 when
+    every score ties."""
+    n = len(values)
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    mid = np.cumsum(counts) - (counts - 1) / 2  # each distinct value's mid-rank, from 1
-    u = float(mid[inverse[m:]].sum()) - m * (m + 1) / 2
-    n = 2 * m
-    ties = float((counts.astype(np.float64) ** 3 - counts).sum())
-    var = m * m / 12 * ((n + 1) - ties / (n * (n - 1)))
-    return 0.0 if var <= 0 else (u - m * m / 2) / math.sqrt(var)
+    cumulative = np.concatenate([[0.0], np.cumsum(score(n))])
+    ends = np.cumsum(counts)
+    shared = (cumulative[ends] - cumulative[ends - counts]) / counts  # each tie group's mean score
+    centred = shared[inverse] - cumulative[-1] / n  # every score ties: exactly 0, as one group's mean is the mean
+    var = m * m / (n * (n - 1)) * float((centred**2).sum())
+    return 0.0 if var <= 0 else float(centred[m:].sum()) / math.sqrt(var)
 
 
-def tail_p(public: np.ndarray, fresh: np.ndarray, tail: int = TAIL) -> tuple[int, int, float]:
-    """(x, s, p): of the `tail` largest of both samples (and every error tied with the last), s in all, x are
-    public, and p = P(X <= x) for X hypergeometric (2m errors, m public, s drawn), exactly."""
-    m = len(public)
-    values = np.concatenate([public, fresh])
-    k = min(tail, len(values))
-    threshold = np.partition(values, len(values) - k)[len(values) - k]
-    s = int((values >= threshold).sum())
-    x = int((public >= threshold).sum())
-    ways = sum(math.comb(m, i) * math.comb(m, s - i) for i in range(max(0, s - m), x + 1))
-    return x, s, ways / math.comb(2 * m, s)
+def _wilcoxon(n: int) -> np.ndarray:
+    """The ranks themselves, 1..n."""
+    return np.arange(1, n + 1, dtype=np.float64)
+
+
+def _savage(n: int) -> np.ndarray:
+    """Exponential scores: rank r scores 1/n + 1/(n - 1) + ... + 1/(n - r + 1), from 1/n to about ln n + 0.58."""
+    return np.cumsum(1.0 / np.arange(n, 0, -1, dtype=np.float64))
+
+
+def rank_z(public: np.ndarray, fresh: np.ndarray) -> float:
+    """The one-sided Mann-Whitney z of two equal-sized samples: positive when the fresh errors are larger."""
+    return _scored_z(np.concatenate([public, fresh]), len(fresh), _wilcoxon)
+
+
+def tail_z(public: np.ndarray, fresh: np.ndarray) -> float:
+    """The one-sided Savage z of two equal-sized samples: positive when the fresh errors are larger, weighing the
+    largest most."""
+    return _scored_z(np.concatenate([public, fresh]), len(fresh), _savage)
 
 
 def shift_db(public: np.ndarray, fresh: np.ndarray) -> float:
@@ -139,12 +158,8 @@ def rank_tests(public: PerPrompt, fresh: PerPrompt, dtype: str) -> dict[str, Any
     if m == 0 or len(pub_energy) != len(pub_rel) or len(new_energy) != len(new_rel):
         raise ValueError("per-prompt errors and energies: one of each per prompt, and at least one prompt a side")
     z = rank_z(pub_rel[:m], new_rel[:m])
-    x, s, p = tail_p(pub_rel[:m] * pub_energy[:m], new_rel[:m] * new_energy[:m])
-    rank_p = NormalDist().cdf(-z)
-    verdict = "fail" if rank_p <= ALPHA or p <= ALPHA else "pass"
-    return {
-        "prompts": m, "rank_z": z, "rank_p": rank_p, "tail_public": x, "tail_size": s, "tail_p": p, "verdict": verdict
-    }
+    z_tail = tail_z(pub_rel[:m] * pub_energy[:m], new_rel[:m] * new_energy[:m])
+    return {"prompts": m, "rank_z": z, "tail_z": z_tail, "verdict": "fail" if max(z, z_tail) >= Z else "pass"}
 
 
 def compare_errors(public: PerPrompt, fresh: PerPrompt, dtype: str) -> dict[str, Any]:
