@@ -53,12 +53,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tabulate import tabulate
 
 from iclbench.cache import eval_set, fresh_sets
 from iclbench import metrics
 from iclbench.metrics import CI_LEVEL
+from iclbench.models.weights import atomic_save
 from iclbench.plugins import baseline_names, load_model
 from iclbench.runner import RunConfig, Samples, run
 from iclbench.samples import task_tensors
@@ -109,7 +110,7 @@ class Scored:
     def save(self, path: Path) -> None:
         flat = {f"{key}/{kind}": t.contiguous() for key, d in self.lengths.items() for kind, t in d.items()}
         meta = {"status": json.dumps(self.status), "errors": json.dumps(self.errors), "scores": json.dumps(self.scores)}
-        save_file(flat, str(path), meta)
+        atomic_save(flat, path, meta)  # whole or not at all: runs into one --keep may overlap
 
     @classmethod
     def load(cls, path: Path) -> Scored:

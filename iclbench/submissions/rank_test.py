@@ -21,10 +21,10 @@ exactly the distribution of an honest model's errors, whatever they are).
   It sees a shift of the bulk: a soft blend toward the targets, a look-up.
 - **Tail test** (`tail_z`, Savage: rank r of N scores 1/N + ... + 1/(N - r + 1), from 1/N up to
   about ln N + 0.58, so the largest errors weigh most), on the squared errors (relative error x the
-  target's energy: what the score sums). It sees the public errors that weigh most in the score
-  removed (a look-up of those prompts) from about 30 of 2,048, which the rank test, moved by 0.05
-  standard deviations a prompt, sees only beyond about 100; one public error left at the top, or a
-  few, moves it by 0.3 standard deviations each.
+  target's energy: what the score sums). It sees a look-up of the public prompts that weigh most in
+  the score sooner than the rank test (from about 60 to 100 of 2,048, depending on the errors'
+  tails, against about 100), and no prompt moves it by more than 0.28 standard deviations (the
+  rank test: 0.05), so a public error left at the top to mask a look-up does not.
 
 The threshold is set for the way verification is used: the public sets are drawn once, and a
 model is verified again and again on new fresh sets, so what matters is its false-alarm rate
@@ -40,8 +40,8 @@ Hodges-Lehmann shift (`shift_db`): the median over pairs of the fresh minus the 
 dB, the typical size of a difference, which the rule does not use.
 
 What no test can see: a gain made on fewer prompts than an honest draw can tell apart from chance
-(the largest public errors removed, up to about 30 of 2,048), and a uniform shift of the errors
-smaller than about 0.2 of their per-prompt spread in dB, at 2,048 prompts. On heavy-tailed lengths,
+(a look-up of the few dozen prompts that weigh most), and a uniform shift of the errors smaller
+than about 0.2 of their per-prompt spread in dB, at 2,048 prompts. On heavy-tailed lengths,
 whose score is set by a handful of prompts, the first can be worth many dB; the score's own 90%
 interval is then as wide.
 """
