@@ -196,12 +196,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.no_sandbox and (refused := refusal("verify")) is not None:
         print(refused, file=sys.stderr)
         return 2
+    terminal = sys.stderr.isatty()
     try:
+        lines = None if args.quiet or terminal else verify.TaskLines(len(task_registry.select(args.tasks)), sys.stderr)
         public = results.read(args.folder / "results.json")
-        report = verify.verify(str(args.folder / "model.py"), public, args.seed, args.tasks, args.prompts,
-                               args.batch_size, not args.quiet, sandbox=not args.no_sandbox)
+        report = verify.verify(
+            str(args.folder / "model.py"), public, args.seed, args.tasks, args.prompts, args.batch_size,
+            progress=not args.quiet and terminal, report=lines, sandbox=not args.no_sandbox,
+        )
         results.write(out, report)
-    except (ResultsError, verify.VerifyError, OSError) as exc:
+    except (ResultsError, verify.VerifyError, UnknownTaskError, OSError) as exc:
         print(f"iclbench verify: {exc}", file=sys.stderr)
         return 2
     for line in verify.summary_lines(report, args.folder):
@@ -307,13 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, metavar="DIR", help="re-export a verified export instead of generating")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("verify", help="score a submission on fresh evaluation sets and compare with its results",
+    p = sub.add_parser("verify", help="score a submission on the public and on fresh evaluation sets, and compare",
                        epilog="examples:\n  iclbench verify submissions/lsa-1 --tasks linear --prompts 256",
                        formatter_class=_Raw)
     p.add_argument("folder", type=Path, metavar="FOLDER", help="a submission folder (model.py and results.json)")
     p.add_argument("--seed", type=int, help="verification seed (default: drawn now with `secrets`)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="verify only these tasks (default: all; spaces or commas)")
-    p.add_argument("--prompts", type=_positive, help="score only the first N fresh prompts per task (partial)")
+    p.add_argument("--prompts", type=_positive, help="score only the first N fresh prompts per task (partial; the "
+                   "public sets are scored on the prompts of results.json)")
     p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
     p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)

@@ -319,6 +319,14 @@ def test_step_curves_and_values_are_compared() -> None:
     assert compare_task("t", edited, entry(-30.0), "float32") == ["t n=20: rel_err.value is -90 in results.json, -30 on re-run"]
 
 
+def test_a_length_the_re_run_does_not_score_is_a_difference() -> None:
+    claimed = entry(-30.0)
+    claimed["lengths"]["5"] = entry(-60.0)["lengths"]["20"]  # shown on the leaderboard, never scored by the model
+    assert compare_task("t", claimed, entry(-30.0), "float32") == [
+        "t: lengths ['20', '5'] in results.json, ['20'] on re-run"
+    ]
+
+
 def test_yaml_bomb_is_refused_fast(tmp_path: Path) -> None:
     """Times are printed for the record (never asserted): the bombs are refused while composing, in milliseconds."""
     for name, text in (("716-byte-like bomb", alias_bomb(9, 9)), ("deep flow", "[" * 60000)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,22 @@ from iclbench.leaderboard.build import load_entries, rank, tables
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import TASKS, get, select
-from iclbench.submissions.rerun import FLOOR_DB
-from iclbench.submissions.verify import FORMAT, Z, compare_length, status, verify
+from iclbench.submissions.verify import FORMAT, status, verify
 
 TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """Two tasks whose sets generate in milliseconds; lasso/fixed has one matrix X0 shared by every prompt."""
 SEED = 20261129
+PROMPTS = 256
+"""Prompts scored per set: results files of 256 prompts, verified on 256 fresh ones (the smallest size at which a
+look-up's prompts are all found and an honest model's tests are far from their thresholds)."""
 TEMPLATE = str(Path(__file__).parents[1] / "examples" / "template_model.py")
 
 
 def public_results(model: str, folder: Path | None = None) -> dict:
-    """The model's results on the public sets of TASK_NAMES (written to folder/results.json when given)."""
+    """The model's results on the first PROMPTS public prompts of TASK_NAMES (written to folder/results.json when
+    given)."""
     out = None if folder is None else folder / "results.json"
-    return run(load_model(model), select(TASK_NAMES), RunConfig("cpu"), out, progress=False)
+    return run(load_model(model), select(TASK_NAMES), RunConfig("cpu", prompts=PROMPTS), out, progress=False)
 
 
 def cheater(tmp_path: Path, kind: str) -> Path:
@@ -62,71 +64,57 @@ def test_fresh_sets_switch_eval_set_in_memory_only(tmp_path: Path, monkeypatch: 
     assert not [p for p in (tmp_path / "cache").rglob("*") if fingerprint[:16] in p.name]
 
 
-def fresh(db: float, half: float) -> dict:
-    return {"db": db, "ci90_db": [db - half, db + half]}
-
-
-def test_the_rule_is_one_sided_and_scaled_by_both_intervals() -> None:
-    se = math.hypot(0.5, 1.0) / 1.6448536269514722  # public upper half 0.5 dB, fresh lower half 1.0 dB
-    edge = -20.0 + Z * se
-    public = {"db": -20.0, "ci90_db": [-20.5, -19.5]}
-    assert compare_length(public, fresh(edge - 0.01, 1.0), "float32")["verdict"] == "pass"
-    worse = compare_length(public, fresh(edge + 0.01, 1.0), "float32")
-    assert worse["verdict"] == "fail" and worse["tolerance_db"] == pytest.approx(Z * se)
-    assert compare_length(public, fresh(-60.0, 0.0), "float32")["verdict"] == "pass"  # better on fresh data
-    floor = FLOOR_DB["float32"]
-    both_round_off = compare_length({"db": -300.0, "ci90_db": [-300.0, -300.0]}, fresh(floor - 1, 0.0), "float32")
-    assert both_round_off["verdict"] == "pass" and both_round_off["difference_db"] == 0.0
-    assert compare_length({"db": -300.0, "ci90_db": [-300.0, -300.0]}, fresh(floor + 1, 0.0), "float32")["verdict"] == "fail"
-
-
-@pytest.mark.parametrize(
-    "public",
-    [
-        {"db": float("nan"), "ci90_db": [-20.0, -19.0]},
-        {"db": -20.0, "ci90_db": [-20.0, float("inf")]},
-        {"db": "-20", "ci90_db": [-20.0, -19.0]},
-        {"db": -400.0, "ci90_db": [-400.0, -399.0]},
-        {"db": -20.0, "ci90_db": [-19.0, -21.0]},
-        {"db": -20.0},
-        None,
-    ],
-)
-def test_an_absurd_public_score_fails_with_a_reason(public: object) -> None:
-    got = compare_length(public, fresh(-20.0, 0.5), "float32")
-    assert got["verdict"] == "fail" and got["reason"].startswith("public rel_err")
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_cheating_models_fail(tmp_path: Path, kind: str) -> None:
     folder = cheater(tmp_path, kind)
     public = public_results(str(folder / "model.py"))
     for name in TASK_NAMES:
         assert public["tasks"][name]["lengths"][str(TASKS[name].spec.nominal)]["rel_err"]["db"] == -300.0
-    report = verify(str(folder / "model.py"), public, SEED, TASK_NAMES)
+    report = verify(str(folder / "model.py"), public, SEED, TASK_NAMES, PROMPTS)
     assert report["verdict"] == "fail"
     for name in TASK_NAMES:
         task = report["tasks"][name]
         assert task["verdict"] == "fail" and "better on the public set" in task["reason"]
-        assert all(c["fresh_db"] > -1.0 for c in task["lengths"].values())  # no better than predicting zero
+        for c in task["lengths"].values():
+            assert c["public_db"] == c["claimed_db"] == -300.0 and c["fresh_db"] > -1.0  # zero off the public set
+            assert c["rank_z"] > 15 and c["tail_z"] > 10 and c["verdict"] == "fail"
 
 
 @pytest.mark.parametrize("model", ["ridge", TEMPLATE])
 def test_honest_models_pass(model: str) -> None:
-    report = verify(model, public_results(model), SEED, TASK_NAMES)
+    public = public_results(model)
+    report = verify(model, public, SEED, TASK_NAMES, PROMPTS)
     assert report["verdict"] == "pass", report
-    assert report["seed"] == SEED and report["seed_drawn"] is False
+    assert report["seed"] == SEED and report["seed_drawn"] is False and report["rule"]["z"] > 5.4
     fingerprints = {name: report["tasks"][name]["fingerprint"] for name in TASK_NAMES}
     assert fingerprints == {name: get(name).generate(SEED).fingerprint() for name in TASK_NAMES}
+    for name in TASK_NAMES:
+        for n, c in report["tasks"][name]["lengths"].items():
+            assert c["claimed_db"] == public["tasks"][name]["lengths"][n]["rel_err"]["db"]
+            assert abs(c["public_db"] - c["claimed_db"]) < 1e-6 and c["prompts"] == PROMPTS
 
 
-def test_cli_draws_a_seed_writes_the_report_and_exits_by_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_claim_the_model_does_not_reproduce_fails(tmp_path: Path) -> None:
+    public = public_results(TEMPLATE)
+    claimed = public["tasks"]["kernel/linear"]["lengths"]["14"]["rel_err"]
+    claimed["db"] -= 3.0  # 3 dB better than the model makes it
+    report = verify(TEMPLATE, public, SEED, TASK_NAMES, PROMPTS)
+    assert report["verdict"] == "fail" and report["tasks"]["lasso/fixed"]["verdict"] == "pass"
+    reason = report["tasks"]["kernel/linear"]["reason"]
+    assert reason.startswith("results.json is not reproduced: kernel/linear n=14: rel_err.db is ")
+    assert "lengths" not in report["tasks"]["kernel/linear"]  # nothing compared with a claim that is not the model's
+
+
+def test_cli_draws_a_seed_writes_the_report_and_exits_by_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = cheater(tmp_path, "memory-bank")
     public_results(str(folder / "model.py"), folder)
-    assert main(["verify", str(folder), "--tasks", *TASK_NAMES, "--quiet"]) == 1
-    out = capsys.readouterr().out.splitlines()
+    assert main(["verify", str(folder), "--tasks", *TASK_NAMES, "--prompts", str(PROMPTS), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert [line.split(":")[0] for line in out[:2]] == TASK_NAMES and all(": FAIL: n=" in line for line in out[:2])
-    assert "FAILED verification (2 task(s)" in out[2]
+    assert "FAILED verification (2 task(s)" in out[2] and captured.err == ""  # --quiet: no progress lines
     report = json.loads((folder / "verification.json").read_text())
     assert report["format"] == FORMAT and report["seed_drawn"] is True and 0 <= report["seed"] < 2**128
     assert f"seed {report['seed']}" in out[2]
@@ -135,9 +123,14 @@ def test_cli_draws_a_seed_writes_the_report_and_exits_by_verdict(tmp_path: Path,
     honest.mkdir()
     (honest / "model.py").write_text(Path(TEMPLATE).read_text())
     public_results(str(honest / "model.py"), honest)
-    assert main(["verify", str(honest), "--tasks", *TASK_NAMES, "--prompts", "256", "--out", str(tmp_path / "r.json"), "--quiet"]) == 0
-    assert "verified on fresh data" in capsys.readouterr().out
-    assert json.loads((tmp_path / "r.json").read_text())["prompts"] == 256
+    out = str(tmp_path / "r.json")
+    assert main(["verify", str(honest), "--tasks", *TASK_NAMES, "--prompts", str(PROMPTS), "--out", out]) == 0
+    captured = capsys.readouterr()
+    assert "verified on fresh data" in captured.out
+    assert json.loads((tmp_path / "r.json").read_text())["prompts"] == PROMPTS
+    lines = captured.err.splitlines()  # not a terminal: one line per task as it is done
+    assert [line.split(": ")[0] for line in lines] == [f"[{i}/2] {name}" for i, name in enumerate(TASK_NAMES, 1)]
+    assert all(": pass (n=" in line and line.endswith(" s") for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,9 @@ def compare_task(name: str, old: dict[str, Any], new: dict[str, Any], dtype: str
             f"{name}: unsupported lengths {old.get('unsupported_lengths')} in results.json, "
             f"{new.get('unsupported_lengths')} on re-run"
         ]
+    if sorted(old.get("lengths", {})) != sorted(new.get("lengths", {})):
+        scored = sorted(new.get("lengths", {}))
+        return [f"{name}: lengths {sorted(old.get('lengths', {}))} in results.json, {scored} on re-run"]
     problems = []
     for n, metrics in new.get("lengths", {}).items():
         submitted = old["lengths"].get(n, {})

@@ -1,65 +1,68 @@
-"""Fresh-draw verification: a model scored on evaluation sets drawn with a seed chosen at
-verification time, and compared per task with the public scores of its results file.
+"""Fresh-draw verification: a model scored by the verifier on the public evaluation sets and on sets
+drawn with a seed chosen at verification time, and its per-prompt errors on the two compared.
 
 A model that looked the public answers up, or memorised them, scores well on the public sets
-only; an honest model scores on fresh sets of the same distributions as on the public ones, up
-to sampling error. `Task.generate(seed)` draws the fresh sets (verification stream of `seed`,
-drawn with `secrets` when not given), `iclbench.cache.fresh_sets` makes the runner use them.
+only; an honest model's per-prompt errors on fresh sets of the same distributions are
+exchangeable with its public ones. `Task.generate(seed)` draws the fresh sets (verification
+stream of `seed`, drawn with `secrets` when not given), `iclbench.cache.fresh_sets` makes the
+runner use them.
 
-The rule, for `rel_err` at every prompt length the model is scored at: each side's standard
-error in dB is the half of its 90% bootstrap interval (`ci90_db`, over prompts) that faces the
-other side, divided by 1.645 (the public score's upper half, the fresh score's lower half); the
-length is flagged when the public score is better (lower) than the fresh one by more than
-`Z` standard errors of the difference, sqrt(se_public² + se_fresh²). One-sided: doing better
-on fresh data is not cheating. `Z` makes the false-alarm rate of an honest model at most
-`FALSE_ALARM` over the suite's `COMPARISONS` prompt lengths (Bonferroni: one-sided tail
-`FALSE_ALARM / COMPARISONS` per length, z = 3.65 in suite v3). Both scores are first raised to the run
-dtype's round-off floor `FLOOR_DB` (eps², eps the dtype's machine epsilon: -138.5 dB in
-float32; in float64 below the -300 dB reporting floor), so two errors below it count as equal.
-A public score that is not a finite number at or above -300 dB with ordered interval bounds
-fails its task, as does a task that is scored on one side only.
+Per task, in one worker (CPU, the results' dtype, every prompt length scored with `predict`
+alone, as `validate --rerun` does), the verifier:
+
+1. scores the model on the public set, keeping its per-prompt errors (`iclbench.samples`), and
+   checks that it reproduces every metric of `results.json` (the tolerances of
+   `iclbench.submissions.rerun`): the claim that is ranked is the one verified;
+2. scores it on the fresh set, keeping its per-prompt errors;
+3. compares the two per prompt length with `iclbench.submissions.rank_test.compare_errors`, a rank
+   test and a tail test whose thresholds are fixed by the numbers of prompts and lengths, not by the
+   errors the model makes (an honest model fails at most 1% of verifications of the suite, but for
+   a fraction 1% of public draws).
+
+A task fails when the public run does not reproduce results.json, when it is scored on one side
+only or on other lengths, or when a length's test rejects.
 
 The report (`REPORT`, written beside `results.json` unless told otherwise) holds the seed, the
-date, the versions, the fresh sets' fingerprints and, per task and length, both scores, the
-difference, the tolerance and the verdict. The leaderboard reads it (`status`); only CI writes it.
+date, the versions, the fresh sets' fingerprints, the rule's constants and, per task and length,
+the claimed, public and fresh scores, the shift, both tests and the verdict. The leaderboard reads
+it (`status`); only CI writes it.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from statistics import NormalDist
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
 import iclbench
+from iclbench import results
 from iclbench import tasks as task_registry
 from iclbench.cache import fresh_sets
-from iclbench.metrics import CI_LEVEL, DB_FLOOR, db
 from iclbench.plugins import PluginError
-from iclbench.submissions.rerun import FLOOR_DB
-from iclbench.runner import RunConfig, run
+from iclbench.runner import RunConfig, Samples, run
 from iclbench.sandbox import SandboxError
-from iclbench.tasks import SUITE_VERSION, TASKS
+from iclbench.submissions import rank_test
+from iclbench.submissions.rank_test import compare_errors
+from iclbench.submissions.rerun import FLOOR_DB, check_rerun_data
+from iclbench.submissions.rerun import compare_task as reproduction
+from iclbench.tasks import SUITE_VERSION, TASKS, Task
 from iclbench.tasks.family import VERIFY_SEED_BITS
 from iclbench.worker import IsolatedModel
 
 FORMAT = "iclbench-verification"
 REPORT = "verification.json"
-FALSE_ALARM = 0.01
-"""Target probability that an honest model fails verification of the whole suite."""
-COMPARISONS = sum(len(t.spec.lengths) for t in TASKS.values())
-"""Prompt lengths compared on a full verification (77 in suite v3)."""
-Z = NormalDist().inv_cdf(1 - FALSE_ALARM / COMPARISONS)
-"""Standard errors of the difference by which a public score may beat the fresh one."""
-CI_Z = NormalDist().inv_cdf(0.5 + CI_LEVEL / 2)
-"""Standard errors in each half of a 90% interval (1.645)."""
-LOWEST_DB = db(DB_FLOOR)
+RULE = "rank-and-tail-1"
+"""The name of the comparison rule (`iclbench.submissions.rank_test`), recorded in every report."""
 IDENTITY = ("name", "file_sha256", "checkpoint_sha256")
 """The fields of `model` in results that name the files scored."""
+
+TaskReport = Callable[[str, dict[str, Any], float], None]
+"""Called with each task's name, its entry in the report and the seconds it took, as it is done."""
 
 
 class VerifyError(ValueError):
@@ -70,59 +73,41 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _public_error(m: Any) -> tuple[float, float, float] | str:
-    """(db, ci90 low, ci90 high) of a public `rel_err`, or why it is not a score iclbench reports."""
-    try:
-        value, (lo, hi) = m["db"], m["ci90_db"]
-    except (TypeError, KeyError, ValueError):
-        return "rel_err has no db and two-number ci90_db"
-    numbers = (value, lo, hi)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-        return f"rel_err {numbers} holds something that is not a finite number"
-    if min(numbers) < LOWEST_DB or lo > hi:
-        return f"rel_err {numbers} is below the {LOWEST_DB:.0f} dB reporting floor or has its interval reversed"
-    return float(value), float(lo), float(hi)
+def compare_task(
+    name: str,
+    claimed: Any,
+    public: tuple[dict[str, Any], Samples],
+    fresh: tuple[dict[str, Any], Samples],
+    dtype: str,
+) -> dict[str, Any]:
+    """A task's verdict ("pass", "fail" or "unsupported"), with a reason when it fails, and per-length comparisons.
 
-
-def compare_length(public: Any, fresh: dict[str, Any], dtype: str) -> dict[str, Any]:
-    """The verdict on one prompt length: public and fresh `rel_err`, difference, tolerance (see the module)."""
-    got = _public_error(public)
-    if isinstance(got, str):
-        return {"verdict": "fail", "reason": f"public {got}"}
-    floor = FLOOR_DB[dtype]
-    pub, pub_lo, pub_hi = (max(v, floor) for v in got)
-    new, new_lo, new_hi = (max(v, floor) for v in (fresh["db"], *fresh["ci90_db"]))
-    se = math.hypot(max(pub_hi - pub, 0.0), max(new - new_lo, 0.0)) / CI_Z
-    difference, tolerance = new - pub, Z * se
-    return {
-        "public_db": got[0],
-        "public_ci90_db": [got[1], got[2]],
-        "fresh_db": fresh["db"],
-        "fresh_ci90_db": fresh["ci90_db"],
-        "difference_db": difference,
-        "tolerance_db": tolerance,
-        "verdict": "fail" if difference > tolerance else "pass",
-    }
-
-
-def compare_task(name: str, public: Any, fresh: dict[str, Any], dtype: str) -> dict[str, Any]:
-    """A task's verdict ("pass", "fail" or "unsupported") with a reason when it fails, and per-length comparisons."""
-    status = public.get("status") if isinstance(public, dict) else None
-    out: dict[str, Any] = {"fingerprint": fresh.get("fingerprint")}
-    if status == fresh["status"] == "unsupported":
+    `claimed`: the task's entry in results.json; `public` and `fresh`: the verifier's entry and samples of its
+    runs on the public and the fresh set.
+    """
+    (pub, pub_samples), (new, new_samples) = public, fresh
+    out: dict[str, Any] = {"fingerprint": new.get("fingerprint")}
+    if not isinstance(claimed, dict):
+        return {**out, "verdict": "fail", "reason": "not in results.json"}
+    problems = check_rerun_data(name, claimed, pub) or reproduction(name, claimed, pub, dtype)
+    if problems:
+        return {**out, "verdict": "fail", "reason": "results.json is not reproduced: " + "; ".join(problems)}
+    if pub["status"] == new["status"] == "unsupported":
         return {**out, "verdict": "unsupported"}
-    if fresh["status"] != "ok" or status != "ok":
-        why = f": {fresh['error']}" if fresh.get("error") else ""
-        reason = f"status {status!r} in results.json, {fresh['status']!r} on fresh data{why}"
+    if pub["status"] != "ok" or new["status"] != "ok":
+        why = f": {new['error']}" if new.get("error") else ""
+        reason = f"status {pub['status']!r} on the public set, {new['status']!r} on the fresh set{why}"
         return {**out, "verdict": "fail", "reason": reason}
-    lengths = public.get("lengths")
-    if not isinstance(lengths, dict) or sorted(lengths, key=str) != sorted(fresh["lengths"]):
-        scored = sorted(lengths, key=str) if isinstance(lengths, dict) else lengths
-        reason = f"lengths {scored} in results.json, {sorted(fresh['lengths'])} on fresh data"
+    if sorted(pub["lengths"]) != sorted(new["lengths"]):
+        reason = f"lengths {sorted(pub['lengths'])} on the public set, {sorted(new['lengths'])} on the fresh set"
         return {**out, "verdict": "fail", "reason": reason}
+    per_prompt = lambda s, n: (s[f"{name}/{n}/rel_err"], s[f"{name}/{n}/target_sq"])  # noqa: E731
     compared = {
-        n: compare_length(lengths[n].get("rel_err") if isinstance(lengths[n], dict) else None, m["rel_err"], dtype)
-        for n, m in fresh["lengths"].items()
+        n: {
+            "claimed_db": claimed["lengths"][n]["rel_err"]["db"],
+            **compare_errors(per_prompt(pub_samples, n), per_prompt(new_samples, n), dtype),
+        }
+        for n in new["lengths"]
     }
     failed = [n for n, c in compared.items() if c["verdict"] == "fail"]
     out.update(verdict="fail" if failed else "pass", lengths=compared)
@@ -132,12 +117,20 @@ def compare_task(name: str, public: Any, fresh: dict[str, Any], dtype: str) -> d
 
 
 def _length_reason(n: str, c: dict[str, Any]) -> str:
-    if "reason" in c:
-        return f"n={n}: {c['reason']}"
     return (
-        f"n={n}: public {c['public_db']:.1f} dB, fresh {c['fresh_db']:.1f} dB: better on the public set by "
-        f"{c['difference_db']:.1f} dB, more than the tolerance {c['tolerance_db']:.1f} dB"
+        f"n={n}: better on the public set than on the fresh one: shift {c['shift_db']:+.2f} dB, rank z "
+        f"{c['rank_z']:.2f}, tail z {c['tail_z']:.2f} (threshold {rank_test.Z:.2f}); scores: public "
+        f"{c['public_db']:.1f} dB, fresh {c['fresh_db']:.1f} dB"
     )
+
+
+def _scored(
+    model: IsolatedModel, task: Task, cfg: RunConfig, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any], Samples]:
+    """The model's identity (`IDENTITY`) in one task's run, the task's entry and its per-prompt samples."""
+    samples: Samples = {}
+    doc = run(model, [task], cfg, progress=progress, samples=samples)
+    return {k: doc["model"][k] for k in IDENTITY}, doc["tasks"][task.spec.name], samples.get(task.spec.name, {})
 
 
 def verify(
@@ -149,45 +142,59 @@ def verify(
     batch_size: int = 512,
     progress: bool = False,
     sandbox: bool = True,
+    report: TaskReport | None = None,
 ) -> dict[str, Any]:
-    """Score `model` (a `--model` string) on fresh sets of the tasks matching `patterns` (all by default)
-    and compare with `public`, its results document; return the report.
+    """Score `model` (a `--model` string) on the public and on fresh sets of the tasks matching `patterns`
+    (all by default), compare with `public`, its results document, and return the report.
 
-    `seed`: the verification seed, drawn with `secrets` when None. The run is on the CPU in the
-    public results' dtype, in the sandbox (`iclbench.sandbox`) unless `sandbox` is False; `prompts` scores
-    only the first N fresh prompts. Raises `VerifyError` when the results are of another suite or dtype, the
-    seed is out of range, a pattern matches no task, the sandbox cannot be made or the model cannot be loaded.
+    `seed`: the verification seed, drawn with `secrets` when None. The runs are on the CPU in the
+    results' dtype, in the sandbox (`iclbench.sandbox`) unless `sandbox` is False; the public one on the prompts
+    results.json was scored on, the fresh one on the first `prompts` (all by default). `progress`: the runner's
+    progress bars; `report` is called as each task is done. Raises `VerifyError` when the results are not a
+    results document, of another suite, the seed is out of range, a pattern matches no task, the sandbox cannot
+    be made or the model cannot be loaded.
     """
-    if public.get("suite_version") != SUITE_VERSION:
+    try:
+        results.check(public, "results.json")
+    except results.ResultsError as exc:
+        raise VerifyError(str(exc)) from None
+    if public["suite_version"] != SUITE_VERSION:
         raise VerifyError(
-            f"results.json was made on suite {public.get('suite_version')!r}; this is suite {SUITE_VERSION!r}"
+            f"results.json was made on suite {public['suite_version']!r}; this is suite {SUITE_VERSION!r}"
         )
-    dtype = public["run"].get("dtype")
-    if dtype not in FLOOR_DB:
-        raise VerifyError(f"results.json: run.dtype is {dtype!r}, expected one of {', '.join(FLOOR_DB)}")
+    dtype = public["run"]["dtype"]
     drawn = seed is None
     seed = secrets.randbits(VERIFY_SEED_BITS) if seed is None else seed
     if not 0 <= seed < 2**VERIFY_SEED_BITS:
         raise VerifyError(f"--seed {seed}: expected an integer from 0 to 2^{VERIFY_SEED_BITS} - 1")
     try:
         chosen = task_registry.select(patterns)
-        isolated = IsolatedModel(model, sandbox=sandbox)
+        isolated = IsolatedModel(model, one_pass=False, sandbox=sandbox)
     except (PluginError, task_registry.UnknownTaskError, SandboxError) as exc:
         raise VerifyError(str(exc)) from None
+    public_cfg = RunConfig("cpu", dtype, batch_size, public["run"].get("prompts"))
+    fresh_cfg = RunConfig("cpu", dtype, batch_size, prompts)
     started = _now()
+    checked, identities = {}, []
     try:
-        with fresh_sets(seed):  # the worker receives prompts only: it never learns the seed
-            fresh = run(isolated, chosen, RunConfig("cpu", dtype, batch_size, prompts), progress=progress)
+        for task in chosen:
+            name, start = task.spec.name, time.perf_counter()
+            identity, pub, pub_samples = _scored(isolated, task, public_cfg, progress)
+            identities.append(identity)
+            with fresh_sets(seed):  # the worker receives prompts only: it never learns the seed
+                identity, new, new_samples = _scored(isolated, task, fresh_cfg, progress)
+            identities.append(identity)
+            checked[name] = compare_task(name, public["tasks"].get(name), (pub, pub_samples), (new, new_samples), dtype)
+            if report is not None:
+                report(name, checked[name], time.perf_counter() - start)
     finally:
         isolated.close()
-    problems = [
-        f"model.{k} is {v!r} on fresh data, {public['model'].get(k)!r} in results.json"
-        for k, v in fresh["model"].items()
-        if k in IDENTITY and v != public["model"].get(k)
-    ]
-    checked = {
-        name: compare_task(name, public["tasks"].get(name), entry, dtype) for name, entry in fresh["tasks"].items()
-    }
+    problems = list(dict.fromkeys(
+        f"model.{k} is {v!r} when verified, {public['model'].get(k)!r} in results.json"
+        for identity in identities
+        for k, v in identity.items()
+        if v != public["model"].get(k)
+    ))
     passed = not problems and all(t["verdict"] != "fail" for t in checked.values())
     return {
         "format": FORMAT,
@@ -199,11 +206,19 @@ def verify(
         "iclbench_version": iclbench.__version__,
         "suite_version": SUITE_VERSION,
         "torch_version": torch.__version__,
-        "model": {k: fresh["model"][k] for k in IDENTITY},
+        "model": identities[0],
         "dtype": dtype,
         "prompts": prompts,
         "sandboxed": isolated.sandboxed,
-        "rule": {"z": Z, "false_alarm": FALSE_ALARM, "comparisons": COMPARISONS, "floor_db": FLOOR_DB[dtype]},
+        "rule": {
+            "name": RULE,
+            "false_alarm": rank_test.FALSE_ALARM,
+            "comparisons": rank_test.COMPARISONS,
+            "tests": rank_test.TESTS,
+            "alpha": rank_test.ALPHA,
+            "z": rank_test.Z,
+            "floor_db": FLOOR_DB[dtype],
+        },
         "problems": problems,
         "tasks": checked,
     }
@@ -234,22 +249,36 @@ def status(report: Any, public: dict[str, Any]) -> str:
     return "not verified"
 
 
+def task_line(name: str, entry: dict[str, Any]) -> str:
+    """One task's verdict on one line: at its nominal length when it passes, every failed length's reason otherwise."""
+    if entry["verdict"] == "fail":
+        return f"{name}: FAIL: {entry['reason']}"
+    if entry["verdict"] == "unsupported":
+        return f"{name}: unsupported"
+    n = str(TASKS[name].spec.nominal)
+    n = n if n in entry["lengths"] else next(iter(entry["lengths"]))
+    c = entry["lengths"][n]
+    return (
+        f"{name}: pass (n={n}: public {c['public_db']:.1f} dB, fresh {c['fresh_db']:.1f} dB, shift "
+        f"{c['shift_db']:+.2f} dB, rank z {c['rank_z']:.2f}, tail z {c['tail_z']:.2f})"
+    )
+
+
+class TaskLines:
+    """`verify`'s `report` that prints one line per task as it is verified (`task_line`, numbered, with the seconds
+    it took) on `stream`, flushed at once: for logs, where a progress bar shows nothing."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream, self.count = total, stream, 0
+
+    def __call__(self, name: str, entry: dict[str, Any], seconds: float) -> None:
+        self.count += 1
+        print(f"[{self.count}/{self.total}] {task_line(name, entry)}, {seconds:.1f} s", file=self.stream, flush=True)
+
+
 def summary_lines(report: dict[str, Any], folder: Path) -> list[str]:
     """One line per task and one overall line."""
-    lines = []
-    for name, t in report["tasks"].items():
-        if t["verdict"] == "fail":
-            lines.append(f"{name}: FAIL: {t['reason']}")
-        elif t["verdict"] == "unsupported":
-            lines.append(f"{name}: unsupported")
-        else:
-            n = str(TASKS[name].spec.nominal)
-            n = n if n in t["lengths"] else next(iter(t["lengths"]))
-            c = t["lengths"][n]
-            lines.append(
-                f"{name}: pass (n={n}: public {c['public_db']:.1f} dB, fresh {c['fresh_db']:.1f} dB, "
-                f"difference {c['difference_db']:.2f} dB, tolerance {c['tolerance_db']:.2f} dB)"
-            )
+    lines = [task_line(name, t) for name, t in report["tasks"].items()]
     lines += [f"error: {p}" for p in report["problems"]]
     failed = sum(t["verdict"] == "fail" for t in report["tasks"].values())
     problems = len(report["problems"])
