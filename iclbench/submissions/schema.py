@@ -461,6 +461,14 @@ def check_checkpoint(sub: Submission) -> list[str]:
     return []
 
 
+def check(folder: str | Path) -> tuple[Submission | None, list[str]]:
+    """`load`'s checks and the checkpoint's (`check_checkpoint`): every check that needs no model code."""
+    sub, problems = load(folder)
+    if sub is None:
+        return None, problems
+    return sub, problems + (check_checkpoint(sub) if _checkpoint_declared(sub) else [])
+
+
 def validate(
     folder: str | Path, rerun: bool = False, tasks: list[str] | None = None, batch_size: int = 512
 ) -> list[str]:
@@ -470,10 +478,9 @@ def validate(
     the tasks matching `tasks`, all by default), and every metric is compared with
     results.json within the tolerances of `iclbench.submissions.rerun`.
     """
-    sub, problems = load(folder)
+    sub, problems = check(folder)
     if sub is None:
         return problems
-    problems += check_checkpoint(sub) if _checkpoint_declared(sub) else []
     if rerun and not problems:
         from iclbench.submissions.rerun import rerun_and_compare
 

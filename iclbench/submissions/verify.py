@@ -41,8 +41,8 @@ from iclbench.cache import fresh_sets
 from iclbench.metrics import CI_LEVEL, DB_FLOOR, db
 from iclbench.plugins import PluginError
 from iclbench.submissions.rerun import FLOOR_DB
-from iclbench.runner import RunConfig, run
-from iclbench.tasks import SUITE_VERSION, TASKS
+from iclbench.runner import RunConfig, ScoredModel, run
+from iclbench.tasks import SUITE_VERSION, TASKS, Task
 from iclbench.tasks.family import VERIFY_SEED_BITS
 from iclbench.worker import IsolatedModel
 
@@ -149,12 +149,40 @@ def verify(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score `model` (a `--model` string) on fresh sets of the tasks matching `patterns` (all by default)
-    and compare with `public`, its results document; return the report.
+    and compare with `public`, its results document; return the report (`judge`).
 
-    `seed`: the verification seed, drawn with `secrets` when None. The run is on the CPU in the
-    public results' dtype; `prompts` scores only the first N fresh prompts. Raises `VerifyError`
-    when the results are of another suite or dtype, the seed is out of range, a pattern matches
-    no task or the model cannot be loaded.
+    `seed`: the verification seed, drawn with `secrets` when None. Raises `VerifyError` when the results are of
+    another suite or dtype, the seed is out of range, a pattern matches no task or the model cannot be loaded.
+    """
+    drawn = seed is None
+    seed = secrets.randbits(VERIFY_SEED_BITS) if seed is None else seed
+    try:
+        chosen = task_registry.select(patterns)
+        isolated = IsolatedModel(model)
+    except (PluginError, task_registry.UnknownTaskError) as exc:
+        raise VerifyError(str(exc)) from None
+    try:
+        return judge(isolated, public, seed, drawn, chosen, prompts, batch_size, progress)
+    finally:
+        isolated.close()
+
+
+def judge(
+    model: ScoredModel,
+    public: dict[str, Any],
+    seed: int,
+    drawn: bool,
+    chosen: list[Task],
+    prompts: int | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The report of `model` (a worker, or predictions replayed: `iclbench.predictions.ReplayedModel`) scored on the
+    fresh sets of verification seed `seed` of the tasks `chosen`, compared with `public`, its results document.
+
+    The run is on the CPU in the public results' dtype; `prompts` scores only the first N fresh prompts; `drawn`
+    records whether the seed was drawn at random for this verification. Raises `VerifyError` when the results are
+    of another suite or dtype or the seed is out of range.
     """
     if public.get("suite_version") != SUITE_VERSION:
         raise VerifyError(
@@ -163,21 +191,11 @@ def verify(
     dtype = public["run"].get("dtype")
     if dtype not in FLOOR_DB:
         raise VerifyError(f"results.json: run.dtype is {dtype!r}, expected one of {', '.join(FLOOR_DB)}")
-    drawn = seed is None
-    seed = secrets.randbits(VERIFY_SEED_BITS) if seed is None else seed
     if not 0 <= seed < 2**VERIFY_SEED_BITS:
         raise VerifyError(f"--seed {seed}: expected an integer from 0 to 2^{VERIFY_SEED_BITS} - 1")
-    try:
-        chosen = task_registry.select(patterns)
-        isolated = IsolatedModel(model)
-    except (PluginError, task_registry.UnknownTaskError) as exc:
-        raise VerifyError(str(exc)) from None
     started = _now()
-    try:
-        with fresh_sets(seed):  # the worker receives prompts only: it never learns the seed
-            fresh = run(isolated, chosen, RunConfig("cpu", dtype, batch_size, prompts), progress=progress)
-    finally:
-        isolated.close()
+    with fresh_sets(seed):  # the model receives prompts only: it never learns the seed
+        fresh = run(model, chosen, RunConfig("cpu", dtype, batch_size, prompts), progress=progress)
     problems = [
         f"model.{k} is {v!r} on fresh data, {public['model'].get(k)!r} in results.json"
         for k, v in fresh["model"].items()
