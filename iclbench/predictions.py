@@ -383,6 +383,8 @@ class ReplayedModel:
             raise TaskFailure(f"{self.predictions.path} holds no predictions for this task")
         if entry["status"] == "failed":
             raise TaskFailure(entry["error"])
+        if entry["status"] == "unsupported":  # as in a run, the set is not loaded
+            return None
         data, _ = eval_set(TASKS[spec.name])
         fingerprint = inputs_of(data.head(prompts_scored(spec, self.predictions.prompts))).fingerprint()
         if entry["inputs"] != fingerprint:
@@ -390,7 +392,7 @@ class ReplayedModel:
                 f"{self.predictions.path} answers inputs of fingerprint {entry['inputs'][:16]}..., not those scored "
                 f"here ({fingerprint[:16]}...): predictions made on other inputs"
             )
-        return None if entry["status"] == "unsupported" else entry["lengths"]
+        return entry["lengths"]
 
     def predict(self, batch: Batch) -> Prediction:
         """The recorded predictions of the batch's prompts: the next ones at its length."""
