@@ -135,10 +135,11 @@ class Inputs:
             raise PredictionsError(str(exc)) from None
         spec, p = task.spec, prompts_scored(task.spec, self.prompts)
         label = spec.label_shape
-        expected = {"x": (p, spec.max_length, spec.d), "y": (p, spec.max_length, *label), "x_query": (p, spec.n_queries, spec.d)}
-        got = {k: t for k, t in data.tensors().items()}
-        if {k: (tuple(t.shape), t.dtype) for k, t in got.items()} != {k: (s, torch.float32) for k, s in expected.items()}:
-            shapes = {k: (tuple(t.shape), str(t.dtype)) for k, t in got.items()}
+        expected = {"x": (p, spec.max_length, spec.d), "y": (p, spec.max_length, *label),
+                    "x_query": (p, spec.n_queries, spec.d)}
+        got = {k: (tuple(t.shape), t.dtype) for k, t in data.tensors().items()}
+        if got != {k: (shape, torch.float32) for k, shape in expected.items()}:
+            shapes = {k: (shape, str(dtype)) for k, (shape, dtype) in got.items()}
             raise PredictionsError(f"{self.directory}: {spec.name}: tensors {shapes}, expected float32 {expected}")
         return data
 
@@ -149,7 +150,9 @@ def _text(value: Any) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
-def predict(model: ScoredModel, inputs: Inputs, cfg: RunConfig, progress: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def predict(
+    model: ScoredModel, inputs: Inputs, cfg: RunConfig, progress: bool = False
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The model's predictions on `inputs` (on `cfg`'s device, in its dtype and batch size): the header and the
     tensors of a predictions file (see the module). A task that fails (the model raised, ran past its limits,
     returned a bad prediction, or its predictions would take the file past `MAX_BYTES`) is recorded as failed."""
@@ -188,7 +191,8 @@ def predict(model: ScoredModel, inputs: Inputs, cfg: RunConfig, progress: bool =
             chunks = -(-data.n_prompts // cfg.batch_size) * len(lengths)
             with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
                 for n, out in predict_all(model, spec, data, lengths, cfg, bar, keep_steps=lengths):
-                    found.update({f"{spec.name}/{n}/{k}": t for k, t in zip(KINDS, (out.y, out.steps, out.w)) if t is not None})
+                    outputs = zip(KINDS, (out.y, out.steps, out.w))
+                    found.update({f"{spec.name}/{n}/{k}": t for k, t in outputs if t is not None})
             grown = size + sum(t.nbytes for t in found.values())
             if grown > MAX_BYTES:
                 raise TaskFailure(f"its predictions would take the predictions file to {grown} bytes, over the "
@@ -253,8 +257,9 @@ def _check_header(header: Any) -> str | None:
     if header.get("suite_version") != SUITE_VERSION:
         return f"made on suite {str(header.get('suite_version'))[:40]!r}; this is suite {SUITE_VERSION!r}"
     model, run, tasks = header.get("model"), header.get("run"), header.get("tasks")
-    if not (isinstance(model, dict) and set(model) == set(IDENTITY) and all(_short(model[k]) for k in ("name", "source", "class"))
-            and model["args"] == {} and _sha(model["file_sha256"]) and _sha(model["checkpoint_sha256"])):
+    if not (isinstance(model, dict) and set(model) == set(IDENTITY) and model["args"] == {}
+            and all(_short(model[k]) for k in ("name", "source", "class"))
+            and _sha(model["file_sha256"]) and _sha(model["checkpoint_sha256"])):
         return f"model must hold exactly {', '.join(IDENTITY)}: strings, no args, SHA-256 hex digests or null"
     if not (isinstance(run, dict) and run.get("dtype") in ("float32", "float64") and _count(run.get("batch_size"), 1)
             and _count(run.get("threads"), 1) and (run.get("prompts") is None or _count(run.get("prompts"), 1))):
@@ -267,8 +272,10 @@ def _check_header(header: Any) -> str | None:
         spec = TASKS[name].spec if name in TASKS else None
         status = entry.get("status") if isinstance(entry, dict) else None
         lengths = entry.get("lengths") if isinstance(entry, dict) else None
-        if spec is None or status not in ("ok", "unsupported", "failed") or not _sha(entry.get("inputs")) or entry["inputs"] is None:
-            return f"tasks[{str(name)[:80]!r}] must be a task of suite {SUITE_VERSION} with a status and the inputs' fingerprint"
+        if spec is None or status not in ("ok", "unsupported", "failed") or entry.get("inputs") is None \
+                or not _sha(entry["inputs"]):
+            return (f"tasks[{str(name)[:80]!r}] must be a task of suite {SUITE_VERSION} with a status and the inputs' "
+                    "fingerprint")
         if status == "ok" and not (isinstance(lengths, list) and all(type(n) is int for n in lengths)
                                    and lengths == [n for n in spec.lengths if n in lengths]):
             return f"tasks[{name!r}].lengths must be prompt lengths of {name}, ascending, once each"

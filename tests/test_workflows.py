@@ -180,7 +180,8 @@ def test_submissions_judges_with_the_base_commit() -> None:
     doc = workflow("submissions")
     assert list(doc["on"]) == ["pull_request"]
     for job in ("prepare", "score"):
-        checkouts = {s["with"]["path"]: s["with"] for s in doc["jobs"][job]["steps"] if "actions/checkout@" in s.get("uses", "")}
+        found = [s for s in doc["jobs"][job]["steps"] if "actions/checkout@" in s.get("uses", "")]
+        checkouts = {s["with"]["path"]: s["with"] for s in found}
         assert checkouts["base"]["ref"] == "${{ github.event.pull_request.base.sha }}"
         assert "ref" not in checkouts["pr"]  # the merge commit of the pull request
         (scope,) = [c for c in commands(doc, job) if "iclbench.submissions.pr_check" in c]
@@ -322,7 +323,8 @@ def test_the_runner_keeps_githubs_channels(tmp_path: Path) -> None:
     later steps of its job, $GITHUB_OUTPUT its job's outputs, an artifact the later jobs; a process left behind dies
     with its job; another job's machine, or the system's Python, cannot be written."""
     (tmp_path / "repo").mkdir()
-    system = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = Path(sys.base_prefix) / "lib" / version / "site-packages"
     project_file = tmp_path / "repo" / "w.yml"
     project_file.write_text(yaml.safe_dump({
         "on": {"push": {}},
@@ -339,7 +341,8 @@ def test_the_runner_keeps_githubs_channels(tmp_path: Path) -> None:
             ]},
             "second": {"needs": "first", "permissions": {}, "steps": [
                 {"uses": "actions/download-artifact@x", "with": {"name": "a", "path": "got"}},
-                {"run": 'test "$(cat got/f)" = data && test "${{ needs.first.outputs.said }}" = hello && test -z "$LATER"'},
+                {"run": 'test "$(cat got/f)" = data && test "${{ needs.first.outputs.said }}" = hello\n'
+                        'test -z "$LATER"'},
             ]},
         },
     }))
@@ -358,12 +361,14 @@ def test_the_tamperer_takes_over_a_job_it_shares(tmp_path: Path) -> None:
     repo.mkdir()
     project(repo, [])
     add_tamperer(repo, markers, tmp_path / "replay")
-    (repo / "shared.yml").write_text(yaml.safe_dump({"on": {"push": {}}, "jobs": {"shared": {"permissions": {}, "steps": [
+    shared = [
         {"uses": "actions/checkout@x", "with": {"persist-credentials": False}},
         {"run": "python -m pip install ."},
         {"run": "python -c \"import runpy; runpy.run_path('submissions/look-up/model.py')\""},
         {"run": "python -c 'import iclbench.submissions.score'; iclbench score --help"},
-    ]}}}))
+    ]
+    (repo / "shared.yml").write_text(yaml.safe_dump({"on": {"push": {}}, "jobs": {"shared": {"permissions": {},
+                                                                                             "steps": shared}}}))
     runner = Runner(tmp_path / "replay", repo, {"name": "push", "payload": {}}, git(repo, "rev-parse", "HEAD"),
                     writable=(markers,))
     (job,) = runner.run_workflow(repo / "shared.yml")["shared"]
@@ -400,7 +405,9 @@ def test_a_tampering_pull_request_is_judged_honestly(tmp_path: Path) -> None:
     assert_no_trace(runner, markers, ["prepare", "score"])
 
 
-def replay_pages(tmp_path: Path, submissions: list[str] | None, rewrite: Callable[[str], str] | None) -> tuple[Runner, Path]:
+def replay_pages(
+    tmp_path: Path, submissions: list[str] | None, rewrite: Callable[[str], str] | None
+) -> tuple[Runner, Path]:
     markers, repo = tmp_path / "markers", tmp_path / "repo"
     markers.mkdir()
     repo.mkdir()

@@ -142,7 +142,9 @@ def rerun_and_compare(
         model.close()
 
 
-def compare_run(model: ScoredModel, submitted: dict[str, Any], chosen: list[Task], batch_size: int, where: str) -> list[str]:
+def compare_run(
+    model: ScoredModel, submitted: dict[str, Any], chosen: list[Task], batch_size: int, where: str
+) -> list[str]:
     """Score `model` (a worker, or predictions replayed: `iclbench.predictions.ReplayedModel`) on the tasks `chosen` on
     the CPU, in `submitted`'s dtype, and list every metric that differs from `submitted`, each line starting with
     `where` for the model's identity, or the task's name.
