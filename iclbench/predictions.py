@@ -41,7 +41,7 @@ from tqdm import tqdm
 import iclbench
 from iclbench import checkpoint
 from iclbench.api import Batch, Prediction, TaskFailure
-from iclbench.cache import ExportError, eval_set, fresh_sets, read_manifest, read_set, write_sets
+from iclbench.cache import ExportError, eval_set, fresh_sets, held_for, read_manifest, read_set, write_sets
 from iclbench.models.weights import atomic_save
 from iclbench.runner import RunConfig, ScoredModel, model_info, predict_all
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
@@ -83,7 +83,8 @@ def write_inputs(directory: Path, tasks: list[Task], seed: int | None = None, pr
     sets = {}
     with nullcontext() if seed is None else fresh_sets(seed):
         for task in tasks:
-            data, fingerprint = eval_set(task)
+            with held_for(task.spec.name):  # a suite's set is forgotten once its inputs are taken
+                data, fingerprint = eval_set(task)
             if seed is None and fingerprint != FINGERPRINTS.get(task.spec.name):
                 raise PredictionsError(
                     f"the evaluation set of {task.spec.name} does not match the suite's fingerprint on this machine"
