@@ -6,7 +6,8 @@ with the tensor names of `EvalSet.tensors()`, and `manifest.json`:
     {"format": "iclbench-export", "suite_version": ..., "iclbench_version": ..., "provenance": {...},
      "tasks": {"linear/kappa1": {"file": "linear--kappa1.safetensors", "sha256": ..., "fingerprint": ...}, ...}}
 
-`use_export` makes `eval_set` read the sets from such a folder instead of generating them;
+`use_export` makes `eval_set` read the sets from such a folder instead of generating them; `write_sets`,
+`read_manifest` and `read_set` write and read such a folder of other sets too (`iclbench.predictions`' inputs);
 `fresh_sets` makes it return fresh sets drawn with a verification seed (`iclbench.submissions.verify`).
 """
 
@@ -152,6 +153,30 @@ def _file_name(name: str) -> str:
     return f"{name.replace('/', '--')}.safetensors"
 
 
+def write_sets(directory: Path, fmt: str, sets: dict[str, EvalSet], **fields: Any) -> None:
+    """Write each set of `sets` (by task name) as a safetensors file of its `EvalSet.tensors()` into `directory`, and
+    `manifest.json`: format `fmt`, the versions, `fields` and, per task, the file, its SHA-256 and the set's
+    fingerprint. `ExportError` when a file cannot be written."""
+    entries = {}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in sets.items():
+            path = directory / _file_name(name)
+            save_file(data.tensors(), path)
+            path.chmod(0o644)  # safetensors creates files readable by their owner only
+            entries[name] = {"file": path.name, "sha256": sha256_file(path), "fingerprint": data.fingerprint()}
+        manifest = {
+            "format": fmt,
+            "suite_version": SUITE_VERSION,
+            "iclbench_version": iclbench.__version__,
+            **fields,
+            "tasks": entries,
+        }
+        (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except OSError as exc:
+        raise ExportError(f"cannot write {directory}: {exc}") from None
+
+
 def write_export(directory: Path, tasks: Iterable[Task]) -> None:
     """Write the tasks' evaluation sets and `manifest.json` into `directory`.
 
@@ -164,50 +189,34 @@ def write_export(directory: Path, tasks: Iterable[Task]) -> None:
             f"the evaluation data of {', '.join(bad)} do not match the suite's fingerprints on this machine; "
             f"nothing exported: {USE_AN_EXPORT}"
         )
-    entries = {}
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, (data, fingerprint) in sets.items():
-            path = directory / _file_name(name)
-            save_file(data.tensors(), path)
-            path.chmod(0o644)  # safetensors creates files readable by their owner only
-            entries[name] = {"file": path.name, "sha256": sha256_file(path), "fingerprint": fingerprint}
-        manifest = {
-            "format": EXPORT_FORMAT,
-            "suite_version": SUITE_VERSION,
-            "iclbench_version": iclbench.__version__,
-            "provenance": provenance(),
-            "tasks": entries,
-        }
-        (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    except OSError as exc:
-        raise ExportError(f"cannot write the export: {exc}") from None
+    write_sets(directory, EXPORT_FORMAT, {name: data for name, (data, _) in sets.items()}, provenance=provenance())
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: Path, fmt: str = EXPORT_FORMAT, made_by: str = "iclbench export") -> dict[str, Any]:
+    """The manifest of a folder written by `write_sets` with format `fmt` (by the command `made_by`), of this suite;
+    `ExportError` otherwise."""
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{path}: not a readable export manifest: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise ExportError(f"{path}: not an iclbench export manifest (made by `iclbench export`)")
+        raise ExportError(f"{path}: not a readable {fmt.removeprefix('iclbench-')} manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise ExportError(f"{path}: not an {fmt.replace('-', ' ')} manifest (made by `{made_by}`)")
     if not isinstance(manifest.get("tasks"), dict):
         raise ExportError(f"{path}: field 'tasks' is missing or not a mapping")
     if manifest.get("suite_version") != SUITE_VERSION:
         raise ExportError(
-            f"{path}: an export of suite {manifest.get('suite_version')!r}; this is suite {SUITE_VERSION!r}: "
-            "export the current suite"
+            f"{path}: made on suite {manifest.get('suite_version')!r}; this is suite {SUITE_VERSION!r}: "
+            f"run `{made_by}` again"
         )
     return manifest
 
 
-def _read_export(task: Task, directory: Path, manifest: dict[str, Any]) -> tuple[EvalSet, str]:
-    """The task's set from the export, checked against the manifest's SHA-256 and both fingerprints."""
-    name = task.spec.name
+def read_set(directory: Path, manifest: dict[str, Any], name: str) -> EvalSet:
+    """Task `name`'s set from a folder written by `write_sets`, checked against the manifest's SHA-256."""
     entry = manifest["tasks"].get(name)
     if not isinstance(entry, dict):
-        raise ExportError(f"{directory / MANIFEST}: the export has no evaluation set of task {name}")
+        raise ExportError(f"{directory / MANIFEST}: no evaluation set of task {name}")
     file = entry.get("file")
     if not isinstance(file, str) or Path(file).name != file:
         raise ExportError(f"{directory / MANIFEST}: tasks[{name!r}].file is {file!r}, not a file name in the folder")
@@ -222,13 +231,20 @@ def _read_export(task: Task, directory: Path, manifest: dict[str, Any]) -> tuple
             "the file was changed or damaged"
         )
     try:
-        data = EvalSet.from_tensors(load_file(path))
+        return EvalSet.from_tensors(load_file(path))
     except (SafetensorError, KeyError) as exc:
         raise ExportError(f"{path}: not an evaluation set: {exc}") from None
+
+
+def _read_export(task: Task, directory: Path, manifest: dict[str, Any]) -> tuple[EvalSet, str]:
+    """The task's set from the export, checked against the manifest's SHA-256 and both fingerprints."""
+    name = task.spec.name
+    data = read_set(directory, manifest, name)
+    entry = manifest["tasks"][name]
     fingerprint, expected = data.fingerprint(), FINGERPRINTS.get(name)
     if fingerprint != entry.get("fingerprint") or fingerprint != expected:
         raise ExportError(
-            f"{path}: the data's fingerprint {fingerprint[:16]}... is not both the manifest's "
+            f"{directory / entry['file']}: the data's fingerprint {fingerprint[:16]}... is not both the manifest's "
             f"{str(entry.get('fingerprint'))[:16]}... and the suite's {str(expected)[:16]}... for {name}"
         )
     return data, fingerprint
@@ -245,7 +261,7 @@ def use_export(directory: Path | None, tasks: Iterable[Task] = ()) -> None:
     _export = None
     if directory is None:
         return
-    _export = (directory, _read_manifest(directory))
+    _export = (directory, read_manifest(directory))
     try:
         for task in tasks:
             eval_set(task)

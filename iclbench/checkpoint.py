@@ -195,12 +195,18 @@ def max_bytes(declared: dict[str, Any]) -> int:
     return MAX_FILE_BYTES if "file" in declared else MAX_HUB_BYTES
 
 
-def verify(path: Path, sha256: str, max_bytes: int) -> None:
-    """Check that `path` is a safetensors file of at most `max_bytes` whose SHA-256 is `sha256`."""
-    check_safetensors(path, max_bytes)
+def verify(path: Path, sha256: str, max_bytes: int) -> dict[str, Any]:
+    """Check that `path` is a safetensors file of at most `max_bytes` whose SHA-256 is `sha256`; return its header."""
+    header = check_safetensors(path, max_bytes)
     actual = sha256_file(path)
     if actual != sha256:
         raise CheckpointError(f"{path}: SHA-256 is {actual}, but submission.yaml declares {sha256}")
+    return header
+
+
+def elements(header: dict[str, Any]) -> int:
+    """The number of elements of every tensor of a checked safetensors header (`check_safetensors`)."""
+    return sum(math.prod(info["shape"]) for name, info in header.items() if name != "__metadata__")
 
 
 def resolve(model_file: str | Path) -> Path:

@@ -1,5 +1,5 @@
-"""The `iclbench` command line: `run`, `compare`, `list`, `export`, `verify`, and the commands of
-`iclbench.submissions`, `iclbench.leaderboard` and `iclbench.training`."""
+"""The `iclbench` command line: `run`, `compare`, `list`, `export`, `inputs`, `predict`, `verify`, and the commands
+of `iclbench.submissions`, `iclbench.leaderboard` and `iclbench.training`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import shlex
 import sys
 from pathlib import Path
@@ -17,18 +18,21 @@ import iclbench
 from iclbench import samples as samples_file
 from iclbench import tasks as task_registry
 from iclbench import distributed, training
-from iclbench import results
+from iclbench import predictions, results
 from iclbench.leaderboard import build as leaderboard_build
-from iclbench.submissions import convert, create, schema, verify
+from iclbench.submissions import convert, create, schema, score, verify
+from iclbench.checkpoint import CheckpointError
 from iclbench.cache import USE_AN_EXPORT, ExportError, eval_set, use_export, write_export
 from iclbench.evaluation import Interrupted, evaluate
 from iclbench.plugins import PluginError, parse_model_args
 from iclbench.provenance import provenance
+from iclbench.runner import RunConfig
 from iclbench.results import ResultsError
 from iclbench.samples import SamplesError
 from iclbench.sandbox import refusal
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
-from iclbench.worker import Limits
+from iclbench.tasks.family import VERIFY_SEED_BITS
+from iclbench.worker import IsolatedModel, Limits
 
 
 def _positive(text: str) -> int:
@@ -191,6 +195,87 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inputs(args: argparse.Namespace) -> int:
+    seed = args.seed
+    try:
+        if args.draw_seed is not None:
+            seed = secrets.randbits(VERIFY_SEED_BITS)
+            args.draw_seed.parent.mkdir(parents=True, exist_ok=True)
+            args.draw_seed.touch(0o600)
+            args.draw_seed.write_text(f"{seed}\n")  # written before the inputs: a seed in use is never lost
+        predictions.write_inputs(args.folder, task_registry.select(args.tasks), seed, args.prompts)
+    except (predictions.PredictionsError, UnknownTaskError, OSError) as exc:
+        print(f"iclbench inputs: {exc}", file=sys.stderr)
+        return 2
+    kind = "the suite's evaluation sets" if seed is None else "fresh evaluation sets"
+    print(f"{args.folder}: the inputs (x, y, x_query) of {kind}, with manifest.json")
+    return 0
+
+
+def judged_model(args: argparse.Namespace) -> IsolatedModel:
+    """The worker that runs a judged model (`predict`): scored with `predict` alone, as `validate --rerun` scores it,
+    in the sandbox wherever it can be made (`--no-sandbox`: never)."""
+    limits = Limits(args.task_timeout, args.max_memory or None, args.threads)
+    return IsolatedModel(args.model, limits, one_pass=False, sandbox=False if args.no_sandbox else None)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    try:
+        inputs = predictions.Inputs.read(args.inputs)
+        model = judged_model(args)
+    except (predictions.PredictionsError, PluginError) as exc:
+        print(f"iclbench predict: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = RunConfig("cpu", args.dtype, args.batch_size)
+        header, tensors = predictions.predict(model, inputs, cfg, not args.quiet)
+        predictions.write(args.out, header, tensors)
+    except (predictions.PredictionsError, OSError) as exc:
+        print(f"iclbench predict: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        model.close()
+    errors = [f"setup: {header['setup_error']}"] if header["setup_error"] is not None else []
+    errors += [f"{name}: {e['error']}" for name, e in header["tasks"].items() if e["status"] == "failed"]
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    done = sum(e["status"] == "ok" for e in header["tasks"].values())
+    print(f"{args.out}: predictions of {header['model']['name']} on {done} task(s) of {args.inputs}")
+    return 1 if errors else 0
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**VERIFY_SEED_BITS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2^{VERIFY_SEED_BITS} - 1, got {text}")
+    return value
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    out = args.out or args.folder / verify.REPORT
+    try:
+        chosen = task_registry.select(args.tasks)
+        report, problems = score.score(args.folder, args.public, args.fresh, args.seed, args.seed_drawn, chosen,
+                                       args.batch_size)
+        if report is not None:
+            results.write(out, report)
+    except (UnknownTaskError, verify.VerifyError, CheckpointError, OSError) as exc:
+        print(f"iclbench score: {exc}", file=sys.stderr)
+        return 2
+    if report is None:
+        for line in problems:
+            print(f"error: {line}")
+        print(f"{args.folder}: NOT SCORED, {len(problems)} problem(s)")
+        return 1
+    for line in verify.summary_lines(report, args.folder):
+        print(line)
+    print(f"report written to {out}")
+    return 0 if report["verdict"] == "pass" else 1
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     out = args.out or args.folder / verify.REPORT
     if not args.no_sandbox and (refused := refusal("verify")) is not None:
@@ -244,6 +329,15 @@ COMPARE_EXAMPLES = """examples:
 
 Files of different suite versions or data (fingerprints) are refused. Prompts are paired by
 index over the prompts both files scored (--prompts runs score the first N).
+"""
+INPUTS_EXAMPLES = """examples:
+  iclbench inputs in/public --tasks kernel                              the suite's sets, inputs only
+  iclbench inputs in/fresh --tasks kernel --draw-seed seed.txt          fresh sets of a seed drawn now
+  iclbench predict --model my_model.py --inputs in/public --out public.safetensors
+  iclbench score submissions/my-model --public public.safetensors --fresh fresh.safetensors \\
+      --seed "$(cat seed.txt)" --seed-drawn --tasks kernel
+
+The model runs on inputs alone (no targets); `iclbench score` judges its predictions without running it.
 """
 LIST_EXAMPLES = """examples:
   iclbench list
@@ -310,6 +404,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, metavar="DIR", help="folder to write (created if needed)")
     p.add_argument("--data", type=Path, metavar="DIR", help="re-export a verified export instead of generating")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("inputs", help="write the inputs (x, y, x_query; no targets) of evaluation sets, for predict",
+                       epilog=INPUTS_EXAMPLES, formatter_class=_Raw)
+    p.add_argument("folder", type=Path, metavar="DIR", help="folder to write (created if needed)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help=TASKS_HELP)
+    p.add_argument("--prompts", type=_positive, help="only the first N prompts of each task")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=_seed, help="fresh sets of this verification seed (default: the suite's sets)")
+    seed.add_argument("--draw-seed", type=Path, metavar="FILE",
+                      help="fresh sets of a seed drawn now with `secrets`, written to FILE (never into DIR)")
+    p.set_defaults(func=cmd_inputs)
+
+    p = sub.add_parser("predict", help="run a model on inputs (iclbench inputs) and write its predictions, unscored",
+                       epilog=INPUTS_EXAMPLES, formatter_class=_Raw)
+    p.add_argument("--model", required=True, help="path.py[:Class], a baseline name, or module[:Class]")
+    p.add_argument("--inputs", type=Path, required=True, metavar="DIR", help="a folder written by `iclbench inputs`")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the predictions file (.safetensors)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--batch-size", type=_positive, default=512, help="prompts per predict call")
+    p.add_argument("--task-timeout", type=_seconds, default=Limits.task_timeout, metavar="SECONDS",
+                   help="wall time allowed per task (and for loading and setup) before the model's worker is stopped")
+    p.add_argument("--max-memory", type=_gigabytes, default=Limits.max_memory_gb, metavar="GB",
+                   help="memory allowed to the model's worker (0: no limit)")
+    p.add_argument("--threads", type=_threads, default=Limits.threads, metavar="N", help="CPU threads of the worker")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run the model without the sandbox (by default it runs in one wherever this machine allows)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", help="judge a submission from its predictions (iclbench predict), never running it",
+                       epilog=INPUTS_EXAMPLES, formatter_class=_Raw)
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="the submission folder (model.py is read, never run)")
+    p.add_argument("--public", type=Path, required=True, metavar="FILE",
+                   help="its predictions on the inputs of the suite's sets (iclbench inputs DIR)")
+    p.add_argument("--fresh", type=Path, required=True, metavar="FILE",
+                   help="its predictions on the inputs of fresh sets (iclbench inputs DIR --seed SEED)")
+    p.add_argument("--seed", type=_seed, required=True, help="the verification seed of the fresh inputs")
+    p.add_argument("--seed-drawn", action="store_true",
+                   help="the seed was drawn at random for this verification (iclbench inputs --draw-seed)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="judge only these tasks (default: all)")
+    p.add_argument("--batch-size", type=_positive, default=512, help="prompts per replayed call")
+    p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify", help="score a submission on the public and on fresh evaluation sets, and compare",
                        epilog="examples:\n  iclbench verify submissions/lsa-1 --tasks linear --prompts 256",

@@ -66,7 +66,12 @@ def _one_line(exc: yaml.YAMLError) -> str:
 
 def load_yaml(path: Path, max_bytes: int) -> Any:
     """Parse the YAML file `path` safely: at most `max_bytes`, no anchors or aliases, at most `MAX_DEPTH` deep."""
-    raw = read_limited(path, max_bytes)
+    return parse_yaml(read_limited(path, max_bytes))
+
+
+def parse_yaml(raw: bytes) -> Any:
+    """Parse YAML bytes (UTF-8) without anchors or aliases, nested at most `MAX_DEPTH` deep; `UntrustedError` with a
+    one-line reason otherwise."""
     try:
         return yaml.load(raw.decode("utf-8"), Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except UnicodeDecodeError as exc:

@@ -82,7 +82,7 @@ def test_export_of_another_suite_version_is_refused(export: Path, tmp_path: Path
     m = manifest(export)
     m["suite_version"] = "v0"
     (export / "manifest.json").write_text(json.dumps(m))
-    message = f"an export of suite 'v0'; this is suite {tasks.SUITE_VERSION!r}"
+    message = f"made on suite 'v0'; this is suite {tasks.SUITE_VERSION!r}: run `iclbench export` again"
     refused(capsys, run_args(export, tmp_path / "out"), message)
     refused(capsys, ["list", "--verify", "--data", str(export)], message)
     assert not (tmp_path / "out").exists()

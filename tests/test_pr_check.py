@@ -203,6 +203,49 @@ def test_id_that_is_not_the_slug(repo: Path, capsys: pytest.CaptureFixture[str],
     assert line.isascii()
 
 
+LOOKALIKE = "the same after Unicode NFKD"
+
+
+@pytest.mark.parametrize(
+    ("sub_id", "name", "expected"),
+    [
+        ("0lder", "fresh-name", ["id '0lder' looks like the id of submissions/older in the base"]),
+        ("fresh-id", "Existing", []),  # not an id: validation refuses the name; the id is compared
+        ("fresh-id", "ex-is-ting", ["model name 'ex-is-ting' looks like the id of submissions/existing in the base"]),
+        ("fresh-id", "named-0ld", ["model name 'named-0ld' looks like the model name 'named-old' of "
+                                   "submissions/older in the base"]),
+        ("g-d", "fresh-name", ["id 'g-d' looks like the name of the baseline 'gd'"]),
+        ("fresh-id", "ridge", ["model name 'ridge' is already the name of the baseline 'ridge'"]),
+        ("fresh-id", "fresh-name", []),
+    ],
+)
+def test_id_and_name_that_look_like_the_bases(
+    repo: Path, capsys: pytest.CaptureFixture[str], sub_id: str, name: str, expected: list[str]
+) -> None:
+    """The new folder's id and model name against the base's ids, names and baselines, up to look-alikes."""
+    git(repo, "checkout", "-q", "main")
+    write(repo, {"submissions/older/submission.yaml": "name: named-old\n", "submissions/older/model.py": "x\n"})
+    commit(repo, "another submission on main")
+    git(repo, "checkout", "-q", "-B", "pr")
+    write(repo, {f"submissions/{sub_id}/model.py": "x\n", f"submissions/{sub_id}/submission.yaml": f"name: {name}\n"})
+    commit(repo, "a new submission")
+    if not expected:
+        assert check(repo, capsys) == (0, f"submissions/{sub_id}\n", [])
+        return
+    lines = refused(repo, capsys)
+    assert [line.split(" (", 1)[0] if LOOKALIKE in line else line for line in lines] == [
+        f"error: submissions/{sub_id}: {e}" for e in expected
+    ]
+    assert all(LOOKALIKE in line for line in lines if "looks like" in line)
+
+
+def test_an_update_may_keep_its_own_id_and_name(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo, {"submissions/existing/model.py": "class M2: ...\n"})
+    commit(repo, "update existing")
+    code, out, _ = check(repo, capsys)
+    assert (code, out) == (0, "submissions/existing\n")
+
+
 @pytest.mark.parametrize(
     "name",
     [

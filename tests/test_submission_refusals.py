@@ -6,6 +6,7 @@ folder's report must be exactly its one expected reason and `INVALID, 1 problem(
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import subprocess
@@ -15,11 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import yaml
 from fixtures.submission_kit import static_submission, write_meta
 
 from iclbench import checkpoint
 from iclbench.leaderboard.build import LeaderboardError, load_entries
 from iclbench.plugins import sha256_file
+from iclbench.submissions import schema
+from iclbench.submissions.payload import MAX_NUMBERS, count, text_numbers
 from iclbench.submissions.rerun import compare_task
 from iclbench.submissions.schema import CHECKPOINT_HUB, check_fields
 from iclbench.tasks import TASKS
@@ -99,6 +103,28 @@ def named(name: str) -> Callable[[Path], None]:
         edit_results(lambda d: d["model"].update(name=name))(folder)
 
     return apply
+
+
+def training_free(files: dict[str, str | bytes]) -> Callable[[Path], None]:
+    """Make the folder a training-free submission (no checkpoint, `training: null`) holding `files` besides."""
+
+    def apply(folder: Path) -> None:
+        (folder / "weights.safetensors").unlink()
+        meta = yaml.safe_load((folder / "submission.yaml").read_text())
+        meta.update(parameters=0, training=None, checkpoint=None)
+        (folder / "submission.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        edit_results(lambda d: d["model"].update(checkpoint_sha256=None))(folder)
+        for name, content in files.items():
+            path = folder / name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+
+    return apply
+
+
+NUMBERS = ", ".join(f"{0.001 * i:.4f}" for i in range(300))
+"""300 numbers as text."""
+BASE64 = base64.b64encode(struct.pack("<300f", *range(300))).decode()
+"""300 float32 values, base64-encoded: 1,600 characters in one run."""
 
 
 def lr(entry: dict) -> bytes:
@@ -191,6 +217,14 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "id-upper": (named("Ridge"), "field 'name' must be the model's name, equal to its Model.name: 3-64 lowercase"),
     "id-zero-width-space": (named("ridge\u200b"), "field 'name' must be the model's name"),
     "id-cyrillic": (named("ridg\u0435"), "field 'name' must be the model's name"),
+    # training-free submissions ship no parameters, in any file; a trained one counts them in its checkpoint
+    "free-json": (training_free({"weights.json": f"[{NUMBERS}]"}), "weights.json: holds 300 numbers, more than the 256"),
+    "free-base64": (training_free({"notes.txt": BASE64}), f"notes.txt: holds {text_numbers(BASE64)} numbers, more than"),
+    "free-python": (training_free({"table.py": f"W = [{NUMBERS}]\n"}), "table.py: holds 300 numbers"),
+    "free-python-string": (training_free({"table.py": f"W = {BASE64!r}\n"}), "table.py: holds 3"),
+    "free-readme": (training_free({"README.md": f"Weights: {NUMBERS}\n"}), "README.md: holds 300 numbers"),
+    "free-binary": (training_free({"data.txt": struct.pack("<300f", *range(300))}), "data.txt: holds 300 numbers"),
+    "parameters": (lambda f: write_meta(f, parameters=5), "field 'parameters' is 5, but the checkpoint holds 1 numbers"),
     # Hub fields
     "hub-dotdot-repo": (hub(repo_id="org/.."), "field 'repo_id' must be a Hugging Face Hub model id owner/name"),
     "hub-dashes-repo": (hub(repo_id="org/a--b"), "field 'repo_id' must be a Hugging Face Hub model id"),
@@ -248,6 +282,20 @@ def test_untouched_copy_is_valid(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stdout.strip().endswith("tiny-gd: valid"), done.stdout + done.stderr
 
 
+def test_a_training_free_submission_may_hold_a_few_numbers(tmp_path: Path) -> None:
+    """The training-free cases' starting point is valid: a note with a few numbers is no checkpoint."""
+    folder = static_submission(tmp_path / "submissions" / "tiny-gd", NOMINAL)
+    training_free({"notes.txt": "learning rate 0.05, 8 steps, chosen on linear/kappa1\n"})(folder)
+    assert schema.load(folder)[1] == []
+
+
+def test_every_baseline_could_be_a_training_free_submission() -> None:
+    """The limit on numbers leaves room for real algorithms: no baseline's file reaches it."""
+    files = sorted((Path(checkpoint.__file__).parent / "baselines").glob("*.py"))
+    counted = {p.name: count(p, p.read_bytes()) for p in files}
+    assert len(counted) > 5 and max(counted.values()) <= MAX_NUMBERS, counted
+
+
 def test_names_are_unique_ignoring_case_across_submissions(tmp_path: Path) -> None:
     subs = tmp_path / "submissions"
     first = static_submission(subs / "model-a", NOMINAL, name="shared-name")
@@ -256,9 +304,26 @@ def test_names_are_unique_ignoring_case_across_submissions(tmp_path: Path) -> No
     with pytest.raises(LeaderboardError) as info:
         load_entries(subs, tmp_path / "no-baselines")
     message = str(info.value)
-    assert f"{second}: name 'shared-name' is already the model name of {first}" in message
-    assert f"{first}: name 'shared-name' is already the model name of {second}" in message
+    assert f"{second}: name 'shared-name' is already the model name 'shared-name' of {first}" in message
+    assert f"{first}: name 'shared-name' is already the model name 'shared-name' of {second}" in message
     assert f"{third}: name 'model-a' is already the id of {first}" in message
+
+
+def test_names_that_look_alike_are_refused(tmp_path: Path) -> None:
+    """Ids and names equal up to separators, 0/o, 1/l and rn/m are one name, against submissions and baselines."""
+    subs = tmp_path / "submissions"
+    static_submission(subs / "lsa-1l-kernel", NOMINAL, name="lsa-1l-kernel")
+    same_id = static_submission(subs / "lsa-ll-kemel", NOMINAL, name="my-model")
+    same_name = static_submission(subs / "other-model", NOMINAL, name="o1s")
+    apart = static_submission(subs / "lsa-2l-kernel", NOMINAL, name="lsa-2l-kernel")
+    problems = {p: schema.load(p)[1] for p in (same_id, same_name, apart)}
+    assert problems[same_id] == [
+        f"{same_id}: id 'lsa-ll-kemel' looks like the id of {subs / 'lsa-1l-kernel'} ({schema.LOOKALIKE_RULE})"
+    ]
+    assert problems[same_name] == [
+        f"{same_name}: name 'o1s' looks like the name of the baseline 'ols' ({schema.LOOKALIKE_RULE})"
+    ]
+    assert problems[apart] == []
 
 
 def test_non_finite_baseline_results_are_refused_not_crashed_on(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import tempfile
@@ -90,7 +89,7 @@ def trained_run(run_dir: Path, staged: Path, name: str, parameters: int | None) 
         raise SubmitError(
             f"{exc} (a checkpoint over {checkpoint.MAX_FILE_BYTES} bytes goes on the Hugging Face Hub: see SUBMITTING.md)"
         ) from None
-    count = sum(math.prod(info["shape"]) for key, info in header.items() if key != "__metadata__")
+    count = checkpoint.elements(header)
     if log.get("parameters") != count:
         raise SubmitError(f"{run_dir / LOG_NAME}: parameters is {log.get('parameters')!r}, {weights} holds {count}")
     try:

@@ -15,7 +15,10 @@ A pull request is refused as a submission when:
 - the id is not a submission id (`iclbench.submissions.schema.ID_RE`: 3-64 lowercase ASCII letters,
   digits and hyphens, no hyphen at either end);
 - the folder at HEAD holds a symbolic link, a submodule, a name that is not ASCII letters, digits,
-  '.', '_' and '-' starting with a letter, digit or '_', or more than the folder size limit.
+  '.', '_' and '-' starting with a letter, digit or '_', or more than the folder size limit;
+- its id, or the model name in its `submission.yaml` at HEAD, looks like (`iclbench.submissions.schema.lookalike`)
+  a baseline's name or the id or model name of another submission of BASE (the folder's own id and name, for an
+  update, excepted).
 
 An update of an existing submission (files modified, added or deleted inside its own folder,
 which keeps at least one file) is a submission: it is accepted with a note on stderr, since
@@ -41,8 +44,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from iclbench.submissions.schema import ID_RE, MAX_FOLDER_BYTES
+from iclbench.checkpoint import MAX_YAML_BYTES
+from iclbench.submissions.schema import ID_RE, MAX_FOLDER_BYTES, Taken, baselines_taken, lookalike, taken_line
 from iclbench.submissions.verify import REPORT
+from iclbench.untrusted import UntrustedError, parse_yaml
 
 REGULAR_MODES = ("100644", "100755")
 SYMLINK_MODE = "120000"
@@ -123,6 +128,48 @@ def tree(repo: Path, commit: str, folder: str) -> list[Entry]:
     return out
 
 
+def model_name(repo: Path, commit: str, folder: str) -> str | None:
+    """The model name in `folder/submission.yaml` at `commit`, when it is a readable YAML mapping of at most
+    `MAX_YAML_BYTES` whose name is an id (validation reports any other case)."""
+    found = [e for e in tree(repo, commit, folder) if e.path == f"{folder}/submission.yaml"]
+    if not found or found[0].mode not in REGULAR_MODES or found[0].size > MAX_YAML_BYTES:
+        return None
+    try:
+        meta = parse_yaml(git(repo, "cat-file", "blob", found[0].sha))
+    except UntrustedError:
+        return None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and ID_RE.fullmatch(name) else None
+
+
+def taken(repo: Path, base: str, own: str) -> Taken:
+    """The ids and names taken in BASE: the baselines' names, and the ids and model names of BASE's submissions other
+    than `own`."""
+    out = baselines_taken()
+    for record in git(repo, "ls-tree", "-z", "--full-tree", base, "--", "submissions/").split(b"\0"):
+        if not record:
+            continue
+        meta, path = record.split(b"\t", 1)
+        other = _decode(path).removeprefix("submissions/")
+        if _decode(meta).split()[1] != "tree" or other == own:
+            continue
+        where = f"submissions/{shown(other)}"
+        out.setdefault(lookalike(other), (other, f"the id of {where} in the base"))
+        if (name := model_name(repo, base, f"submissions/{other}")) is not None:
+            out.setdefault(lookalike(name), (name, f"the model name {name!r} of {where} in the base"))
+    return out
+
+
+def lookalikes(repo: Path, base: str, head: str, sub_id: str) -> list[str]:
+    """One line for the id and one for the model name of `submissions/<sub_id>` at `head` that is, or looks like, an
+    id or name taken in `base` (`taken`)."""
+    folder = f"submissions/{sub_id}"
+    used = taken(repo, base, sub_id)
+    named = [("id", sub_id), ("model name", model_name(repo, head, folder))]
+    lines = [taken_line(folder, what, value, used) for what, value in named if value is not None]
+    return [line for line in lines if line is not None]
+
+
 def _kind(mode: str) -> str | None:
     """What is wrong with a file of this mode in a submission, or None for a regular file."""
     if mode == SYMLINK_MODE:
@@ -180,6 +227,7 @@ def judge(repo: Path, base: str, head: str) -> tuple[str | None, list[str], list
     total = sum(e.size for e in files)
     if total > MAX_FOLDER_BYTES:
         reasons.append(f"{folder}: {total} bytes in all, over the {MAX_FOLDER_BYTES}-byte limit")
+    reasons += lookalikes(repo, base, head, sub_id)
     if reasons:
         return None, reasons, []
     notes = (

@@ -9,9 +9,11 @@ submission's `model.py` only when asked to re-run it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,13 +22,38 @@ from iclbench import checkpoint, results
 from iclbench.cache import USE_AN_EXPORT, ExportError, use_export
 from iclbench.plugins import baseline_names, sha256_file
 from iclbench.sandbox import refusal
+from iclbench.submissions import payload
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, UnknownTaskError, select
-from iclbench.untrusted import UntrustedError, load_json, load_yaml
+from iclbench.untrusted import UntrustedError, load_json, load_yaml, read_limited
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
 """A submission id (its folder's name) and a model's name: 3-64 lowercase ASCII letters, digits and
-hyphens, no hyphen at either end. Ids and names are unique ignoring case across submissions and baselines."""
+hyphens, no hyphen at either end. Ids and names are unique across submissions and baselines up to look-alikes
+(`lookalike`)."""
 ID_RULE = "3-64 lowercase ASCII letters, digits and hyphens, starting and ending with a letter or digit"
+LOOKALIKE_RULE = (
+    "the same after Unicode NFKD, case folding, dropping accents and invisible characters, reading Cyrillic and "
+    "Greek look-alikes as Latin letters, 0 as o, 1 as l, rn as m, vv as w, and ignoring '-', '_', '.' and spaces"
+)
+CONFUSABLES = str.maketrans({
+    **dict(zip("авезкмнорстухѕіјԁһӏԛԝ", "abe3kmhopctyxsijdhlqw")),  # Cyrillic (either case looks Latin)
+    **dict(zip("αβγεζηικνορτυχω", "abyezhiknoptuxw")),  # Greek
+    "ɡ": "g",
+    "0": "o",
+    "1": "l",
+})
+"""Case-folded Cyrillic and Greek letters that look like Latin ones in either case (other letters are kept), and the
+digits that look like letters."""
+
+
+def lookalike(text: str) -> str:
+    """The form under which two ids or names are the same (`LOOKALIKE_RULE`): `Ridge`, `ri-dge`, `ri_dge`, `ridge`
+    with a Cyrillic `е` or a zero-width space all give `ridge`; `lsa-1l` and `lsa-ll` give `lsall`."""
+    folded = unicodedata.normalize("NFKD", text).casefold()
+    kept = "".join(c for c in folded if unicodedata.category(c) not in ("Mn", "Me", "Cf", "Cc"))
+    plain = re.sub(r"[\s._-]+", "", unicodedata.normalize("NFKC", kept).casefold().translate(CONFUSABLES))
+    return plain.replace("rn", "m").replace("vv", "w")
+
 
 REQUIRED_FILES = ("model.py", "submission.yaml", "results.json")
 ALLOWED_SUFFIXES = (".py", ".yaml", ".json", ".md", ".txt", ".safetensors")
@@ -295,20 +322,60 @@ def _read(path: Path, reader: Callable[[Path, int], Any]) -> tuple[Any, list[str
         return None, [f"{path}: {exc}"]
 
 
+Taken = dict[str, tuple[str, str]]
+"""Ids and names already used, by `lookalike` form: (the id or name, what it is)."""
+
+
+def taken_line(where: str, what: str, value: str, taken: Taken) -> str | None:
+    """The problem of an id or name (`what`, `value`) that is already taken or looks like one taken; None if neither."""
+    if (found := taken.get(lookalike(value))) is None:
+        return None
+    used, owner = found
+    if used == value:
+        return f"{where}: {what} {value!r} is already {owner}"
+    return f"{where}: {what} {value!r} looks like {owner} ({LOOKALIKE_RULE})"
+
+
+def baselines_taken() -> Taken:
+    """The baselines' names, by `lookalike` form."""
+    return {lookalike(b): (b, f"the name of the baseline {b!r}") for b in baseline_names()}
+
+
 def check_unique(folder: Path, name: str) -> list[str]:
-    """Problems of an id (`folder`'s name) or model name already used, ignoring case, by a baseline or by
-    another submission beside `folder` (its id or its name)."""
-    taken = {b.casefold(): f"the name of the baseline {b!r}" for b in baseline_names()}
+    """Problems of an id (`folder`'s name) or model name that is, or looks like (`lookalike`), a baseline's name or
+    the id or name of another submission beside `folder`."""
+    taken = baselines_taken()
     for other in sorted(p for p in folder.parent.iterdir() if p.is_dir() and not p.is_symlink() and p != folder):
-        taken.setdefault(other.name.casefold(), f"the id of {other}")
+        taken.setdefault(lookalike(other.name), (other.name, f"the id of {other}"))
         other_meta, _ = _read(other / "submission.yaml", load_yaml)  # its own validation reports its problems
         if isinstance(other_meta, dict) and isinstance(other_meta.get("name"), str):
-            taken.setdefault(other_meta["name"].casefold(), f"the model name of {other}")
-    return [
-        f"{folder}: {what} {value!r} is already {taken[value.casefold()]} (ids and names must be unique ignoring case)"
-        for what, value in (("id", folder.name), ("name", name))
-        if value.casefold() in taken
-    ]
+            used = other_meta["name"]
+            taken.setdefault(lookalike(used), (used, f"the model name {used!r} of {other}"))
+    lines = [taken_line(str(folder), what, value, taken) for what, value in (("id", folder.name), ("name", name))]
+    return [line for line in lines if line is not None]
+
+
+def check_training_free(folder: Path) -> list[str]:
+    """Problems of a training-free submission (`training: null`) that ships parameters: one line per file other
+    than `payload.SCHEMA_FILES` that holds more than `payload.MAX_NUMBERS` numbers (`payload.count`)."""
+    problems = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not os.path.islink(os.path.join(root, d)))
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.is_symlink() or (root == str(folder) and name in payload.SCHEMA_FILES):
+                continue
+            try:
+                numbers = payload.count(path, read_limited(path, MAX_BYTES.get(path.suffix, 0)))
+            except (OSError, UntrustedError):
+                continue  # check_files reports a file of another kind or over its size limit
+            if numbers > payload.MAX_NUMBERS:
+                problems.append(
+                    f"{path}: holds {numbers} numbers, more than the {payload.MAX_NUMBERS} a training-free "
+                    "submission (training: null) may ship: trained weights go in the declared checkpoint, with "
+                    "training, checkpoint and parameters declared in submission.yaml"
+                )
+    return problems
 
 
 def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
@@ -334,6 +401,8 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
         for p in sorted(folder.rglob("*.safetensors"))
         if isinstance(meta, dict) and p.relative_to(folder).as_posix() != declared  # unknown when unreadable
     ]
+    if isinstance(meta, dict) and "training" in meta and meta["training"] is None:
+        problems += check_training_free(folder)
     where = str(folder / "results.json")
     doc, bad = _read(folder / "results.json", load_json)
     if doc is None:
@@ -376,14 +445,29 @@ def _checkpoint_declared(sub: Submission) -> bool:
 
 
 def check_checkpoint(sub: Submission) -> list[str]:
-    """Fetch (Hub) or find (folder) the declared checkpoint; check it is safetensors with its SHA-256."""
+    """Fetch (Hub) or find (folder) the declared checkpoint; check it is safetensors with its SHA-256, and that
+    `parameters` is its number of elements."""
     declared = sub.meta["checkpoint"]
     try:
         path = checkpoint.locate(sub.folder, declared)
-        checkpoint.verify(path, declared["sha256"], checkpoint.max_bytes(declared))
+        header = checkpoint.verify(path, declared["sha256"], checkpoint.max_bytes(declared))
     except checkpoint.CheckpointError as exc:
         return [f"{sub.folder / 'submission.yaml'}: checkpoint: {exc}"]
+    elements = checkpoint.elements(header)
+    if sub.meta.get("parameters") not in (elements, 0):  # 0 is reported by check_meta
+        return [
+            f"{sub.folder / 'submission.yaml'}: field 'parameters' is {sub.meta.get('parameters')!r}, "
+            f"but the checkpoint holds {elements} numbers: parameters counts every element of the checkpoint"
+        ]
     return []
+
+
+def check(folder: str | Path) -> tuple[Submission | None, list[str]]:
+    """`load`'s checks and the checkpoint's (`check_checkpoint`): every check that needs no model code."""
+    sub, problems = load(folder)
+    if sub is None:
+        return None, problems
+    return sub, problems + (check_checkpoint(sub) if _checkpoint_declared(sub) else [])
 
 
 def validate(
@@ -396,10 +480,9 @@ def validate(
     (`iclbench.sandbox`) unless `sandbox` is False (on the tasks matching `tasks`, all by default), and
     every metric is compared with results.json within the tolerances of `iclbench.submissions.rerun`.
     """
-    sub, problems = load(folder)
+    sub, problems = check(folder)
     if sub is None:
         return problems
-    problems += check_checkpoint(sub) if _checkpoint_declared(sub) else []
     if rerun and not problems:
         from iclbench.submissions.rerun import rerun_and_compare
 

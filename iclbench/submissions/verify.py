@@ -44,7 +44,7 @@ from iclbench import results
 from iclbench import tasks as task_registry
 from iclbench.cache import fresh_sets
 from iclbench.plugins import PluginError
-from iclbench.runner import RunConfig, Samples, run
+from iclbench.runner import RunConfig, Samples, ScoredModel, run
 from iclbench.sandbox import SandboxError
 from iclbench.submissions import rank_test
 from iclbench.submissions.rank_test import compare_errors
@@ -125,7 +125,7 @@ def _length_reason(n: str, c: dict[str, Any]) -> str:
 
 
 def _scored(
-    model: IsolatedModel, task: Task, cfg: RunConfig, progress: bool
+    model: ScoredModel, task: Task, cfg: RunConfig, progress: bool
 ) -> tuple[dict[str, Any], dict[str, Any], Samples]:
     """The model's identity (`IDENTITY`) in one task's run, the task's entry and its per-prompt samples."""
     samples: Samples = {}
@@ -145,14 +145,46 @@ def verify(
     report: TaskReport | None = None,
 ) -> dict[str, Any]:
     """Score `model` (a `--model` string) on the public and on fresh sets of the tasks matching `patterns`
-    (all by default), compare with `public`, its results document, and return the report.
+    (all by default), in one worker, compare with `public`, its results document, and return the report (`judge`).
 
-    `seed`: the verification seed, drawn with `secrets` when None. The runs are on the CPU in the
-    results' dtype, in the sandbox (`iclbench.sandbox`) unless `sandbox` is False; the public one on the prompts
-    results.json was scored on, the fresh one on the first `prompts` (all by default). `progress`: the runner's
-    progress bars; `report` is called as each task is done. Raises `VerifyError` when the results are not a
-    results document, of another suite, the seed is out of range, a pattern matches no task, the sandbox cannot
-    be made or the model cannot be loaded.
+    `seed`: the verification seed, drawn with `secrets` when None. The worker runs in the sandbox
+    (`iclbench.sandbox`) unless `sandbox` is False. Raises `VerifyError` as `judge` does, and when a pattern
+    matches no task, the sandbox cannot be made or the model cannot be loaded.
+    """
+    drawn = seed is None
+    seed = secrets.randbits(VERIFY_SEED_BITS) if seed is None else seed
+    try:
+        chosen = task_registry.select(patterns)
+        isolated = IsolatedModel(model, one_pass=False, sandbox=sandbox)
+    except (PluginError, task_registry.UnknownTaskError, SandboxError) as exc:
+        raise VerifyError(str(exc)) from None
+    try:
+        out = judge(isolated, isolated, public, seed, drawn, chosen, prompts, batch_size, progress, report)
+    finally:
+        isolated.close()
+    return {**out, "sandboxed": isolated.sandboxed}
+
+
+def judge(
+    public_model: ScoredModel,
+    fresh_model: ScoredModel,
+    public: dict[str, Any],
+    seed: int,
+    drawn: bool,
+    chosen: list[Task],
+    prompts: int | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+    report: TaskReport | None = None,
+) -> dict[str, Any]:
+    """The report of a model scored on the public sets (`public_model`) and on the fresh sets of verification seed
+    `seed` (`fresh_model`) of the tasks `chosen`, compared with `public`, its results document. Each is a worker
+    (one and the same for `verify`), or predictions replayed (`iclbench.predictions.ReplayedModel`).
+
+    The runs are on the CPU in the results' dtype: the public one on the prompts results.json was scored on, the
+    fresh one on the first `prompts` (all by default); `drawn` records whether the seed was drawn at random for
+    this verification. `progress`: the runner's progress bars; `report` is called as each task is done. Raises
+    `VerifyError` when the results are not a results document or of another suite, or the seed is out of range.
     """
     try:
         results.check(public, "results.json")
@@ -163,32 +195,22 @@ def verify(
             f"results.json was made on suite {public['suite_version']!r}; this is suite {SUITE_VERSION!r}"
         )
     dtype = public["run"]["dtype"]
-    drawn = seed is None
-    seed = secrets.randbits(VERIFY_SEED_BITS) if seed is None else seed
     if not 0 <= seed < 2**VERIFY_SEED_BITS:
         raise VerifyError(f"--seed {seed}: expected an integer from 0 to 2^{VERIFY_SEED_BITS} - 1")
-    try:
-        chosen = task_registry.select(patterns)
-        isolated = IsolatedModel(model, one_pass=False, sandbox=sandbox)
-    except (PluginError, task_registry.UnknownTaskError, SandboxError) as exc:
-        raise VerifyError(str(exc)) from None
     public_cfg = RunConfig("cpu", dtype, batch_size, public["run"].get("prompts"))
     fresh_cfg = RunConfig("cpu", dtype, batch_size, prompts)
     started = _now()
     checked, identities = {}, []
-    try:
-        for task in chosen:
-            name, start = task.spec.name, time.perf_counter()
-            identity, pub, pub_samples = _scored(isolated, task, public_cfg, progress)
-            identities.append(identity)
-            with fresh_sets(seed):  # the worker receives prompts only: it never learns the seed
-                identity, new, new_samples = _scored(isolated, task, fresh_cfg, progress)
-            identities.append(identity)
-            checked[name] = compare_task(name, public["tasks"].get(name), (pub, pub_samples), (new, new_samples), dtype)
-            if report is not None:
-                report(name, checked[name], time.perf_counter() - start)
-    finally:
-        isolated.close()
+    for task in chosen:
+        name, start = task.spec.name, time.perf_counter()
+        identity, pub, pub_samples = _scored(public_model, task, public_cfg, progress)
+        identities.append(identity)
+        with fresh_sets(seed):  # the model receives prompts only: it never learns the seed
+            identity, new, new_samples = _scored(fresh_model, task, fresh_cfg, progress)
+        identities.append(identity)
+        checked[name] = compare_task(name, public["tasks"].get(name), (pub, pub_samples), (new, new_samples), dtype)
+        if report is not None:
+            report(name, checked[name], time.perf_counter() - start)
     problems = list(dict.fromkeys(
         f"model.{k} is {v!r} when verified, {public['model'].get(k)!r} in results.json"
         for identity in identities
@@ -209,7 +231,6 @@ def verify(
         "model": identities[0],
         "dtype": dtype,
         "prompts": prompts,
-        "sandboxed": isolated.sandboxed,
         "rule": {
             "name": RULE,
             "false_alarm": rank_test.FALSE_ALARM,
