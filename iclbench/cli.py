@@ -29,7 +29,7 @@ from iclbench.provenance import provenance
 from iclbench.runner import RunConfig
 from iclbench.results import ResultsError
 from iclbench.samples import SamplesError
-from iclbench.sandbox import refusal
+from iclbench.sandbox import SandboxError, refusal
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
 from iclbench.tasks.family import VERIFY_SEED_BITS
 from iclbench.worker import IsolatedModel, Limits
@@ -214,16 +214,19 @@ def cmd_inputs(args: argparse.Namespace) -> int:
 
 def judged_model(args: argparse.Namespace) -> IsolatedModel:
     """The worker that runs a judged model (`predict`): scored with `predict` alone, as `validate --rerun` scores it,
-    in the sandbox wherever it can be made (`--no-sandbox`: never)."""
+    in the sandbox unless `--no-sandbox`."""
     limits = Limits(args.task_timeout, args.max_memory or None, args.threads)
-    return IsolatedModel(args.model, limits, one_pass=False, sandbox=False if args.no_sandbox else None)
+    return IsolatedModel(args.model, limits, one_pass=False, sandbox=not args.no_sandbox)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if not args.no_sandbox and (refused := refusal("predict")) is not None:
+        print(refused, file=sys.stderr)
+        return 2
     try:
         inputs = predictions.Inputs.read(args.inputs)
         model = judged_model(args)
-    except (predictions.PredictionsError, PluginError) as exc:
+    except (predictions.PredictionsError, PluginError, SandboxError) as exc:
         print(f"iclbench predict: {exc}", file=sys.stderr)
         return 2
     try:
@@ -428,8 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory", type=_gigabytes, default=Limits.max_memory_gb, metavar="GB",
                    help="memory allowed to the model's worker (0: no limit)")
     p.add_argument("--threads", type=_threads, default=Limits.threads, metavar="N", help="CPU threads of the worker")
-    p.add_argument("--no-sandbox", action="store_true",
-                   help="run the model without the sandbox (by default it runs in one wherever this machine allows)")
+    p.add_argument("--no-sandbox", action="store_true", help=NO_SANDBOX_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

@@ -15,8 +15,8 @@ running the model's code.
   scored, the tensors `<task>/<n>/y`, and `<task>/<n>/steps` and `<task>/<n>/w` when the model returns them, in
   the run's dtype, for every prompt of the inputs; its metadata `HEADER_KEY` holds a JSON header: `format`
   (`FORMAT`), the versions, `model` (name, source, class, args, file_sha256, checkpoint_sha256, as the runner
-  records them, `iclbench.runner.model_info`), `run` (dtype, batch_size, prompts, threads), `setup_error` and,
-  per task, `status` ("ok", "unsupported" or "failed"), `inputs` (the fingerprint of the inputs answered),
+  records them, `iclbench.runner.model_info`), `run` (dtype, batch_size, prompts, threads, and sandboxed: whether
+  the model ran in the sandbox), `setup_error` and, per task, `status` ("ok", "unsupported" or "failed"), `inputs` (the fingerprint of the inputs answered),
   `lengths` (those scored) and `error` (a failed task's). The file is at most `MAX_BYTES`.
 - **Replay** (`read`, `ReplayedModel`): the scorer reads a predictions file as a submitter controls it, checking
   every field, name, dtype and shape before it loads a tensor (`PredictionsError`, one line), and
@@ -163,7 +163,8 @@ def predict(
         "iclbench_version": iclbench.__version__,
         "torch_version": torch.__version__,
         "model": {},
-        "run": {"dtype": cfg.dtype, "batch_size": cfg.batch_size, "prompts": inputs.prompts, "threads": model.threads},
+        "run": {"dtype": cfg.dtype, "batch_size": cfg.batch_size, "prompts": inputs.prompts, "threads": model.threads,
+                "sandboxed": model.sandboxed},
         "setup_error": None,
         "tasks": {},
     }
@@ -263,8 +264,10 @@ def _check_header(header: Any) -> str | None:
             and _sha(model["file_sha256"]) and _sha(model["checkpoint_sha256"])):
         return f"model must hold exactly {', '.join(IDENTITY)}: strings, no args, SHA-256 hex digests or null"
     if not (isinstance(run, dict) and run.get("dtype") in ("float32", "float64") and _count(run.get("batch_size"), 1)
-            and _count(run.get("threads"), 1) and (run.get("prompts") is None or _count(run.get("prompts"), 1))):
-        return "run must hold dtype (float32 or float64), batch_size, threads and prompts (positive integers or null)"
+            and _count(run.get("threads"), 1) and (run.get("prompts") is None or _count(run.get("prompts"), 1))
+            and isinstance(run.get("sandboxed"), bool)):
+        return ("run must hold dtype (float32 or float64), batch_size, threads and prompts (positive integers or "
+                "null) and sandboxed (true or false)")
     if not (header.get("setup_error") is None or _short(header.get("setup_error"))):
         return f"setup_error must be null or a string of at most {MAX_TEXT} characters"
     if not isinstance(tasks, dict):
@@ -366,6 +369,11 @@ class ReplayedModel:
     @property
     def threads(self) -> int:
         return self.predictions.header["run"]["threads"]
+
+    @property
+    def sandboxed(self) -> bool:
+        """Whether the model ran in the sandbox when it made the predictions, as `iclbench predict` recorded it."""
+        return self.predictions.header["run"]["sandboxed"]
 
     @property
     def path(self) -> Path | None:

@@ -129,7 +129,7 @@ def choose(wanted: bool | None) -> bool:
 
 
 def refusal(command: str) -> str | None:
-    """The line a command that judges a model (`verify`, `validate --rerun`) prints, refusing to run it, where the
+    """The line a command that judges a model (`verify`, `validate --rerun`, `predict`) prints, refusing to run it, where the
     sandbox cannot be made; None where it can."""
     why = unavailable()
     if why is None:

@@ -246,7 +246,9 @@ def test_predictions_that_replay_wrongly_fail_their_task(judged: dict[str, Path]
     nan = forged(judged["public"], tmp_path / "nan.safetensors", lambda h, t: t[Y].__setitem__((5, 0), float("nan")))
     report, problems = score.score(judged["folder"], nan, judged["fresh"], SEED, True, select(TASK_NAMES))
     assert report["verdict"] == "fail"
-    assert any("kernel/linear: status 'ok' in results.json, 'failed' on re-run" in p and "NaN" in p for p in problems)
+    reason = report["tasks"]["kernel/linear"]["reason"]
+    assert reason.startswith("results.json is not reproduced: ") and "NaN" in reason
+    assert "kernel/linear: status 'ok' in results.json, 'failed' on re-run" in reason
     other = forged(judged["public"], tmp_path / "other.safetensors", _set("model.file_sha256", "0" * 64))
     report, problems = score.score(judged["folder"], other, judged["fresh"], SEED, True, select(TASK_NAMES))
     assert report is None and problems == [

@@ -25,7 +25,6 @@ import yaml
 from fixtures.actions import Runner, load
 from fixtures.tamperer import write_tamperer
 
-from iclbench import worker
 from iclbench.cli import build_parser
 from iclbench.leaderboard import findings
 from iclbench.plugins import load_model
@@ -43,8 +42,6 @@ TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """The tasks of the fast replays: their sets generate in milliseconds."""
 HONEST = "kernel-exp-attn-linear"
 """The committed submission of the fast replays (it scores kernel/linear)."""
-SANDBOXED = "sandbox" in worker.IsolatedModel.__init__.__code__.co_varnames
-"""Whether `iclbench predict` runs the model in the sandbox (`iclbench.sandbox`)."""
 
 
 def workflow(name: str) -> dict[str, Any]:
@@ -309,16 +306,15 @@ def marks(folder: Path) -> list[str]:
 
 
 def assert_no_trace(runner: Runner, markers: Path, trusted: list[str]) -> None:
-    """No mark of the tamperer in a trusted job; with the sandbox, none anywhere and its secret nowhere."""
+    """No mark of the tamperer anywhere (the sandbox keeps it from every file it would write), its secret nowhere
+    (it reads no variable of its job: nothing of the runner's secret leaves with its answers)."""
     found = marks(markers)
-    assert not [m for m in found if m.rsplit("-", 1)[1] in trusted], found
-    if SANDBOXED:  # the model reads no variable of its job: nothing of the runner's secret leaves with its answers
-        assert found == [], found
-        for path in runner.root.rglob("*"):
-            if path.is_file() and "machines" not in path.relative_to(runner.root).parts[:1]:
-                assert runner.secret.encode() not in path.read_bytes(), path
-        for key in trusted:
-            assert all(runner.secret not in job.log() for job in runner.jobs.get(key, [])), key
+    assert found == [], found
+    for path in runner.root.rglob("*"):
+        if path.is_file() and "machines" not in path.relative_to(runner.root).parts[:1]:
+            assert runner.secret.encode() not in path.read_bytes(), path
+    for key in trusted:
+        assert all(runner.secret not in job.log() for job in runner.jobs.get(key, [])), key
 
 
 def test_the_runner_keeps_githubs_channels(tmp_path: Path) -> None:
@@ -404,7 +400,7 @@ def test_a_tampering_pull_request_is_judged_honestly(tmp_path: Path) -> None:
     judged = jobs["score"].steps[-1]
     assert judged.name.startswith("Judge the predictions") and judged.returncode == 1, jobs["score"].log()
     assert "verified on fresh data" not in judged.stdout
-    assert ("FAILED verification" in judged.stdout) if SANDBOXED else ("NOT SCORED" in judged.stdout)
+    assert "FAILED verification" in judged.stdout, judged.stdout
     assert_no_trace(runner, markers, ["prepare", "score"])
 
 
