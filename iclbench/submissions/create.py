@@ -31,6 +31,7 @@ import yaml
 
 from iclbench import checkpoint, results, training
 from iclbench.cache import ExportError, use_export
+from iclbench.evaluation import task_lines
 from iclbench.plugins import PluginError, sha256_file
 from iclbench.runner import RunConfig, resolve_device, run
 from iclbench.submissions import schema
@@ -131,7 +132,8 @@ def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argpa
         results.read(given)  # a readable results file of the current schema; `schema.validate` checks the rest
         shutil.copyfile(given, out)
         return
-    doc = run(model, list(TASKS.values()), RunConfig(args.device, "float32", args.batch_size), out, progress=not args.quiet)
+    doc = run(model, list(TASKS.values()), RunConfig(args.device, "float32", args.batch_size), out,
+              progress=not args.quiet, report=task_lines(len(TASKS), not args.quiet, out))
     failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
     if failed:
         raise SubmitError("\n".join(failed))
@@ -275,5 +277,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=512, help="prompts per predict call")
     p.add_argument("--data", type=Path, metavar="DIR", help="read the evaluation sets from this verified export")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true",
+        help="no progress bar, and no line per finished task when output is not a terminal",
+    )
     p.set_defaults(func=cmd_submit)

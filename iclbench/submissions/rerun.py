@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from iclbench import samples as samples_file
 from iclbench import tasks as task_registry
 from iclbench.cache import USE_AN_EXPORT
 from iclbench.metrics import db
@@ -123,6 +124,8 @@ def rerun_and_compare(
     patterns: list[str] | None,
     batch_size: int = 512,
     limits: Limits = Limits(),
+    progress: bool = False,
+    samples: Path | None = None,
 ) -> list[str]:
     """Score the model of `model_file` on the CPU, in a worker process, and list every metric that differs
     from `submitted`; this process never imports the model's code.
@@ -130,17 +133,25 @@ def rerun_and_compare(
     A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such
     and its metrics are not compared. The model is scored with `predict` alone, one call per length
     and chunk, never with its `predict_lengths` (`iclbench.api.Model.predict_lengths`): a prediction
-    at length n that read context pairs past the n-th is then not reproduced.
+    at length n that read context pairs past the n-th is then not reproduced. `progress`: a bar on a
+    terminal, one line per task on stderr otherwise. With `samples`, the re-run's per-prompt samples
+    (`iclbench.samples`) are written there: the leaderboard's comparisons use them (`--samples`).
     """
+    from iclbench.evaluation import task_lines
+
     try:
         chosen = task_registry.select(patterns)
         model = IsolatedModel(str(model_file), limits, one_pass=False)
     except (PluginError, task_registry.UnknownTaskError) as exc:
         return [f"{model_file}: {exc}"]
+    logged: dict[str, dict[str, torch.Tensor]] | None = None if samples is None else {}
     try:
-        fresh = run(model, chosen, RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size), progress=False)
+        cfg = RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size)
+        fresh = run(model, chosen, cfg, progress=progress, samples=logged, report=task_lines(len(chosen), progress))
     finally:
         model.close()
+    if samples is not None:
+        samples_file.write(samples, fresh, {t: logged[t] for t in fresh["tasks"] if t in logged})
     problems = [
         f"{model_file}: re-run model.{k} is {v!r}, results.json has {submitted['model'].get(k)!r}"
         for k, v in fresh["model"].items()
