@@ -106,9 +106,10 @@ def test_submissions_judges_with_the_base_commit() -> None:
     (scope,) = [c for c in run if "iclbench.submissions.pr_check" in c]
     assert "python -I -m iclbench.submissions.pr_check --repo pr --base \"$BASE_SHA\" --head \"$GITHUB_SHA\"" in scope
     assert "--extract" in scope
-    assert 'iclbench validate "$FOLDER" --rerun' in run
+    assert 'iclbench validate "$FOLDER" --rerun --samples "$RUNNER_TEMP/board/samples"' in run
     (board,) = [c for c in run if c.startswith("iclbench leaderboard")]
     assert "--run-baselines" in board and "--check" not in board
+    assert "--samples samples" in board  # relative to $RUNNER_TEMP/board, where the board is built
     assert not any(re.search(r"(^|[\s/])pr/", c) for c in run if c not in (scope,))  # pr/ is read by pr_check only
 
 
@@ -123,6 +124,9 @@ def test_pages_builds_everything() -> None:
     assert upload["with"]["path"] == site.replace("$RUNNER_TEMP", "${{ runner.temp }}")
     baselines = words[words.index("--baselines") + 1]
     assert baselines.startswith("$RUNNER_TEMP/")  # scored here, never taken from the repository
+    samples = words[words.index("--samples") + 1]  # CI's re-runs of every submission, never a submitter's file
+    reruns = [shlex.split(c) for c in commands(doc) if c.startswith("iclbench validate")]
+    assert reruns and all("--rerun" in w and w[w.index("--samples") + 1] == samples for w in reruns)
 
 
 def test_pages_checks_the_findings_against_the_baselines_it_scored() -> None:
