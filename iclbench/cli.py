@@ -262,7 +262,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     try:
         chosen = task_registry.select(args.tasks)
         report, problems = score.score(args.folder, args.public, args.fresh, args.seed, args.seed_drawn, chosen,
-                                       args.batch_size)
+                                       args.batch_size, args.samples)
         if report is not None:
             results.write(out, report)
     except (UnknownTaskError, verify.VerifyError, CheckpointError, OSError) as exc:
@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="judge only these tasks (default: all)")
     p.add_argument("--batch-size", type=_positive, default=512, help="prompts per replayed call")
     p.add_argument("--out", type=Path, help=f"report file (default: FOLDER/{verify.REPORT})")
+    p.add_argument("--samples", type=Path, metavar="FILE",
+                   help="write the public predictions' per-prompt errors there (<id>.samples.safetensors in the "
+                        "folder of `iclbench leaderboard --samples DIR`)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify", help="score a submission on the public and on fresh evaluation sets, and compare",

@@ -189,6 +189,11 @@ class TaskLines:
         print(f"{where} {name}: {what}", file=self.stream, flush=True)
 
 
+def task_lines(total: int, progress: bool, where: Path | None = None, rank: int | None = None) -> TaskLines | None:
+    """With `progress`, one line per finished task on stderr where a progress bar shows nothing (not a terminal)."""
+    return TaskLines(total, where, sys.stderr, rank) if progress and not sys.stderr.isatty() else None
+
+
 @contextmanager
 def thread_limit(threads: int) -> Iterator[None]:
     """This process's thread pools (torch's, and the BLAS and OpenMP pools NumPy uses) held at `threads` (0: as
@@ -317,7 +322,7 @@ def evaluate(
         path = None if out is None else Path(out) / f"{results.file_stem(scored.name, scored.args)}.json"
         logged: Samples | None = {} if log_samples else None
         rank = distributed.rank() if distributed.world_size() > 1 else None  # sharded: lines name their rank
-        report = TaskLines(len(selected), path, sys.stderr, rank) if progress and not sys.stderr.isatty() else None
+        report = task_lines(len(selected), progress, path, rank)
         with thread_limit(limits.threads):
             doc = run(scored, selected, cfg, path, resume=resume, progress=progress and not rank,
                       references=references, samples=logged, report=report, overwrite=overwrite)

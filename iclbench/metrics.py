@@ -36,19 +36,37 @@ def _counts(n_prompts: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=BOOTSTRAP_RESAMPLES * n_prompts).reshape(BOOTSTRAP_RESAMPLES, -1).astype(np.float64)
 
 
-def _interval(samples: np.ndarray) -> list[float]:
+def interval(samples: np.ndarray) -> np.ndarray:
+    """The `CI_LEVEL` percentile interval of bootstrap replicates along the last axis: (..., 2)."""
     tail = (1 - CI_LEVEL) / 2
-    lo, hi = np.quantile(samples, [tail, 1 - tail])
+    return np.moveaxis(np.quantile(samples, [tail, 1 - tail], axis=-1), 0, -1)
+
+
+def _interval(samples: np.ndarray) -> list[float]:
+    lo, hi = interval(samples)
     return [float(lo), float(hi)]
+
+
+def replicates(num: torch.Tensor, den: torch.Tensor) -> np.ndarray:
+    """The (BOOTSTRAP_RESAMPLES,) bootstrap replicates of sum(num) / sum(den) over prompts (dimension 0; for
+    (P, k) tensors, (BOOTSTRAP_RESAMPLES, k): k ratios at once). Every replicate draws the same prompts for
+    every model scored on a task (a fixed seed), so two models' replicates are paired: their difference,
+    replicate by replicate, is the paired bootstrap of the difference."""
+    num_np, den_np = num.double().cpu().numpy(), den.double().cpu().numpy()
+    counts = _counts(len(num_np))
+    return (counts @ num_np) / (counts @ den_np)
 
 
 def ratio(num: torch.Tensor, den: torch.Tensor) -> dict[str, Any]:
     """sum(num) / sum(den) over prompts, in dB too, with its bootstrap interval."""
-    num_np, den_np = num.double().cpu().numpy(), den.double().cpu().numpy()
-    counts = _counts(len(num_np))
-    value = float(num_np.sum() / den_np.sum())
-    lo, hi = _interval((counts @ num_np) / (counts @ den_np))
+    value = float(num.double().cpu().numpy().sum() / den.double().cpu().numpy().sum())
+    lo, hi = _interval(replicates(num, den))
     return {"value": value, "db": db(value), "ci90": [lo, hi], "ci90_db": [db(lo), db(hi)]}
+
+
+def db_array(values: np.ndarray) -> np.ndarray:
+    """`db`, element-wise."""
+    return 10.0 * np.log10(np.maximum(values, DB_FLOOR))
 
 
 def db_difference(err_a: torch.Tensor, err_b: torch.Tensor, energy: torch.Tensor) -> dict[str, Any]:
@@ -56,10 +74,7 @@ def db_difference(err_a: torch.Tensor, err_b: torch.Tensor, energy: torch.Tensor
     db(sum err_a / sum energy) - db(sum err_b / sum energy), with its bootstrap interval
     (each resample of prompts applied to both models)."""
     a, b, e = (t.double().cpu().numpy() for t in (err_a, err_b, energy))
-    counts = _counts(len(e))
-    to_db = lambda v: 10.0 * np.log10(np.maximum(v, DB_FLOOR))  # noqa: E731 - `db`, vectorised
-    boot_e = counts @ e
-    lo, hi = _interval(to_db((counts @ a) / boot_e) - to_db((counts @ b) / boot_e))
+    lo, hi = _interval(db_array(replicates(err_a, energy)) - db_array(replicates(err_b, energy)))
     return {"db": db(float(a.sum() / e.sum())) - db(float(b.sum() / e.sum())), "ci90_db": [lo, hi]}
 
 

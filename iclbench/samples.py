@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_tensors
-from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
 from iclbench import metrics, results
@@ -90,12 +89,13 @@ def write(path: Path, doc: dict[str, Any], tensors: dict[str, dict[str, torch.Te
     path.chmod(0o644)  # readable like the results file beside it (the temporary file was private)
 
 
-def read(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-    """(header, tensors by task) of a samples file; `SamplesError` when it is not one."""
+def read(path: Path, kinds: tuple[str, ...] = KINDS) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """(header, tensors by task) of a samples file, only those of `kinds` (default: all); `SamplesError` when it
+    is not one."""
     try:
         with safe_open(str(path), "pt") as fh:
             meta = fh.metadata() or {}
-        flat = load_file(str(path))
+            flat = {k: fh.get_tensor(k) for k in fh.keys() if k.rsplit("/", 1)[-1] in kinds}
     except (OSError, SafetensorError) as exc:
         raise SamplesError(f"{path}: not a readable samples file ({exc})") from None
     return _parse(meta, flat, str(path))
@@ -226,15 +226,16 @@ def _check(side: Side, recorded: dict[str, Any] | None) -> None:
                                    "beside them (re-run with --log-samples)")
 
 
-def load(path: Path) -> Side:
-    """The samples of a results file (the samples file beside it) or of a samples file, checked."""
+def load(path: Path, kinds: tuple[str, ...] = KINDS) -> Side:
+    """The samples of a results file (the samples file beside it) or of a samples file, checked; only the tensors
+    of `kinds` (which must include `rel_err` and `target_sq`, the ones checked)."""
     recorded = None
     if not path.name.endswith(SUFFIX):
         recorded, path = results.read(path), path_for(path)
         if not path.exists():
             raise SamplesError(f"no per-prompt samples beside the results file ({path} is missing): "
                                "run it with --log-samples")
-    side = Side(str(path), *read(path))
+    side = Side(str(path), *read(path, kinds))
     _check(side, recorded)
     return side
 

@@ -114,7 +114,7 @@ def test_every_baseline_scores_ar_or_declares_it_unsupported() -> None:
         assert entry["status"] in ("ok", "unsupported"), f"{name}: {entry.get('error')}"
         if entry["status"] == "ok":
             scored[name] = {n: v["rel_err"]["db"] for n, v in entry["lengths"].items()}
-    assert set(scored) == {"zero", "ridge", "ols", "averaging", "gd", "true-w"}
+    assert set(scored) == {"zero", "ridge", "ols", "averaging", "gd", "gd@1", "gd@4", "gd@16", "true-w"}
     assert all(v == 0 for v in scored["zero"].values())
     assert all(v < -120 for v in scored["true-w"].values())  # float32 round-off of W x_query
     assert scored["ridge"]["50"] < scored["gd"]["50"] < scored["averaging"]["50"] < 0

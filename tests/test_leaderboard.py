@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import re
 from pathlib import Path
 
 import pytest
+from fixtures.samples import write_samples
 from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.cli import main
-from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
+from iclbench.leaderboard.build import LeaderboardError, build, check, links, load_entries, rank
 from iclbench.leaderboard.page import thin
 from iclbench.leaderboard.plots import limits, style
-from iclbench.leaderboard.ranking import RANKING_EXAMPLE, RANKING_RULE
+from iclbench.leaderboard.levels import levels
+from iclbench.leaderboard.ranking import (
+    RANKING_EXAMPLE,
+    RANKING_RULE,
+    depth,
+    depth_curve,
+    family_order,
+    unranked_reason,
+)
+from iclbench.samples import SUFFIX
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
@@ -32,57 +43,73 @@ def write_baselines(folder: Path, *docs: dict) -> Path:
     return folder
 
 
+def at_levels(name: str, fraction: float, tasks: list[str] | None = None) -> dict:
+    """A results document whose error at every length of `tasks` (all by default) is `fraction` of the task's
+    reference level in dB: a score of `fraction` there (clipped to 0..1)."""
+    doc = results_doc(name, {t: 0.0 for t in (tasks or TASKS)})
+    for t, entry in doc["tasks"].items():
+        if entry["status"] == "ok":
+            entry["lengths"] = {str(n): {"rel_err": {**entry["lengths"][str(n)]["rel_err"], "db": fraction * level}}
+                                for n, level in levels()[t].items()}
+    return doc
+
+
 def test_ranking_rule(tmp_path: Path) -> None:
-    no_nominal = results_doc("f", every(-10.0))
-    kappa1 = no_nominal["tasks"]["linear/kappa1"]
+    no_n40 = at_levels("f", 0.5)
+    kappa1 = no_n40["tasks"]["linear/kappa1"]
     kappa1["unsupported_lengths"] = [40]
     del kappa1["lengths"]["40"]
+    diverges = at_levels("e", 0.5)
+    diverges["tasks"]["logistic/kappa1"]["lengths"]["20"]["rel_err"]["db"] = 112.0
     docs = [
-        results_doc("a", every(-10.0)),
-        results_doc("b", {n: -20.0 for n, fam in FAMILY.items() if fam == "linear"}),
-        results_doc("c", every(-10.0)),
-        results_doc("d", every(-300.0)),
-        results_doc("e", every(-10.0, logistic=5.0)),
-        no_nominal,
+        at_levels("exact", 1.0),
+        at_levels("half", 0.5),
+        at_levels("beyond", 2.0),  # below the reference: clipped at 100 %
+        at_levels("worse", -0.5),  # above 0 dB everywhere: none of the gap
+        at_levels("kappa1-only", 0.5, ["linear/kappa1"]),
+        diverges,
+        no_n40,
     ]
     entries = rank(load_entries(tmp_path / "none", write_baselines(tmp_path / "b", *docs)))
-    got = {e.name: (e.rank, e.score) for e in entries}
-    # by hand: the linear pool is a, b, c, d, e (f lacks kappa1's nominal length), the other pools a, c, d, e, f.
-    # Win rates (4 others, a tie counts half): a is 25 % on linear (ties c and e), 50 % on logistic (beats e,
-    # ties c and f), 37.5 % on lasso, kernel, ar and garg (ties c, e and f); e is 0 % on logistic (+5 dB loses to
-    # all); d (-300 dB, raised to float32's -138.5 dB floor) beats everyone everywhere; b and f are not in every pool.
-    assert got == {
-        "d": (1, 100.0),
-        "a": (2, (25 + 50 + 37.5 + 37.5 + 37.5 + 37.5) / 6),
-        "c": (2, (25 + 50 + 37.5 + 37.5 + 37.5 + 37.5) / 6),
-        "e": (4, (25 + 0 + 37.5 + 37.5 + 37.5 + 37.5) / 6),
-        "b": (None, None),
-        "f": (None, None),
-    }
-    assert [e.name for e in entries] == ["d", "a", "c", "e", "b", "f"]
-    linear = {e.name: (e.family_ranks["linear"], e.family_scores["linear"]) for e in entries}
-    assert linear == {
-        "d": (1, 100.0),
-        "b": (2, 75.0),
-        "a": (3, 25.0),
-        "c": (3, 25.0),
-        "e": (3, 25.0),
-        "f": (None, None),
-    }
-    f = next(e for e in entries if e.name == "f")
-    assert f.scores["linear/kappa1"] is None and f.scores["linear/kappa10"] == -10.0
-    assert f.task_ranks["linear/kappa10"] == 3 and f.task_ranks["linear/kappa1"] is None
+    scores = {e.name: e.family_scores for e in entries}
+    # by hand: a cell scores its fraction of the gap; a task averages its 5 (kernel: 4) lengths, a family its tasks
+    assert scores["exact"] == scores["beyond"] == {f: 100.0 for f in FAMILY.values()}
+    assert scores["half"] == {f: 50.0 for f in FAMILY.values()} and scores["worse"] == {f: 0.0 for f in FAMILY.values()}
+    assert scores["kappa1-only"] == {f: 12.5 if f == "linear" else None for f in FAMILY.values()}  # 0.5 / 4 tasks
+    assert scores["e"]["logistic"] == pytest.approx(50 * (4 / 5 + 1) / 2)  # +112 dB costs one length of 10
+    assert scores["f"]["linear"] == pytest.approx(100 * (0.4 + 3 * 0.5) / 4)  # n=40 unscored: 0 of 5 lengths
+    e = next(x for x in entries if x.name == "e")
+    assert e.length_scores["logistic"] == {n: 25.0 if n == 20 else 50.0 for n in (5, 10, 20, 40, 80)}
+    assert e.task_scores["logistic/kappa1"] == pytest.approx(40.0)
+    assert e.task_scores["linear/noisy"] == pytest.approx(50.0)
+    # without per-prompt samples nothing is told apart: every rank spans its pool
+    linear = [x for x in entries if x.family_ranks["linear"]]
+    assert len(linear) == 7 and {x.family_ranks["linear"] for x in linear} == {(1, 7)}
+    # with samples, the paired intervals tell the levels apart; equal scores tie
+    samples = tmp_path / "with-samples"
+    write_baselines(samples, *docs)
+    for doc in docs:
+        write_samples(samples / f"{doc['model']['name']}{SUFFIX}", doc)
+    ranked = {x.name: x for x in rank(load_entries(tmp_path / "none", samples))}
+    assert ranked["beyond"].family_ranks["kernel"][0] == 1 and ranked["exact"].family_ranks["kernel"][1] == 2
+    assert {ranked[n].family_ranks["kernel"] for n in ("half", "e", "f")} == {(3, 5)}  # equal errors: a tie
+    assert ranked["worse"].family_ranks["kernel"] == (6, 6)
+    assert ranked["half"].family_ranks["logistic"] == ranked["f"].family_ranks["logistic"] == (3, 4)
+    assert ranked["e"].family_ranks["logistic"] == (5, 5)  # one length of ten lost: told apart below them
+    order = [x.name for x in family_order(list(ranked.values()), "linear")]
+    assert order == ["beyond", "exact", "e", "half", "f", "kappa1-only", "worse"]  # by score, then name
 
 
 def test_solver_rows(tmp_path: Path) -> None:
-    gd = results_doc("gd", every(-30.0), steps=[-float(k) for k in range(1, 21)])
-    ista = results_doc("ista", every(-30.0), steps=[-float(k) for k in range(1, 21)])
-    for name, task in ista["tasks"].items():  # 3 steps on the lasso tasks, 20 elsewhere
+    gd16 = results_doc("gd@16", every(-16.0), steps=[-float(k) for k in range(1, 17)])
+    ista16 = results_doc("ista@16", every(-16.0), steps=[-float(k) for k in range(1, 17)])
+    for name, task in ista16["tasks"].items():  # 3 steps on the lasso tasks, 16 elsewhere
         if FAMILY[name] == "lasso":
             for m in task["lengths"].values():
                 m["steps_rel_err_db"] = [-1.0, -2.0, -3.0]
     newton = results_doc("newton", every(-30.0), steps=[-1.0, -2.0, -3.0])
-    docs = write_baselines(tmp_path / "b", gd, ista, newton)
+    gd = results_doc("gd", every(-30.0), steps=[-0.5 * k for k in range(1, 61)])
+    docs = write_baselines(tmp_path / "b", gd16, ista16, newton, gd, results_doc("gd@4", every(-4.0), steps=[-4.0] * 4))
     subs = tmp_path / "submissions"
     doc = json.loads((static_submission(subs / "tiny-gd", every(-5.0)) / "results.json").read_text())
     for task in doc["tasks"].values():  # per-layer errors of an 8-layer model
@@ -90,24 +117,32 @@ def test_solver_rows(tmp_path: Path) -> None:
             m["steps_rel_err_db"] = [-0.5 * k for k in range(1, 9)]
     (subs / "tiny-gd" / "results.json").write_text(json.dumps(doc))
     entries = {e.name: e for e in rank(load_entries(subs, docs))}
-    cuts = {n: (e.kind, e.budget, e.ranked) for n, e in entries.items() if n != "tiny-gd"}
-    assert cuts == {
-        **{s: ("reference", None, False) for s in ("gd", "ista", "newton")},  # at their last step
-        **{f"{s} @1 step": ("baseline", 1, True) for s in ("gd", "ista", "newton")},
-        **{f"{s} @{k} steps": ("baseline", k, True) for s in ("gd", "ista") for k in (4, 16)},
-        **{f"{s} @8 steps": ("baseline", 8, False) for s in ("gd", "ista")},  # the submission's own depth
-    }  # newton runs 3 steps: cut at 1 only
-    assert entries["gd @16 steps"].scores["linear/kappa1"] == -16.0
-    assert entries["ista @16 steps"].scores["lasso/fixed"] == -3.0  # 3 steps there: its last
-    assert entries["ista @8 steps"].family_scores["linear"] is None
-    assert entries["ista @8 steps"].task_ranks == {t: None for t in TASKS}
-    assert entries["gd"].rank is None and entries["gd"].family_ranks == {f: None for f in set(FAMILY.values())}
+    rows = {n: (e.kind, e.budget, e.ranked) for n, e in entries.items() if n != "tiny-gd"}
+    assert rows == {
+        **{s: ("reference", None, False) for s in ("gd", "newton")},  # at their last step
+        **{s: ("comparator", None, True) for s in ("gd@4", "gd@16", "ista@16")},
+        **{f"{s}@8": ("cut", 8, False) for s in ("gd", "ista")},  # the submission's own depth, from the @16 curves
+    }  # newton@16 is not in this folder: no newton cut
+    assert entries["gd@8"].scores["linear/kappa1"] == -8.0
+    assert entries["ista@8"].scores["lasso/fixed"] == -3.0  # 3 steps there: its last
+    assert entries["ista@8"].family_scores["linear"] is not None  # scored, shown, never ranked
+    assert entries["ista@8"].task_ranks == {t: None for t in TASKS}
+    assert entries["gd"].family_ranks == {f: None for f in set(FAMILY.values())}
+    assert unranked_reason(entries["gd@8"]).startswith("a cut at a submission's depth")
+    solvers = {n: entries[n] for n in ("gd@16", "gd", "newton")}
+    assert depth_curve("linear/kappa1", ("gd@16", "gd"), solvers) == [-float(k) for k in range(1, 17)] + [
+        -0.5 * k for k in range(17, 61)]  # 16 tuned steps, then gd's own run beyond them
+    deep = copy.deepcopy(entries["tiny-gd"])
+    deep.scores = {t: -20.0 for t in TASKS}
+    assert depth(deep, "linear/kappa1", solvers, {})["gd"] == 40  # gd's own 40th step: -20 dB
+    assert depth(entries["tiny-gd"], "linear/kappa1", solvers, {}) == {"gd": 5, "newton": "> 3", "ista": None}
 
     build(subs, docs, tmp_path / "out")  # a cut row's detail file holds the curves cut at its budget
-    full, cut = (json.loads((tmp_path / "out" / "models" / f"{k}.json").read_text()) for k in ("base-gd", "base-gd-at4"))
-    assert full["steps"]["linear/kappa1"]["40"]["step"] == list(range(1, 21))
-    assert cut["steps"]["linear/kappa1"]["40"] == {"step": [1, 2, 3, 4], "db": [-1.0, -2.0, -3.0, -4.0]}
-    assert cut["plots"] == full["plots"]
+    models = tmp_path / "out" / "models"
+    full, cut = (json.loads((models / f"{k}.json").read_text()) for k in ("base-gd-16", "base-gd-8"))
+    assert full["steps"]["linear/kappa1"]["40"]["step"] == list(range(1, 17))
+    assert cut["steps"]["linear/kappa1"]["40"] == {"step": list(range(1, 9)), "db": [-float(k) for k in range(1, 9)]}
+    assert cut["plots"] == full["plots"] and cut["why"].startswith("a cut") and full["why"] is None
 
 
 def test_invalid_inputs_are_named(tmp_path: Path) -> None:
@@ -142,48 +177,61 @@ def board(tmp_path: Path) -> tuple[Path, Path, Path]:
     return subs, baselines, tmp_path / "board"
 
 
+REPOSITORY = "https://example.org/iclbench"
+
+
 def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     subs, baselines, out = board
-    entries = build(subs, baselines, out)
+    entries = build(subs, baselines, out, repository=REPOSITORY)
     names = [e.name for e in entries]
-    assert names == ["iter", "tiny-gd", "lin", "zero"]  # scores: test_scores_in_build_order; then unranked rows
+    assert names == ["tiny-gd", "iter", "lin", "zero"]  # by kind (submissions, baselines, references), then name
     readme = (out / "README.md").read_text()
-    assert "## Ranking rule" in readme and "## Overall" in readme and RANKING_EXAMPLE in readme
+    assert "## Ranking rule" in readme and RANKING_RULE in readme and "## Overall" not in readme
     for fam in set(FAMILY.values()):
         assert f"## {fam}" in readme
-    assert "| 2      | tiny-gd" in readme
+    linear = readme[readme.index("## linear"):readme.index("## logistic")]
+    rows = [line for line in linear.splitlines() if line.startswith("|")][2:]
+    assert [row.split("|")[2].strip() for row in rows] == ["lin", "iter", "tiny-gd", "zero"]
+    assert "| 1–3    | lin" in linear  # no per-prompt samples: nothing told apart, every rank spans the pool
 
     summary = json.loads((out / "leaderboard.json").read_text())
     assert [m["name"] for m in summary["models"]] == names
     assert summary["suite_version"] == SUITE_VERSION and summary["ranking_rule"] == RANKING_RULE
-    tiny = summary["models"][1]
+    assert summary["links"] == {"repository": REPOSITORY, "submitting": f"{REPOSITORY}/blob/HEAD/SUBMITTING.md",
+                                "findings": f"{REPOSITORY}/blob/HEAD/docs/findings.md"}
+    tiny = summary["models"][0]
     assert tiny["kind"] == "submission" and tiny["parameters"] == 1 and tiny["code"] == "https://example.org/tiny-gd"
     kappa1 = tiny["tasks"]["linear/kappa1"]
-    assert kappa1["db"] == -15.0 and kappa1["ci90_db"] == [-18.0, -12.0] and kappa1["rank"] == 3
+    assert kappa1["db"] == -15.0 and kappa1["ci90_db"] == [-18.0, -12.0] and kappa1["rank"] == [1, 3]
     assert set(kappa1["by_length"]) == {str(n) for n in TASKS["linear/kappa1"].spec.lengths}
+    assert kappa1["by_length"]["40"]["score"] == round(100 * 15 / 138.47, 2)  # -15 dB of the floor's -138.47
     assert "steps_rel_err_db" not in (out / "leaderboard.json").read_text()  # curves go to the detail files
-    assert summary["models"][3]["kind"] == "reference" and summary["models"][3]["rank"] is None
+    assert summary["models"][3]["kind"] == "reference" and summary["models"][3]["families"]["linear"]["rank"] is None
 
-    # the CSV: one row per model, task and scored prompt length, with the interval; no per-step rows
+    # the CSV: one row per model, task and scored prompt length, with the interval, level and score
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert list(rows[0]) == ["model", "kind", "task", "family", "n", "nominal", "db", "ci90_low_db", "ci90_high_db",
-                             "task_rank"]
+                             "level_db", "score", "task_score", "task_rank"]
     mine = [r for r in rows if r["model"] == "tiny-gd"]
     assert len(mine) == sum(len(t.spec.lengths) for t in TASKS.values())
-    kappa1 = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40"]
-    assert kappa1[0]["nominal"] == "True" and [float(kappa1[0][k]) for k in ("db", "ci90_low_db", "ci90_high_db")] == [
-        -15.0,
-        -18.0,
-        -12.0,
-    ]
-    assert len(rows) == sum(len(t["by_length"]) for m in summary["models"] for t in m["tasks"].values() if t)
+    (row,) = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40"]
+    assert row["nominal"] == "True"
+    assert [float(row[k]) for k in ("db", "ci90_low_db", "ci90_high_db")] == [-15.0, -18.0, -12.0]
+    assert float(row["level_db"]) == levels()["linear/kappa1"][40] and row["task_rank"] == "1–3"
+    assert float(row["task_score"]) == kappa1["score"]
+    assert len(rows) == sum(len(t["by_length"]) for m in summary["models"] for t in m["tasks"].values())
 
-    # each model's detail file: metadata, command and per-step curves (iter's 15 steps, all kept)
+    # each model's detail file, and the same as a script (the page loads it, from file:// too)
     for m in summary["models"]:
         assert m["detail"] == f"models/{m['key']}.json" and (out / m["detail"]).is_file()
+        script = (out / m["detail"].replace(".json", ".js")).read_text()
+        assert script.startswith("iclbenchDetail(")
+        assert json.loads(script[15:-3]) == json.loads((out / m["detail"]).read_text())
     tiny = json.loads((out / "models" / "sub-tiny-gd.json").read_text())
     assert tiny["meta"]["architecture"] == "<script>alert(1)</script> GD" and tiny["steps"] == {}
+    assert "</script>" not in (out / "models" / "sub-tiny-gd.js").read_text()  # cannot close the script element
     assert "iclbench validate " in tiny["command"] and "submissions/tiny-gd --rerun" in tiny["command"]
+    assert tiny["kind_label"] == "submission" and tiny["why"] is None
     it = json.loads((out / "models" / "base-iter.json").read_text())
     assert "iclbench run --model iter --out" in it["command"]
     assert it["steps"]["linear/kappa1"]["40"] == {"step": list(range(1, 16)), "db": [-2.0 * k for k in range(1, 16)]}
@@ -194,6 +242,8 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     assert {"lasso-shift.svg", "model-sub-tiny-gd.svg", "model-base-iter-steps.svg", "model-base-zero.svg"} <= plots
     assert "model-sub-tiny-gd-steps.svg" not in plots
     assert it["plots"] == {"lengths": "plots/model-base-iter.svg", "steps": "plots/model-base-iter-steps.svg"}
+    lin = (out / "plots" / "model-base-lin.svg").read_text()
+    assert "linear" in lin and "kernel" not in lin and "not scored" not in lin  # only the families it is scored on
 
     page = (out / "index.html").read_text()
     for e in entries:
@@ -201,16 +251,26 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     assert page.count("<script") == 1 and '<script src="site.js">' in page and "alert(1)" not in page
     assert "Ranking rule" in page and SUITE_VERSION in page and summary["built"] in page
     assert "data:" not in page and "<img" not in page.replace('<img loading="lazy"', "")  # plots load on demand
-    for link in re.findall(r'(?:href|src)="([^"]*)"', page):  # relative inside the folder, or a submitter's https
+    assert f'href="{REPOSITORY}/blob/HEAD/SUBMITTING.md"' in page and 'href="findings.html"' not in page
+    for link in re.findall(r'(?:href|src)="([^"]*)"', page):  # relative inside the folder, or https
         assert link.startswith(("https://", "#")) or not ("://" in link or link.startswith("/") or ".." in link), link
+
+
+def test_links_without_a_repository(board: tuple[Path, Path, Path]) -> None:
+    """A local build (no repository URL) links to the checkout the site is built in, one folder up."""
+    local = {"repository": "..", "submitting": "../SUBMITTING.md", "findings": "findings.html"}
+    assert links(None, findings=True) == local
+    assert links(REPOSITORY + "/", findings=False)["findings"] == f"{REPOSITORY}/blob/HEAD/docs/findings.md"
 
 
 def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
     subs, baselines, _ = board
-    scores = {e.name: e.score for e in rank(load_entries(subs, baselines))}
-    # linear pool: lin (-40 dB) beats iter (-25) beats tiny-gd (-15): iter 50 %; in the five other families iter
-    # beats tiny-gd: 100 %
-    assert scores == {"iter": (50 + 100 + 100 + 100 + 100 + 100) / 6, "tiny-gd": 0.0, "lin": None, "zero": None}
+    entries = {e.name: e for e in rank(load_entries(subs, baselines))}
+    tiny, it, lin = entries["tiny-gd"], entries["iter"], entries["lin"]
+    assert all(it.family_scores[f] > tiny.family_scores[f] for f in FAMILY.values())  # -25 dB against -15 dB
+    assert lin.family_scores["linear"] > it.family_scores["linear"] and lin.family_scores["kernel"] is None
+    assert entries["zero"].family_scores == {f: 0.0 for f in FAMILY.values()}  # scored, never ranked
+    assert entries["zero"].family_ranks == {f: None for f in FAMILY.values()}
 
 
 def test_strings_of_a_results_file_cannot_reach_the_page_as_markup(tmp_path: Path) -> None:
@@ -292,6 +352,7 @@ def test_cli_runs_baselines_then_builds(tmp_path: Path, capsys: pytest.CaptureFi
     captured = capsys.readouterr()
     assert "baseline not scored: no-such-baseline" in captured.err
     assert "0 submission(s), 1 baseline row(s)" in captured.out
+    assert (baselines / "zero.samples.safetensors").is_file()  # per-prompt samples: they resolve comparisons
     zero = json.loads((baselines / "zero.json").read_text())
     assert all(
         t["status"] == "ok" and t["lengths"][str(t["spec"]["nominal"])]["rel_err"]["db"] == 0.0

@@ -13,9 +13,11 @@ import yaml
 from fixtures.submission_kit import make_submission, write_meta
 from safetensors.torch import load_file, save_file
 
+from iclbench import samples
 from iclbench.checkpoint import check_safetensors
 from iclbench.cli import main
 from iclbench.plugins import sha256_file
+from iclbench.submissions.rerun import db_close
 from iclbench.submissions.schema import ID_RE, validate
 from iclbench.tasks import SUITE_VERSION
 
@@ -66,6 +68,27 @@ def test_rerun_matches_and_catches_changed_numbers(sub: Path, capsys: pytest.Cap
     problems = validate(sub, rerun=True, tasks=["linear/kappa1"])
     assert len(problems) == 2, problems
     only(problems, "linear/kappa1 n=20: steps_rel_err_db.[3]", "linear/kappa1 n=40: rel_err.ci90_db[1]")
+
+
+def test_rerun_prints_a_line_per_task_and_writes_its_samples(sub: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate --rerun` reports each task as it ends (stderr not a terminal); with `--samples DIR` it writes the
+    re-run's per-prompt samples as DIR/<id>.samples.safetensors, of the submission's model and numbers."""
+    out = tmp_path / "samples"
+    args = ["validate", str(sub), "--rerun", "--tasks", "linear/kappa1", "kernel/linear", "--samples", str(out)]
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == ["[1/2] linear/kappa1", "[2/2] kernel/linear"]
+    side = samples.load(out / f"tiny-gd{samples.SUFFIX}", ("rel_err", "target_sq"))
+    doc = json.loads((sub / "results.json").read_text())
+    assert side.header["model"]["file_sha256"] == doc["model"]["file_sha256"]
+    for task in ("linear/kappa1", "kernel/linear"):
+        for n, m in side.header["tasks"][task]["lengths"].items():
+            assert db_close(m["rel_err_db"], doc["tasks"][task]["lengths"][n]["rel_err"]["db"], "float32")
+    assert main(["validate", str(sub), "--samples", str(out)]) == 2
+    assert capsys.readouterr().err == "iclbench validate: --samples only applies with --rerun\n"
+    assert main(["validate", str(sub), "--rerun", "--tasks", "linear/kappa1", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_rerun_catches_a_model_that_changed_support(sub: Path) -> None:

@@ -3,6 +3,8 @@ refusal is one line per problem and leaves nothing behind; adding a submission c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ from iclbench.cli import main
 from iclbench.plugins import sha256_file
 from iclbench.submissions import create
 from iclbench.submissions.schema import validate
+from iclbench.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "template_model.py"
@@ -35,10 +38,22 @@ def leftovers(submissions: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def knn(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The README's training-free kNN template, submitted with a full run of the suite (about a minute on CPU)."""
+    """The README's training-free kNN template, submitted with a full run of the suite (about a minute on CPU);
+    what it printed on stderr (not a terminal) is kept in submit.log beside the submissions folder."""
     subs = tmp_path_factory.mktemp("knn") / "submissions"
-    assert submit(TEMPLATE, "--id", "template-knn", "--submissions", subs, *KNN) == 0
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        assert main(["submit", str(TEMPLATE), "--id", "template-knn", "--submissions", str(subs), *KNN, "--device",
+                     "cpu"]) == 0
+    (subs.parent / "submit.log").write_text(log.getvalue())
     return subs / "template-knn"
+
+
+def test_submit_prints_a_line_per_task(knn: Path) -> None:
+    """Where a progress bar shows nothing (stderr not a terminal), the full run reports each task as it ends."""
+    lines = (knn.parent.parent / "submit.log").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"[{i}/{len(TASKS)}] {name}" for i, name in enumerate(TASKS, 1)]
+    assert lines[0].startswith("[1/16] linear/kappa1: ") and " dB at n=40, " in lines[0]
 
 
 def test_a_training_free_model_file(knn: Path) -> None:

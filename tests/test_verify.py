@@ -193,5 +193,5 @@ def test_leaderboard_shows_verification(tmp_path: Path) -> None:
     entries = {e.name: e for e in rank(load_entries(subs, tmp_path / "no-baselines"))}
     assert entries["tiny-gd"].verification == "verified 2026-11-29"
     assert entries["other"].verification == "not verified"
-    overall = tables(list(entries.values()))["overall"]
-    assert "| verification " in overall and "verified 2026-11-29" in overall
+    linear = tables(list(entries.values()))["linear"]
+    assert "| verification " in linear and "verified 2026-11-29" in linear

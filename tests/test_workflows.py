@@ -189,8 +189,10 @@ def test_submissions_judges_with_the_base_commit() -> None:
     assert 'iclbench validate "$FOLDER"' in commands(doc, "prepare")
     (judge,) = [c for c in commands(doc, "score") if c.startswith("iclbench score")]
     assert '--seed "$SEED" --seed-drawn' in judge
+    # its per-prompt errors from its judged predictions, for the board (built in $RUNNER_TEMP/board)
+    assert '--samples "board/samples/$(basename "$FOLDER").samples.safetensors"' in judge
     (board,) = [c for c in commands(doc, "score") if c.startswith("iclbench leaderboard")]
-    assert "--run-baselines" in board and "--check" not in board
+    assert "--run-baselines" in board and "--check" not in board and "--samples samples" in board
 
 
 def test_predict_jobs_make_the_sandbox_possible_and_fail_without_it() -> None:
@@ -216,6 +218,9 @@ def test_pages_builds_everything() -> None:
     assert upload["with"]["path"] == site.replace("$RUNNER_TEMP", "${{ runner.temp }}")
     baselines = words[words.index("--baselines") + 1]
     assert baselines.startswith("$RUNNER_TEMP/")  # scored here, never taken from the repository
+    samples = words[words.index("--samples") + 1]  # CI's re-runs of every submission, never a submitter's file
+    reruns = [shlex.split(c) for c in commands(doc) if c.startswith("iclbench validate")]
+    assert reruns and all("--rerun" in w and w[w.index("--samples") + 1] == samples for w in reruns)
 
 
 def test_pages_checks_the_findings_against_the_baselines_it_scored() -> None:

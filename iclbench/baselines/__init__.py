@@ -25,4 +25,9 @@ REGISTRY: dict[str, str] = {
     "logistic-optimum": "oracles:LogisticOptimum",
     "gp-posterior": "oracles:GPPosterior",
     "true-w": "oracles:TrueW",
+    **{
+        f"{name}@{k}": f"budgeted:{name.capitalize()}At{k}"
+        for name in ("gd", "ista", "fista", "newton", "newton3")
+        for k in (1, 4, 16)
+    },
 }

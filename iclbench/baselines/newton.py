@@ -84,8 +84,9 @@ class Newton(Model):
     def supports(self, task: TaskSpec) -> bool:
         return task.family in self.families
 
-    def iterate(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Predictions (B, K, q) after each of the K steps, float64, and the last w on linear tasks."""
+    def iterate(self, batch: Batch, n_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predictions (B, K, q) after each of the K steps (all of the budget, or its first `n_steps`), float64, and
+        the last w on linear tasks."""
         spec = batch.task
         if spec.family not in self.families:
             raise ValueError(
@@ -93,22 +94,24 @@ class Newton(Model):
             )
         x, y, x_query = batch.x.double(), batch.y.double(), batch.x_query.double()
         if spec.family == "logistic":
-            steps = x.new_empty(x.shape[0], LOGISTIC_BUDGET, x_query.shape[1])
-            for k, w in enumerate(damped_newton(x, y, spec.params["mu"], LOGISTIC_BUDGET)):
+            count = min(n_steps or LOGISTIC_BUDGET, LOGISTIC_BUDGET)
+            steps = x.new_empty(x.shape[0], count, x_query.shape[1])
+            for k, w in enumerate(damped_newton(x, y, spec.params["mu"], count)):
                 steps[:, k] = torch.einsum("bqd,bd->bq", x_query, w)
             return steps, None
-        steps = x.new_empty(x.shape[0], budget(self.order), x_query.shape[1])
+        count = min(n_steps or budget(self.order), budget(self.order))
+        steps = x.new_empty(x.shape[0], count, x_query.shape[1])
         if spec.family == "kernel":
             kind = spec.params["kernel"]
             features = gram(x_query, x, kind)
-            for k, m in enumerate(newton_schulz(gram(x, x, kind), self.order, budget(self.order))):
+            for k, m in enumerate(newton_schulz(gram(x, x, kind), self.order, count)):
                 steps[:, k] = torch.einsum("bqn,bnm,bm->bq", features, m, y)
             return steps, None
         lam, dual = bayes_lambda(spec), batch.n <= spec.d
         a = x @ x.mT if dual else x.mT @ x
         a = a + lam * torch.eye(a.shape[-1], dtype=x.dtype, device=x.device)
         xty = torch.einsum("bnd,bn->bd", x, y)
-        for k, m in enumerate(newton_schulz(a, self.order, budget(self.order))):
+        for k, m in enumerate(newton_schulz(a, self.order, count)):
             w = torch.einsum("bnd,bnm,bm->bd", x, m, y) if dual else torch.einsum("bij,bj->bi", m, xty)
             steps[:, k] = torch.einsum("bqd,bd->bq", x_query, w)
         return steps, w

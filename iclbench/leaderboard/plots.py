@@ -162,25 +162,23 @@ def _lasso_shift(site: dict[str, Any], models: list[dict[str, Any]], folder: Pat
     return _save(fig, folder, "lasso-shift.svg")
 
 
-def _model(site: dict[str, Any], m: dict[str, Any], detail: dict[str, Any], folder: Path) -> tuple[str, str | None]:
-    """A model's own plots: error against prompt length per family, and against steps if it reports them."""
-    fams = site["families"]
-    fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * len(fams), 2.8), squeeze=False)
-    for ax, (fam, tasks) in zip(axes[0], fams.items()):
-        ax.set_title(fam)
-        ax.set_xlabel("prompt length n")
-        series = [(task.split("/", 1)[-1], *_lengths(m, task), m["kind"]) for task in tasks]
-        series = [s for s in series if s[1]]
-        if series:
-            _draw(ax, series, min(site["tasks"][t]["floor_db"] for t in tasks), legend=False)
+def _model(site: dict[str, Any], m: dict[str, Any], detail: dict[str, Any], folder: Path
+           ) -> tuple[str | None, str | None]:
+    """A model's own plots: error against prompt length in each family it is scored on, and against steps if it
+    reports them (None for a plot with nothing to show)."""
+    fams = {f: tasks for f, tasks in site["families"].items() if any(_lengths(m, t)[0] for t in tasks)}
+    main = None
+    if fams:
+        fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * max(len(fams), 2), 2.8), squeeze=False)
+        for ax, (fam, tasks) in zip(axes[0], fams.items()):
+            ax.set_title(fam)
+            ax.set_xlabel("prompt length n")
+            series = [(task.split("/", 1)[-1], *_lengths(m, task), m["kind"]) for task in tasks]
+            _draw(ax, [s for s in series if s[1]], min(site["tasks"][t]["floor_db"] for t in tasks), legend=False)
             ax.legend(fontsize=7, frameon=False)
-        else:
-            ax.text(0.5, 0.5, "not scored", transform=ax.transAxes, ha="center", va="center", color="0.4")
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0][0].set_ylabel("error (dB)")
-    fig.suptitle(f"{m['name']}: error against prompt length", y=1.06)
-    main = _save(fig, folder, file_name(f"model-{m['key']}"))
+        axes[0][0].set_ylabel("error (dB)")
+        fig.suptitle(f"{m['name']}: error against prompt length", y=1.06)
+        main = _save(fig, folder, file_name(f"model-{m['key']}"))
     series = [(t, *_steps(detail, t, info["nominal"]), m["kind"]) for t, info in site["tasks"].items()]
     series = [s for s in series if s[1]]
     if not series:

@@ -1,55 +1,46 @@
-"""The ranking rule: which rows are ranked, how results become scores and ranks, and the per-task columns.
+"""The ranking rule: which rows are ranked, how results become scores, rank ranges, and the per-task columns.
 
-Rows. A submission is ranked. Baselines are split by what they compute: `REFERENCES` (the
-exact solvers and oracles: the Bayes-optimal predictors, the converged solutions a target is
-defined by, and the zero predictor) are reference lines, shown and never ranked; the
-iterative `SOLVERS` (gd, newton, newton3, ista, fista) are shown at their last step as
-reference lines too (they are run to convergence, onto a reference), and are ranked as
-comparators cut at each of `BUDGETS` steps (steps = layers); every other baseline (averaging,
-the learned LISTA variants at their own 16 layers) is ranked as it is. For each depth a
-submission reports per-layer errors at, the solvers also appear cut at that depth, shown
-beside it and not ranked (so the depth rows a new submission brings never enter a pool).
+Rows. A submission is ranked, unless its latest fresh-draw verification failed (shown, marked, not ranked);
+one not yet verified is ranked and marked. Baselines are split by what they compute: `REFERENCES` (the exact
+solvers and oracles) and the iterative `SOLVERS` run to convergence are reference lines, shown and never
+ranked; `COMPARATORS`, gd, ista, fista, newton and newton3 given a budget of 1, 4 or 16 steps (steps = layers,
+each budget with the step tuned for it: `iclbench.baselines.budgeted`), are ranked; so is every other
+baseline (averaging, the learned LISTA variants). For each other depth a submission reports per-layer errors
+at, the tuned solvers and newton appear cut at that depth (`CUT_FROM`), shown and not ranked.
 
-Scores (`RANKING_RULE`, printed on the page and in the README). Ranks are decided by
-pairwise comparisons on a task: the errors at the task's nominal length in dB, each first
-raised to the round-off floor of both runs' dtypes (`FLOOR_DB`: eps², -138.5 dB in float32,
-the -300 dB reporting floor in float64), are a tie when they differ by less than `TIE_DB`.
-A task rank is 1 + the number of ranked models that beat the model on that task. A family
-score is a mean win rate (ties count half): over the family's tasks, the share of the other
-models in its pool that the model beats, where the pool is every ranked model scored on all of
-the family's tasks; the overall score is the mean of every family's score (`FAMILIES`), for models in
-every family's pool. Nothing is imputed: a model outside a pool has no score there, so
-declaring a task unsupported can only take a score away. Higher is better; equal scores
-(exact fractions) share a rank. In the overall order, models of equal rank and the unranked rows
-after them are listed by their family scores, then by name. A win rate is relative to its pool:
-adding a model can change the order of two others (as in any ranking by wins), which is why the
-per-task errors, absolute, stand beside every score.
+Scores (`RANKING_RULE`, printed on the page). At each prompt length n of a task, the error in dB, raised to the
+round-off floor of the run's dtype, is placed between two levels that no ranked model moves: 0 dB (the zero
+predictor) and the task's reference level at n (`iclbench.leaderboard.levels`: the best exact reference, raised
+to float32's floor). The cell score is the fraction of that gap closed on the dB (log) scale, clipped to
+[0, 1]: error / level. A task's score is the mean over all its prompt lengths (each weighs the same; a length
+not scored counts 0); a family's score is the mean over its tasks (a task not scored counts 0), for every
+ranked model scored on at least one of them. A score depends on the model's own errors alone: adding or
+removing other models never moves it, and declaring a task or length unsupported never raises it.
 
-Why win rates, not mean dB: errors range over 140 dB on a noiseless task solved to round-off
-and a few dB on a noisy one, so a mean of dB is decided by whichever task has the widest
-range (one noiseless task solved exactly outweighs 5 dB gained on every other task). A win
-rate weighs each task by the same 1 / (number of tasks) whatever the size of the errors:
-reaching round-off is worth what beating the same models by 0.01 dB is, and a model better
-than another on every task but one beats it on all of them but that one. No floor but the
-dtype's round-off is needed, and the floor only decides ties.
+Resolution. Every model run with per-prompt samples (`iclbench run --log-samples`, which CI does for every row)
+has paired bootstrap replicates of each score (`iclbench.metrics.replicates`: the same resampled prompts for
+every model). Two models are told apart on a family (or task) only where the 90 % interval of the paired
+difference of their scores excludes 0; otherwise, and where either has no samples, they tie. A model's rank is
+a range, as Chatbot Arena's: from 1 + the number of models told apart above it to the pool's size minus the
+number told apart below it. Rows are listed by score; equal scores by name.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any
+from typing import Any, Iterable
 
-from iclbench.metrics import steps_to_reach
+import numpy as np
+
+from iclbench.baselines.budgeted import COMPARATOR_BUDGETS, MAX_BUDGET, OPTIMIZERS
+from iclbench.leaderboard.levels import levels
+from iclbench.metrics import BOOTSTRAP_RESAMPLES, interval
 from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.tasks import TASKS
 
 FAMILIES = tuple(dict.fromkeys(t.spec.family for t in TASKS.values()))
 FAMILY_TASKS = {fam: tuple(n for n, t in TASKS.items() if t.spec.family == fam) for fam in FAMILIES}
-"""Round-off floor of a relative squared error, by run dtype: eps² in dB (the reporting floor, -300 dB, below it)."""
-TIE_DB = 0.01
-"""Two floored errors closer than this are a tie."""
 REFERENCES = {
     "zero": "predicts 0: the 0 dB line",
     "ridge": "exact ridge with the Bayes penalty: the Bayes-optimal predictor of the linear tasks",
@@ -61,47 +52,79 @@ REFERENCES = {
 }
 """Baselines that are reference lines: exact solvers and oracles, shown and never ranked."""
 SOLVERS = ("gd", "newton", "newton3", "ista", "fista")
-"""Iterative baselines run to convergence: reference lines at their last step, ranked comparators cut at `BUDGETS`."""
-BUDGETS = (1, 4, 16)
-"""Step budgets at which `SOLVERS` are ranked comparators (steps = layers)."""
-DEPTH_SOLVERS = ("gd", "newton", "ista")
-"""The optimizers an optimizer-equivalent depth is counted in."""
+"""Iterative baselines run to convergence (1,024 steps; newton 64, newton3 41): reference lines at their last
+step, never ranked."""
+BUDGETS = COMPARATOR_BUDGETS
+"""Step budgets of the ranked comparators (steps = layers)."""
+COMPARATORS = tuple(f"{s}@{k}" for s in (*OPTIMIZERS, "newton", "newton3") for k in BUDGETS)
+"""The ranked comparators (`iclbench.baselines.budgeted`): k steps of gd, ista and fista at the step tuned for
+exactly k steps, and the first k steps of newton and newton3."""
+CUT_FROM = tuple(f"{s}@{MAX_BUDGET}" for s in (*OPTIMIZERS, "newton", "newton3"))
+"""The comparators whose per-step curves give the unranked cuts at a submission's other depths: step k of
+`gd@16` is k steps at the step tuned for k, the same as a `gd@k` would run."""
+DEPTH_SOLVERS = {"gd": ("gd@16", "gd"), "newton": ("newton",), "ista": ("ista@16", "ista")}
+"""The optimizers an optimizer-equivalent depth is counted in, and the per-step curves that count it: the first's
+steps, then the next one's beyond them (16 steps each at the step tuned for that many, then the solver's own
+1,024-step run)."""
+LIMITS = {
+    "gd": {"linear": "ols", "ar": "ols", "logistic": "logistic-optimum", "kernel": "gp-posterior"},
+    "newton": {"linear": "ridge", "logistic": "logistic-optimum", "kernel": "gp-posterior"},
+    "ista": {"linear": "ols", "lasso": "lasso-exact"},
+}
+"""The reference each depth solver converges to, by family: from 0, GD and ISTA with lambda = 0 reach the
+minimum-norm least-squares solution, ISTA on the lasso the exact lasso solution, Newton the ridge solution,
+functional GD and Newton on the Gram matrix the minimum-norm interpolant (the noiseless GP posterior mean)."""
+KINDS = {
+    "submission": "submission",
+    "baseline": "baseline",
+    "comparator": "ranked comparator",
+    "cut": "cut at a submission's depth, not ranked",
+    "reference": "reference line, never ranked",
+}
+"""Row kinds and how the page names them."""
 LASSO_FIXED, LASSO_SHIFTED = "lasso/fixed", {"shift0.1": "lasso/shift0.1", "shift0.5": "lasso/shift0.5", "random": "lasso/random"}
 FINDINGS_LINK = "../docs/findings.md"
 """Where the findings page lies, relative to the leaderboard folder."""
 
 RANKING_RULE = (
     "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, true-w, zero) are reference "
-    "lines, never ranked; so are gd, newton, newton3, ista and fista at their last step, which converge onto them. "
-    f"Those five are ranked as comparators cut at {', '.join(map(str, BUDGETS))} steps (steps = layers), and shown, "
-    "unranked, cut at each submission's own depth. Submissions and the other baselines are ranked. "
-    "On a task, two models compare by their relative error at the nominal prompt length in dB, both raised to the "
-    f"round-off floor of the runs' dtypes (eps²: {FLOOR_DB['float32']:.1f} dB in float32, "
-    f"{FLOOR_DB['float64']:.0f} dB in float64); errors less than {TIE_DB} dB apart tie. A task rank is 1 + the "
-    "number of ranked models better on that task. A family's pool is every ranked model scored on all its tasks; "
-    "a model's family score is its mean win rate there: over the family's tasks, the percentage of the other "
-    f"models in the pool it beats (a tie counts half). The overall score is the mean of the {len(FAMILIES)} family scores "
-    f"({', '.join(FAMILIES)}), "
-    "for models in every pool. Nothing is imputed: a task not supported leaves the model out of that family's "
-    "pool and of the overall ranking, so declaring a task unsupported never helps. Each task weighs the same "
-    "whatever the size of its errors, so solving a noiseless task to round-off counts as much as beating the same "
-    "models by 0.01 dB. Higher scores are better; equal scores share a rank (1, 2, 2, 4); rows of equal rank, "
-    "and unranked rows after them, are listed by their family scores, then by name. A win rate is relative to its "
-    "pool: adding a model can change the order of two others, so the absolute per-task errors stand beside it."
+    "lines, never ranked; so are the iterative solvers run to convergence (gd, newton, newton3, ista, fista and "
+    "their tuned versions), which converge onto them. Ranked comparators: gd, ista and fista given a budget of "
+    f"{', '.join(map(str, BUDGETS))} steps (steps = layers), each budget with its own step, tuned for exactly that "
+    "many steps on the training stream, and newton and newton3 cut at those steps; the same, cut at each "
+    "submission's other depths, are shown unranked. Submissions and the other baselines are ranked, except a "
+    "submission whose latest fresh-draw verification failed: it is shown, marked, and not ranked; one not yet "
+    "verified is ranked and marked. "
+    "Score: at every prompt length of a task, the error in dB (raised to the round-off floor of the run's dtype: "
+    f"{FLOOR_DB['float32']:.1f} dB in float32) closes a fraction of the gap between 0 dB, the zero predictor, and "
+    "the task's reference level at that length, the best exact reference's error raised to float32's floor "
+    "(ridge, ols, lasso-exact, logistic-optimum or gp-posterior; pinned, so no ranked model moves it): the "
+    "fraction is error / level, clipped to 0..1, so a divergence costs the whole length and no more. A task's "
+    "score is the mean over all its prompt lengths, each weighing the same; a family's, the mean over its tasks; a "
+    "length or task not scored counts 0, so declaring it unsupported never helps. A score depends on the model's "
+    "own errors alone: adding models never moves it. Every ranked model scored on a task of a family is in the "
+    "family's ranking; families are ranked apart (their tasks differ), so there is no overall rank. "
+    "Resolution: two models are told apart only where the 90 % interval of the paired bootstrap difference of "
+    "their scores (the same resampled prompts for both, from per-prompt errors CI scores itself) excludes 0; "
+    "otherwise they tie. A rank is a range: from 1 + the number of models told apart above to the pool's size "
+    "minus the number told apart below. Rows are listed by score. The worst length is the family's lowest score "
+    "at one prompt length, mean over its tasks."
 )
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 RANKING_EXAMPLE = (
-    "the kernel family's pool is the 8 kernel submissions and gd, newton and newton3 cut at 1, 4 and 16 steps: "
-    "17 models, 16 others for each. kernel-exp-attn-softmax (-6.39, -5.66 and -6.04 dB on kernel/linear, "
-    "kernel/exp and kernel/relu) beats 4, 9 and 8 of them: (4 + 9 + 8) / 48 = 43.75 %, rank 10. "
-    "newton @4 steps (-10.87, -3.86 and -4.51 dB) beats 10, 5 and 5: 20 / 48 = 41.67 %, rank 11. "
-    "The transformer, better on two tasks of three, ranks above the solver; a mean of dB (-6.03 against -6.41) "
-    "would rank the solver first on the strength of kernel/linear's wider range alone."
+    "lsa-4l-kappa100, a 4-layer LSA trained on linear/kappa100, on the linear family. On linear/kappa100 its errors "
+    "are +197.9 dB at n = 5 and +83.9 dB at n = 10, then -10.03, -13.61 and -15.58 dB at n = 20, 40 and 80; the "
+    "reference levels there are -2.82, -6.42, -85.87, -138.47 and -138.47 dB (ols, raised to float32's floor), so "
+    "its cell scores are 0.00, 0.00, 11.69, 9.83 and 11.25 %: a task score of 6.55 %, where the nominal length "
+    "alone would give 9.83 %. Its task scores are linear/kappa1 32.18 %, linear/kappa10 24.28 %, linear/kappa100 "
+    "6.55 % and linear/noisy 71.32 %: a linear score of 33.58 %, one of 20 models ranked in the family."
 )
-"""A worked example of `RANKING_RULE` on the results of the committed submissions and the baselines
-(checked against them in tests/test_ranking.py, whose baseline numbers are `tests/fixtures/baseline_snapshot.json`)."""
+"""A worked example of `RANKING_RULE` on the results of the committed submissions (checked in
+tests/test_ranking.py)."""
+
+Range = tuple[int, int]
 
 
 @dataclass
@@ -111,25 +134,29 @@ class Entry:
     key: str
     name: str
     kind: str
-    """"submission", "baseline" or "reference" (shown, never ranked)."""
+    """One of `KINDS`."""
     results: dict[str, Any]
     meta: dict[str, Any]
     command: str
     budget: int | None = None
     """A solver cut at this many steps."""
     ranked: bool = True
-    """False for references and for comparators cut at a submission's own depth."""
+    """False for references, cuts at a submission's own depth and submissions whose verification failed."""
     verification: str = "–"
-    """A submission's fresh-draw verification (`iclbench.submissions.verify.status`); "–" for baselines, which CI computes."""
+    """A submission's fresh-draw verification (`iclbench.submissions.verify.status`); "–" for baselines."""
+    boot: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    """Bootstrap replicates in dB of every scored (task, length), paired across entries, centred on the error the
+    results file records; empty without per-prompt samples."""
     scores: dict[str, float | None] = field(default_factory=dict)
     """Error at each task's nominal length in dB (unfloored); None where not scored."""
-    task_ranks: dict[str, int | None] = field(default_factory=dict)
+    task_scores: dict[str, float | None] = field(default_factory=dict)
+    """Score in percent on each task; None where not scored."""
+    task_ranks: dict[str, Range | None] = field(default_factory=dict)
     family_scores: dict[str, float | None] = field(default_factory=dict)
-    """Mean win rate in percent in each family's pool; None outside it."""
-    family_ranks: dict[str, int | None] = field(default_factory=dict)
-    score: float | None = None
-    """Overall score: the mean of the family scores, for a model in every family's pool."""
-    rank: int | None = None
+    """Score in percent on each family; None where no task of it is scored."""
+    family_ranks: dict[str, Range | None] = field(default_factory=dict)
+    length_scores: dict[str, dict[int, float]] = field(default_factory=dict)
+    """Per family, its score in percent at each prompt length (mean over its tasks); empty where not scored."""
 
     @property
     def max_steps(self) -> int:
@@ -190,91 +217,148 @@ def nominal_db(entry: Entry, task: str) -> float | None:
     return length_db(entry, task)
 
 
-def compare(a: Entry, b: Entry, task: str) -> int:
-    """-1 when `a` beats `b` on `task`, 1 when `b` beats `a`, 0 for a tie (both must be scored)."""
-    floor = max(a.floor_db, b.floor_db)
-    x, y = max(a.scores[task], floor), max(b.scores[task], floor)
-    return 0 if abs(x - y) < TIE_DB else (-1 if x < y else 1)
+def cell_score(db: float | np.ndarray, floor: float, level: float) -> float | np.ndarray:
+    """The fraction of the gap from 0 dB to `level` (< 0) closed by an error of `db` raised to `floor`, in 0..1."""
+    return np.clip(np.maximum(db, floor) / level, 0.0, 1.0)
 
 
-def _win_rate(e: Entry, pool: list[Entry], task: str) -> Fraction:
-    """The share of the other models in `pool` that `e` beats on `task`, ties counting half."""
-    points = sum(1 - compare(e, o, task) for o in pool if o is not e)  # 2 per win, 1 per tie
-    return Fraction(points, 2 * (len(pool) - 1))
+def _cells(entry: Entry, task: str) -> dict[int, float]:
+    """The entry's cell score (a fraction) at each of the task's prompt lengths; 0 where it is not scored."""
+    level = levels()[task]
+    return {
+        n: 0.0 if (db := length_db(entry, task, n)) is None else float(cell_score(db, entry.floor_db, level[n]))
+        for n in TASKS[task].spec.lengths
+    }
 
 
-def _competition(values: dict[str, Fraction]) -> dict[str, int]:
-    """Ranks 1, 2, 2, 4 of keys by value, higher first."""
-    ordered = sorted(values.values(), reverse=True)
-    return {k: ordered.index(v) + 1 for k, v in values.items()}
+def _task(entry: Entry, task: str) -> tuple[float, np.ndarray | None] | None:
+    """The entry's score on `task` (a fraction: the mean of its cell scores) and its bootstrap replicates (None
+    without samples); None when the task is not scored."""
+    if entry.results["tasks"].get(task, {}).get("status") != "ok":
+        return None
+    cells, level = _cells(entry, task), levels()[task]
+    reps: np.ndarray | None = np.zeros(BOOTSTRAP_RESAMPLES)
+    for n in cells:
+        boot = entry.boot.get((task, n))
+        if length_db(entry, task, n) is not None:
+            reps = None if boot is None or reps is None else reps + cell_score(boot, entry.floor_db, level[n])
+    return sum(cells.values()) / len(cells), None if reps is None else reps / len(cells)
 
 
-def _percent(v: Fraction) -> float:
-    return float(100 * v)
+def _mean(parts: list[tuple[float, np.ndarray | None] | None]) -> tuple[float, np.ndarray | None] | None:
+    """The mean of scores (None counts 0) and of their replicates (None if any scored part has none); None when
+    no part is scored."""
+    scored = [p for p in parts if p is not None]
+    if not scored:
+        return None
+    reps = None if any(r is None for _, r in scored) else sum(r for _, r in scored) / len(parts)
+    return sum(v for v, _ in scored) / len(parts), reps
+
+
+def resolve(scores: dict[str, tuple[float, np.ndarray | None]]) -> dict[str, Range]:
+    """Rank ranges of the keys of `scores` ({key: (score, replicates)}), higher is better: two keys are told apart
+    where the 90 % interval of the difference of their replicates excludes 0 (both must have replicates)."""
+    keys = list(scores)
+    above = dict.fromkeys(keys, 0)  # models told apart above each key
+    below = dict.fromkeys(keys, 0)
+    paired = [k for k in keys if scores[k][1] is not None]
+    if len(paired) > 1:
+        reps = np.stack([scores[k][1] for k in paired])
+        lo, hi = np.moveaxis(interval(reps[:, None, :] - reps[None, :, :]), -1, 0)
+        better = lo > 0  # better[i, j]: i is told apart above j
+        for i, k in enumerate(paired):
+            above[k], below[k] = int(better[:, i].sum()), int(better[i].sum())
+    return {k: (1 + above[k], len(keys) - below[k]) for k in keys}
 
 
 def rank(entries: list[Entry]) -> list[Entry]:
-    """Score and rank every entry by `RANKING_RULE`; return them in order: ranked by rank, then the rest.
-
-    Within a rank, and among unranked rows, by family scores then name.
-    """
+    """Score and rank every entry by `RANKING_RULE`; return them listed by kind (`KINDS`' order), then name."""
     for e in entries:
         e.scores = {t: nominal_db(e, t) for t in TASKS}
     ranked = [e for e in entries if e.ranked]
-    for e in entries:
-        e.task_ranks = {
-            t: 1 + sum(compare(o, e, t) < 0 for o in ranked if o.scores[t] is not None)
-            if e.ranked and e.scores[t] is not None
-            else None
-            for t in TASKS
-        }
-    family: dict[str, dict[str, Fraction]] = {}
-    for fam, names in FAMILY_TASKS.items():
-        pool = [e for e in ranked if all(e.scores[t] is not None for t in names)]
-        family[fam] = {
-            e.key: sum((_win_rate(e, pool, t) for t in names), Fraction(0)) / len(names) for e in pool if len(pool) > 1
-        }
-        ranks = _competition(family[fam]) if len(pool) > 1 else {e.key: 1 for e in pool}  # alone: first, no score
+    tasks = {e.key: {t: _task(e, t) for t in TASKS} for e in entries}
+    for t in TASKS:
+        ranges = resolve({e.key: tasks[e.key][t] for e in ranked if tasks[e.key][t] is not None})
         for e in entries:
-            e.family_scores[fam] = _percent(family[fam][e.key]) if e.key in family[fam] else None
-            e.family_ranks[fam] = ranks.get(e.key)
-    overall = {
-        e.key: sum((family[f][e.key] for f in FAMILIES), Fraction(0)) / len(FAMILIES)
-        for e in ranked
-        if all(e.key in family[f] for f in FAMILIES)
-    }
-    ranks = _competition(overall)
-    for e in entries:
-        e.score = _percent(overall[e.key]) if e.key in overall else None
-        e.rank = ranks.get(e.key)
+            e.task_scores[t] = None if tasks[e.key][t] is None else 100 * tasks[e.key][t][0]
+            e.task_ranks[t] = ranges.get(e.key)
+    for fam, names in FAMILY_TASKS.items():
+        family = {e.key: _mean([tasks[e.key][t] for t in names]) for e in entries}
+        ranges = resolve({e.key: family[e.key] for e in ranked if family[e.key] is not None})
+        for e in entries:
+            e.family_scores[fam] = None if family[e.key] is None else 100 * family[e.key][0]
+            e.family_ranks[fam] = ranges.get(e.key)
+            e.length_scores[fam] = _by_length(e, names) if family[e.key] is not None else {}
+    kinds = list(KINDS)
+    return sorted(entries, key=lambda e: (kinds.index(e.kind), e.name.lower()))
 
-    def order(e: Entry) -> tuple:
-        fams = [-(e.family_scores[f] if e.family_scores[f] is not None else -1.0) for f in FAMILIES]
-        return (e.rank is None, e.rank or 0, not e.ranked, *fams, e.name.lower())
 
-    return sorted(entries, key=order)
+def _by_length(entry: Entry, names: Iterable[str]) -> dict[int, float]:
+    """The family's score in percent at each prompt length: the mean over its tasks of the cell scores there
+    (a task or length not scored counts 0). The tasks of a family share their lengths."""
+    cells = [_cells(entry, t) for t in names]
+    return {n: 100 * sum(c[n] for c in cells) / len(cells) for n in cells[0]}
+
+
+def rank_text(r: Range | list[int] | None) -> str:
+    """A rank range as shown: "3", or "3–7" where comparisons on the same prompts leave it open; "–" for none."""
+    return "–" if r is None else str(r[0]) if r[0] == r[1] else f"{r[0]}–{r[1]}"
+
+
+def unranked_reason(entry: Entry) -> str | None:
+    """Why a row is not ranked (None when it is)."""
+    if entry.ranked:
+        return None
+    if entry.kind == "submission":
+        return f"its latest fresh-draw verification {entry.verification}"
+    if entry.kind == "cut":
+        return f"a cut at a submission's depth; the ranked comparators run {', '.join(map(str, BUDGETS))} steps"
+    return "a reference line, never ranked"
 
 
 def family_order(entries: list[Entry], fam: str) -> list[Entry]:
-    """The entries as a family view lists them: by family rank, then unranked rows, then name."""
-    return sorted(entries, key=lambda e: (e.family_ranks[fam] is None, e.family_ranks[fam] or 0, not e.ranked, e.name.lower()))
+    """The entries scored in family `fam` as its view lists them: ranked rows by score, then the others by score;
+    equal scores by name."""
+    scored = [e for e in entries if e.family_scores[fam] is not None]
+    return sorted(scored, key=lambda e: (not e.family_ranks[fam], -e.family_scores[fam], e.name.lower()))
 
 
-def depth(entry: Entry, task: str, solvers: dict[str, Entry]) -> dict[str, float | None] | None:
-    """The optimizer-equivalent depth of the model's last layer on `task` at its nominal length.
+def depth_curve(task: str, sources: tuple[str, ...], solvers: dict[str, Entry]) -> list[float]:
+    """The per-step curve a depth counts on at `task`'s nominal length: the first source's steps, then each next
+    one's beyond them (sources that are missing or do not run on the task are skipped)."""
+    curve: list[float] = []
+    for source in sources:
+        steps = steps_curve(solvers[source], task) if source in solvers else None
+        curve += (steps or [])[len(curve):]
+    return curve
 
-    For each of `DEPTH_SOLVERS`: the smallest whole number of its steps whose error (its own
-    per-step curve, same task and length) is at most the model's; None where that solver does
-    not run on the task or never gets there within the steps it runs. None for a model that
-    reports no per-layer errors on the task.
+
+def depth(
+    entry: Entry, task: str, solvers: dict[str, Entry], limits: dict[str, Entry]
+) -> dict[str, int | str | None] | None:
+    """The optimizer-equivalent depth of the model on `task` at its nominal length, per optimizer of
+    `DEPTH_SOLVERS` (`solvers` and `limits`, the references, by baseline name).
+
+    The first step k at which the running best of the optimizer's curve (`depth_curve`) is at or below the
+    model's error: up to 16, k steps at the step tuned for exactly k (the best k-step schedule); beyond, the
+    solver's own run. Where none of its K steps gets there: "never" when the solution it converges to
+    (`LIMITS`) is worse than the model, else "> K". None where the optimizer does not run on the task; None for
+    a model that reports no per-layer errors on the task.
     """
     level = entry.scores.get(task) if entry.scores else nominal_db(entry, task)
     if level is None or not steps_curve(entry, task):
         return None
-    out: dict[str, float | None] = {}
-    for name in DEPTH_SOLVERS:
-        k = steps_to_reach(steps_curve(solvers[name], task), level) if name in solvers else None
-        out[name] = None if k is None else float(k)
+    family = TASKS[task].spec.family
+    out: dict[str, int | str | None] = {}
+    for name, sources in DEPTH_SOLVERS.items():
+        curve = depth_curve(task, sources, solvers)
+        if not curve:
+            out[name] = None
+            continue
+        reached = next((k for k, v in enumerate(curve, 1) if v <= level), None)
+        limit = limits.get(LIMITS[name].get(family, ""))
+        limit_db = None if limit is None else nominal_db(limit, task)
+        out[name] = reached or ("never" if limit_db is not None and limit_db > level else f"> {len(curve):,}")
     return out
 
 
@@ -298,7 +382,7 @@ def _interval(m: dict[str, Any] | None, entry: Entry) -> list[float] | None:
     return None if m is None or entry.budget is not None else [_r(v) for v in m["rel_err"]["ci90_db"]]
 
 
-def task_columns(entry: Entry, task: str, solvers: dict[str, Entry]) -> dict[str, Any]:
+def task_columns(entry: Entry, task: str, solvers: dict[str, Entry], limits: dict[str, Entry]) -> dict[str, Any]:
     """The summary's per-task columns of one entry (see `site_summary`); errors in dB rounded to 0.01."""
     t = entry.results["tasks"].get(task, {})
     lengths = sorted(int(n) for n in t.get("lengths", {})) if t.get("status") == "ok" else []
@@ -306,12 +390,17 @@ def task_columns(entry: Entry, task: str, solvers: dict[str, Entry]) -> dict[str
     return {
         "db": _r(entry.scores[task]),
         "ci90_db": _interval(length_metrics(entry, task), entry),
-        "rank": entry.task_ranks[task],
+        "score": _r(entry.task_scores[task]),
+        "rank": None if entry.task_ranks[task] is None else list(entry.task_ranks[task]),
         "by_length": {
-            str(n): {"db": _r(length_db(entry, task, n)), "ci90_db": _interval(length_metrics(entry, task, n), entry)}
+            str(n): {
+                "db": _r(db := length_db(entry, task, n)),
+                "ci90_db": _interval(length_metrics(entry, task, n), entry),
+                "score": _r(100 * float(cell_score(db, entry.floor_db, levels()[task][n]))),
+            }
             for n in lengths
         },
-        "depth": depth(entry, task, solvers),
+        "depth": depth(entry, task, solvers, limits),
         "error_rate": None if rate is None or entry.budget is not None else _r(rate["value"], 4),
     }
 
@@ -325,12 +414,30 @@ def _date(entry: Entry) -> str | None:
     return finished[:10]
 
 
-def site_summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any]:
-    """The site's summary (out/leaderboard.json) of ranked `entries` (as `rank` returns them)."""
+def family_columns(entry: Entry, fam: str, pool: int) -> dict[str, Any]:
+    """The summary's per-family columns of one entry: rank range and pool size, score, worst length, coverage."""
+    by_n = entry.length_scores[fam]
+    worst = min(by_n, key=by_n.__getitem__) if by_n else None
+    names = FAMILY_TASKS[fam]
+    return {
+        "rank": None if entry.family_ranks[fam] is None else list(entry.family_ranks[fam]),
+        "pool": pool,
+        "score": _r(entry.family_scores[fam]),
+        "worst_length": None if worst is None else {"n": worst, "score": _r(by_n[worst])},
+        "by_length": {str(n): _r(v) for n, v in by_n.items()},
+        "coverage": [sum(entry.scores[t] is not None for t in names), len(names)],
+    }
+
+
+def site_summary(entries: list[Entry], built: str, digest: str, links: dict[str, str]) -> dict[str, Any]:
+    """The site's summary (out/leaderboard.json) of ranked `entries` (as `rank` returns them); `links`: the
+    repository, SUBMITTING.md and the findings, by name."""
     import iclbench
     from iclbench.tasks import SUITE_VERSION
 
-    solvers = {e.name: e for e in entries if e.name in DEPTH_SOLVERS and e.budget is None}
+    solvers = {e.name: e for e in entries if any(e.name in d for d in DEPTH_SOLVERS.values()) and e.budget is None}
+    limits = {e.name: e for e in entries if e.kind == "reference"}
+    pools = {f: sum(e.family_ranks[f] is not None for e in entries) for f in FAMILIES}
     models = []
     for e in entries:
         params = e.meta.get("parameters")
@@ -339,19 +446,12 @@ def site_summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any
                 "key": e.key,
                 "name": e.name,
                 "kind": e.kind,
+                "ranked": e.ranked,
                 "budget_steps": e.budget,
-                "rank": e.rank,
-                "score": _r(e.score),
                 "coverage": [sum(v is not None for v in e.scores.values()), len(TASKS)],
-                "families": {
-                    f: {
-                        "rank": e.family_ranks[f],
-                        "score": _r(e.family_scores[f]),
-                        "coverage": [sum(e.scores[t] is not None for t in names), len(names)],
-                    }
-                    for f, names in FAMILY_TASKS.items()
-                },
-                "tasks": {t: task_columns(e, t, solvers) for t in TASKS},
+                "resolved": bool(e.boot),
+                "families": {f: family_columns(e, f, pools[f]) for f in FAMILIES},
+                "tasks": {t: task_columns(e, t, solvers, limits) for t in TASKS},
                 "lasso_gap_db": None if (gap := lasso_gap_db(e)) is None else {k: _r(v) for k, v in gap.items()},
                 "parameters": params if isinstance(params, int) else None,
                 "date": _date(e),
@@ -369,16 +469,18 @@ def site_summary(entries: list[Entry], built: str, digest: str) -> dict[str, Any
         "inputs_sha256": digest,
         "ranking_rule": RANKING_RULE,
         "ranking_example": RANKING_EXAMPLE,
+        "links": links,
+        "kinds": KINDS,
         "families": {f: list(names) for f, names in FAMILY_TASKS.items()},
         "tasks": {
             name: {
                 "family": t.spec.family,
                 "nominal": t.spec.nominal,
                 "lengths": list(t.spec.lengths),
+                "levels_db": {str(n): v for n, v in levels()[name].items()},
                 "floor_db": FLOOR_DB["float32"],
             }
             for name, t in TASKS.items()
         },
         "models": models,
     }
-

@@ -30,6 +30,7 @@ import yaml
 
 from iclbench import checkpoint, results, training
 from iclbench.cache import ExportError, use_export
+from iclbench.evaluation import task_lines
 from iclbench.plugins import PluginError, sha256_file
 from iclbench.runner import RunConfig, resolve_device, run
 from iclbench.submissions import schema
@@ -130,7 +131,8 @@ def _results(staged: Path, model: IsolatedModel, given: Path | None, args: argpa
         results.read(given)  # a readable results file of the current schema; `schema.validate` checks the rest
         shutil.copyfile(given, out)
         return
-    doc = run(model, list(TASKS.values()), RunConfig(args.device, "float32", args.batch_size), out, progress=not args.quiet)
+    doc = run(model, list(TASKS.values()), RunConfig(args.device, "float32", args.batch_size), out,
+              progress=not args.quiet, report=task_lines(len(TASKS), not args.quiet, out))
     failed = [e["error"] for e in doc["tasks"].values() if e["status"] == "failed"]
     if failed:
         raise SubmitError("\n".join(failed))

@@ -22,13 +22,14 @@ from typing import Any
 
 import torch
 
+from iclbench import samples as samples_file
 from iclbench import tasks as task_registry
 from iclbench.cache import USE_AN_EXPORT
 from iclbench.metrics import db
 from iclbench.plugins import PluginError
-from iclbench.runner import RunConfig, ScoredModel, run
+from iclbench.runner import RunConfig, run
 from iclbench.sandbox import SandboxError
-from iclbench.tasks import FINGERPRINTS, Task
+from iclbench.tasks import FINGERPRINTS
 from iclbench.worker import IsolatedModel, Limits
 
 TOL_DB = 0.1
@@ -128,38 +129,36 @@ def rerun_and_compare(
     batch_size: int = 512,
     limits: Limits = Limits(),
     sandbox: bool = True,
+    progress: bool = False,
+    samples: Path | None = None,
 ) -> list[str]:
     """Score the model of `model_file` on the CPU, in a worker process (in the sandbox unless `sandbox` is False),
     and list every metric that differs from `submitted`; this process never imports the model's code.
 
-    The model is scored with `predict` alone, one call per length and chunk, never with its `predict_lengths`
-    (`iclbench.api.Model.predict_lengths`): a prediction at length n that read context pairs past the n-th is
-    then not reproduced.
+    A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such
+    and its metrics are not compared. The model is scored with `predict` alone, one call per length
+    and chunk, never with its `predict_lengths` (`iclbench.api.Model.predict_lengths`): a prediction
+    at length n that read context pairs past the n-th is then not reproduced. `progress`: a bar on a
+    terminal, one line per task on stderr otherwise. With `samples`, the re-run's per-prompt samples
+    (`iclbench.samples`) are written there: the leaderboard's comparisons use them (`--samples`).
     """
+    from iclbench.evaluation import task_lines
+
     try:
         chosen = task_registry.select(patterns)
         model = IsolatedModel(str(model_file), limits, one_pass=False, sandbox=sandbox)
     except (PluginError, task_registry.UnknownTaskError, SandboxError) as exc:
         return [f"{model_file}: {exc}"]
+    logged: dict[str, dict[str, torch.Tensor]] | None = None if samples is None else {}
     try:
-        return compare_run(model, submitted, chosen, batch_size, str(model_file))
+        cfg = RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size)
+        fresh = run(model, chosen, cfg, progress=progress, samples=logged, report=task_lines(len(chosen), progress))
     finally:
         model.close()
-
-
-def compare_run(
-    model: ScoredModel, submitted: dict[str, Any], chosen: list[Task], batch_size: int, where: str
-) -> list[str]:
-    """Score `model` (a worker, or predictions replayed: `iclbench.predictions.ReplayedModel`) on the tasks `chosen` on
-    the CPU, in `submitted`'s dtype, and list every metric that differs from `submitted`, each line starting with
-    `where` for the model's identity, or the task's name.
-
-    A task re-run on data that are not the suite's, or not those of `submitted`, is reported as such and its
-    metrics are not compared.
-    """
-    fresh = run(model, chosen, RunConfig("cpu", submitted["run"].get("dtype", "float32"), batch_size), progress=False)
+    if samples is not None:
+        samples_file.write(samples, fresh, {t: logged[t] for t in fresh["tasks"] if t in logged})
     problems = [
-        f"{where}: re-run model.{k} is {v!r}, results.json has {submitted['model'].get(k)!r}"
+        f"{model_file}: re-run model.{k} is {v!r}, results.json has {submitted['model'].get(k)!r}"
         for k, v in fresh["model"].items()
         if k in ("name", "file_sha256", "checkpoint_sha256") and v != submitted["model"].get(k)
     ]

@@ -471,27 +471,37 @@ def check(folder: str | Path) -> tuple[Submission | None, list[str]]:
 
 
 def validate(
-    folder: str | Path, rerun: bool = False, tasks: list[str] | None = None, batch_size: int = 512,
+    folder: str | Path,
+    rerun: bool = False,
+    tasks: list[str] | None = None,
+    batch_size: int = 512,
     sandbox: bool = True,
+    progress: bool = False,
+    samples: Path | None = None,
 ) -> list[str]:
     """Every problem of the submission in `folder`; an empty list means it is valid.
 
     With `rerun`, the model is loaded from model.py and scored again on the CPU, in the sandbox
     (`iclbench.sandbox`) unless `sandbox` is False (on the tasks matching `tasks`, all by default), and
-    every metric is compared with results.json within the tolerances of `iclbench.submissions.rerun`.
+    every metric is compared with results.json within the tolerances of `iclbench.submissions.rerun`;
+    `progress` and `samples` (a folder, which receives `<id>.samples.safetensors`) are `rerun_and_compare`'s.
     """
     sub, problems = check(folder)
     if sub is None:
         return problems
     if rerun and not problems:
+        from iclbench.samples import SUFFIX
         from iclbench.submissions.rerun import rerun_and_compare
 
-        problems = rerun_and_compare(sub.folder / "model.py", sub.results, tasks, batch_size, sandbox=sandbox)
+        out = None if samples is None else samples / f"{sub.id}{SUFFIX}"
+        problems = rerun_and_compare(sub.folder / "model.py", sub.results, tasks, batch_size, sandbox=sandbox,
+                                     progress=progress, samples=out)
     return problems
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    for flag, given in (("--tasks", args.tasks), ("--data", args.data), ("--no-sandbox", args.no_sandbox)):
+    for flag, given in (("--tasks", args.tasks), ("--data", args.data), ("--no-sandbox", args.no_sandbox),
+                        ("--samples", args.samples)):
         if given and not args.rerun:
             print(f"iclbench validate: {flag} only applies with --rerun", file=sys.stderr)
             return 2
@@ -504,9 +514,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except (ExportError, UnknownTaskError) as exc:
             print(f"iclbench validate: {exc}", file=sys.stderr)
             return 2
+    if args.samples is not None:
+        args.samples.mkdir(parents=True, exist_ok=True)
     failed = 0
     for folder in args.folders:
-        problems = validate(folder, args.rerun, args.tasks, args.batch_size, sandbox=not args.no_sandbox)
+        problems = validate(folder, args.rerun, args.tasks, args.batch_size, not args.no_sandbox, not args.quiet,
+                            args.samples)
         for message in problems:
             print(f"error: {message}")
         print(
@@ -532,4 +545,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-sandbox", action="store_true",
                    help="with --rerun: run the model without the sandbox, which is otherwise required (only on your "
                         "own machine, where the sandbox cannot be made)")
+    p.add_argument(
+        "--samples",
+        type=Path,
+        metavar="DIR",
+        help="with --rerun: write the re-run's per-prompt samples to DIR/<id>.samples.safetensors "
+        "(for `iclbench leaderboard --samples DIR`)",
+    )
+    p.add_argument("--quiet", action="store_true", help="with --rerun: no progress bar and no line per task")
     p.set_defaults(func=cmd_validate)

@@ -1,6 +1,7 @@
 """`iclbench score`: a submission judged from its predictions, by a process that never imports or runs its code.
 
     iclbench score FOLDER --public PUBLIC --fresh FRESH --seed SEED [--seed-drawn] [--tasks ...] [--out REPORT]
+                   [--samples FILE]
 
 PUBLIC and FRESH are predictions files (`iclbench.predictions`, written by `iclbench predict`) of the model of
 FOLDER on the inputs of the suite's evaluation sets and on those of fresh sets of verification seed SEED
@@ -14,7 +15,8 @@ submitted code, so every number and shape read from them is checked. It
    and target itself, and judges them as `iclbench verify` judges a worker (`iclbench.submissions.verify.judge`):
    the public predictions must reproduce every metric of results.json, and their per-prompt errors are compared
    with those of the fresh ones;
-4. writes the verification report (FOLDER/verification.json unless told otherwise).
+4. writes the verification report (FOLDER/verification.json unless told otherwise) and, with `--samples`, the
+   per-prompt errors of the public predictions, with which the leaderboard resolves its comparisons.
 
 Exit status: 0 when the folder is valid and verified; 1 when it is not (one line per problem, the report
 written when the predictions could be replayed); 2 on a usage error.
@@ -59,9 +61,11 @@ def score(
     drawn: bool,
     chosen: list[Task],
     batch_size: int = 512,
+    samples: Path | None = None,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The verification report of the submission in `folder` from its predictions (None when they cannot be
-    replayed) and the problems found; the report's verdict is "pass" only without any."""
+    replayed) and the problems found; the report's verdict is "pass" only without any. With `samples`, the
+    public predictions' per-prompt samples are written there (`iclbench.submissions.verify.judge`)."""
     sub, problems = schema.check(folder)
     if problems or sub is None:
         return None, problems
@@ -79,7 +83,7 @@ def score(
     if problems:
         return None, problems
     report = verify.judge(replayed(public, sub), replayed(fresh, sub), sub.results, seed, drawn, chosen, fresh.prompts,
-                          batch_size)
+                          batch_size, samples=samples)
     report["problems"] += problems
     if problems:
         report["verdict"] = "fail"

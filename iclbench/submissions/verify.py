@@ -41,6 +41,7 @@ import torch
 
 import iclbench
 from iclbench import results
+from iclbench import samples as samples_file
 from iclbench import tasks as task_registry
 from iclbench.cache import fresh_sets
 from iclbench.plugins import PluginError
@@ -127,10 +128,10 @@ def _length_reason(n: str, c: dict[str, Any]) -> str:
 def _scored(
     model: ScoredModel, task: Task, cfg: RunConfig, progress: bool
 ) -> tuple[dict[str, Any], dict[str, Any], Samples]:
-    """The model's identity (`IDENTITY`) in one task's run, the task's entry and its per-prompt samples."""
+    """The model's identity (`IDENTITY`) in one task's run, the run's results document and its per-prompt samples."""
     samples: Samples = {}
     doc = run(model, [task], cfg, progress=progress, samples=samples)
-    return {k: doc["model"][k] for k in IDENTITY}, doc["tasks"][task.spec.name], samples.get(task.spec.name, {})
+    return {k: doc["model"][k] for k in IDENTITY}, doc, samples.get(task.spec.name, {})
 
 
 def verify(
@@ -176,6 +177,7 @@ def judge(
     batch_size: int = 512,
     progress: bool = False,
     report: TaskReport | None = None,
+    samples: Path | None = None,
 ) -> dict[str, Any]:
     """The report of a model scored on the public sets (`public_model`) and on the fresh sets of verification seed
     `seed` (`fresh_model`) of the tasks `chosen`, compared with `public`, its results document. Each is a worker
@@ -201,16 +203,26 @@ def judge(
     fresh_cfg = RunConfig("cpu", dtype, batch_size, prompts)
     started = _now()
     checked, identities = {}, []
+    public_run: dict[str, Any] = {}
+    public_samples: Samples = {}
     for task in chosen:
         name, start = task.spec.name, time.perf_counter()
-        identity, pub, pub_samples = _scored(public_model, task, public_cfg, progress)
+        identity, doc, pub_samples = _scored(public_model, task, public_cfg, progress)
+        pub = doc["tasks"][name]
+        public_run = {**doc, "tasks": {**public_run.get("tasks", {}), name: pub}}
+        if pub_samples:
+            public_samples[name] = pub_samples
         identities.append(identity)
         with fresh_sets(seed):  # the model receives prompts only: it never learns the seed
-            identity, new, new_samples = _scored(fresh_model, task, fresh_cfg, progress)
+            identity, doc, new_samples = _scored(fresh_model, task, fresh_cfg, progress)
+        new = doc["tasks"][name]
         identities.append(identity)
         checked[name] = compare_task(name, public["tasks"].get(name), (pub, pub_samples), (new, new_samples), dtype)
         if report is not None:
             report(name, checked[name], time.perf_counter() - start)
+    if samples is not None and public_run:
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        samples_file.write(samples, public_run, public_samples)
     problems = list(dict.fromkeys(
         f"model.{k} is {v!r} when verified, {public['model'].get(k)!r} in results.json"
         for identity in identities
