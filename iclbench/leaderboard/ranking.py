@@ -34,13 +34,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from iclbench.baselines.budgeted import COMPARATOR_BUDGETS, MAX_BUDGET, OPTIMIZERS
-from iclbench.leaderboard.levels import levels
+from iclbench.leaderboard.levels import SCALED, levels
 from iclbench.metrics import BOOTSTRAP_RESAMPLES, interval
 from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.tasks import TASKS
 
-FAMILIES = tuple(dict.fromkeys(t.spec.family for t in TASKS.values()))
-FAMILY_TASKS = {fam: tuple(n for n, t in TASKS.items() if t.spec.family == fam) for fam in FAMILIES}
+FAMILIES = tuple(dict.fromkeys(t.spec.family for t in SCALED.values()))
+"""The families that are scored and ranked (`iclbench.leaderboard.levels.UNSCALED_FAMILIES` are shown only)."""
+FAMILY_TASKS = {fam: tuple(n for n, t in SCALED.items() if t.spec.family == fam) for fam in FAMILIES}
 REFERENCES = {
     "zero": "predicts 0: the 0 dB line",
     "ridge": "exact ridge with the Bayes penalty: the Bayes-optimal predictor of the linear tasks",
@@ -234,7 +235,7 @@ def _cells(entry: Entry, task: str) -> dict[int, float]:
 def _task(entry: Entry, task: str) -> tuple[float, np.ndarray | None] | None:
     """The entry's score on `task` (a fraction: the mean of its cell scores) and its bootstrap replicates (None
     without samples); None when the task is not scored."""
-    if entry.results["tasks"].get(task, {}).get("status") != "ok":
+    if task not in SCALED or entry.results["tasks"].get(task, {}).get("status") != "ok":
         return None
     cells, level = _cells(entry, task), levels()[task]
     reps: np.ndarray | None = np.zeros(BOOTSTRAP_RESAMPLES)
@@ -448,10 +449,10 @@ def site_summary(entries: list[Entry], built: str, digest: str, links: dict[str,
                 "kind": e.kind,
                 "ranked": e.ranked,
                 "budget_steps": e.budget,
-                "coverage": [sum(v is not None for v in e.scores.values()), len(TASKS)],
+                "coverage": [sum(e.scores[t] is not None for t in SCALED), len(SCALED)],
                 "resolved": bool(e.boot),
                 "families": {f: family_columns(e, f, pools[f]) for f in FAMILIES},
-                "tasks": {t: task_columns(e, t, solvers, limits) for t in TASKS},
+                "tasks": {t: task_columns(e, t, solvers, limits) for t in SCALED},
                 "lasso_gap_db": None if (gap := lasso_gap_db(e)) is None else {k: _r(v) for k, v in gap.items()},
                 "parameters": params if isinstance(params, int) else None,
                 "date": _date(e),
@@ -480,7 +481,7 @@ def site_summary(entries: list[Entry], built: str, digest: str, links: dict[str,
                 "levels_db": {str(n): v for n, v in levels()[name].items()},
                 "floor_db": FLOOR_DB["float32"],
             }
-            for name, t in TASKS.items()
+            for name, t in SCALED.items()
         },
         "models": models,
     }
