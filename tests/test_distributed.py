@@ -213,7 +213,9 @@ def test_a_rank_that_dies_loses_none_of_the_others_work(tmp_path: Path) -> None:
     shares = distributed.assign([distributed.cost(get(n), 32) for n in chosen], 2)
     first, victim = (chosen[i] for i in shares[1][:2])  # rank 1 finishes `first`, then dies during `victim`
     model = plugin(tmp_path / "model", DIES.format(marker=str(tmp_path / "died"), victim=victim))
-    run = ["run", "--model", str(model), "--tasks", *chosen, "--prompts", "32", "--log-samples", "--out", "res"]
+    # without the sandbox: the model must see its harness's process, and leave its marker, to play the crash
+    run = ["run", "--model", str(model), "--tasks", *chosen, "--prompts", "32", "--log-samples", "--out", "res",
+           "--no-sandbox"]
     crashed = torchrun(2, *run, cwd=tmp_path)
     assert crashed.returncode != 0 and (tmp_path / "died").exists()
     out = tmp_path / "res" / "dies.json"
@@ -227,7 +229,8 @@ def test_a_rank_that_dies_loses_none_of_the_others_work(tmp_path: Path) -> None:
     assert all(final["tasks"][n] == entry for n, entry in done.items())  # kept as they were, timings included
     assert any(f"] {first}: " in line and "kept from" in line for line in again.stderr.splitlines())
     assert not list((tmp_path / "res").glob(".*"))  # partial files and lock gone
-    single = evaluate(str(model), chosen, prompts=32, out=tmp_path / "single", log_samples=True, progress=False)
+    single = evaluate(str(model), chosen, prompts=32, out=tmp_path / "single", log_samples=True, progress=False,
+                      sandbox=False)
     assert comparable(final)["tasks"] == comparable(single.doc)["tasks"]
     _, kept = samples_file.read(out.with_name("dies.samples.safetensors"))  # the kept tasks' samples too
     _, fresh = samples_file.read(single.samples_path)

@@ -18,12 +18,13 @@ TASKS = ["linear/kappa1", "lasso/fixed"]
 
 
 def scored(folder: Path, name: str) -> dict[str, Any]:
-    """A results file without what differs between two runs of the same thing: when, how long, and the order
-    in which the process happened to load its thread pools' libraries."""
+    """A results file without what differs between two runs of the same thing: when, how long, and the thread
+    pools' libraries its process had loaded (one after another, the run is made in this process, whose earlier
+    tests may have loaded others; side by side, in a fresh one)."""
     doc = json.loads((folder / f"{name}.json").read_text())
     for key in ("started", "finished"):
         doc["run"].pop(key)
-    doc["run"]["provenance"]["thread_pools"].sort()
+    doc["run"]["provenance"].pop("thread_pools")
     for entry in doc["tasks"].values():
         entry.pop("seconds", None)
     return doc

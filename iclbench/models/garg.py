@@ -157,12 +157,6 @@ def load_run(run_dir: str | Path) -> tuple[GPT2, dict[str, Any]]:
     return to_gpt2(config, weights, str(run_dir / STATE)), {"train_step": step, "task": task, "config": config}
 
 
-def used_parameters(net: GPT2) -> int:
-    """The number of their model's parameters the predictions read: the converted GPT-2's, less the read-in's
-    duplicated y column."""
-    return sum(p.numel() for p in net.parameters()) - net.width
-
-
 class GargModel(TrainedModel):
     """A Garg et al. GPT-2 converted to safetensors: every scalar-label task of its dimension."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iclbench import checkpoint
-from iclbench.models.garg import CONFIG, GargFormatError, load_run, used_parameters
+from iclbench.models.garg import CONFIG, GargFormatError, load_run
 from iclbench.models.weights import save_weights
 from iclbench.plugins import sha256_file
 from iclbench.submissions import schema
@@ -55,7 +55,7 @@ def garg_stage(run_dir: Path) -> Stage:
         weights = staged / CHECKPOINT_NAME
         save_weights(net, weights, {"converted_from": "garg", "train_step": info["train_step"]})
         try:
-            checkpoint.check_safetensors(weights, checkpoint.MAX_FILE_BYTES)
+            header = checkpoint.check_safetensors(weights, checkpoint.MAX_FILE_BYTES)
         except checkpoint.CheckpointError as exc:
             raise SubmitError(f"{exc} (a checkpoint over {checkpoint.MAX_FILE_BYTES} bytes goes on the Hugging Face "
                               "Hub: see SUBMITTING.md)") from None
@@ -64,7 +64,7 @@ def garg_stage(run_dir: Path) -> Stage:
         task = info["task"] or "not recorded"
         return {
             "architecture": architecture,
-            "parameters": used_parameters(net),
+            "parameters": checkpoint.elements(header),  # every element it holds, as for any submission
             "training": {"tasks": [f"{task} (Garg et al.'s code, {CODE})"], "sampler_seeds": None,
                          "steps": info["train_step"] + 1},
             "checkpoint": {"file": CHECKPOINT_NAME, "sha256": sha256_file(weights)},
