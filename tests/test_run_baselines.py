@@ -18,13 +18,14 @@ TASKS = ["linear/kappa1", "lasso/fixed"]
 
 
 def scored(folder: Path, name: str) -> dict[str, Any]:
-    """A results file without what differs between two runs of the same thing: when, how long, and the thread
-    pools' libraries its process had loaded (one after another, the run is made in this process, whose earlier
-    tests may have loaded others; side by side, in a fresh one)."""
+    """A results file without what differs between two runs of the same thing: when, how long, and the state of
+    the harness's process (its thread count and loaded libraries: one after another, the run is made in this
+    process, whose earlier tests may have changed them; side by side, in a fresh one)."""
     doc = json.loads((folder / f"{name}.json").read_text())
     for key in ("started", "finished"):
         doc["run"].pop(key)
-    doc["run"]["provenance"].pop("thread_pools")
+    for key in ("threads", "thread_pools"):
+        doc["run"]["provenance"].pop(key)
     for entry in doc["tasks"].values():
         entry.pop("seconds", None)
     return doc
@@ -47,7 +48,9 @@ def test_parallel_baselines_score_what_one_after_another_scores(
     assert failures[1] == failures[2] and [f.split(":")[0] for f in failures[1]] == ["no-such-baseline"]
     for name in NAMES:
         one, two = scored(tmp_path / "1", name), scored(tmp_path / "2", name)
-        assert one == two and one["run"]["prompts"] == 8 and sorted(one["tasks"]) == sorted(TASKS)
+        differ = {k: (v, two["run"].get(k)) for k, v in one["run"].items() if v != two["run"].get(k)}
+        assert one == two, differ
+        assert one["run"]["prompts"] == 8 and sorted(one["tasks"]) == sorted(TASKS)
     assert scored(tmp_path / "2", "gd")["tasks"]["linear/kappa1"]["status"] == "ok"
     assert scored(tmp_path / "2", "gd")["tasks"]["lasso/fixed"]["status"] == "unsupported"
 
