@@ -202,6 +202,9 @@ def test_predict_jobs_make_the_sandbox_possible_and_fail_without_it() -> None:
         assert any(c.startswith("sudo apt-get install") and "bubblewrap" in c for c in run)
         predicts = [c for c in run if c.startswith("iclbench predict")]
         assert predicts and all("--no-sandbox" not in c and c.endswith("|| [ $? -eq 1 ]") for c in predicts)
+        # a Hub checkpoint reaches the cache before the offline sandbox needs it; the model's code is not run then
+        (fetch,) = [i for i, c in enumerate(run) if c.startswith("iclbench validate")]
+        assert "--rerun" not in run[fetch] and fetch < run.index(predicts[0])
 
 
 def test_pages_builds_everything() -> None:

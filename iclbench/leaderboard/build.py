@@ -65,8 +65,9 @@ def load_entries(
     """Entries of every submission folder and every baseline results file; `LeaderboardError` if any is invalid.
 
     Per-prompt samples resolve comparisons (`attach_samples`): a baseline's are the samples file beside its results
-    file, a submission's `<samples>/<submission id>.samples.safetensors`, written by CI's re-run
-    (`iclbench validate FOLDER --rerun --samples DIR`); a file in a submission folder is never read. With a
+    file, a submission's `<samples>/<submission id>.samples.safetensors`, written by CI's judge from the model's
+    public predictions (`iclbench score FOLDER ... --samples FILE`; locally, `iclbench validate FOLDER --rerun
+    --samples DIR`); a file in a submission folder is never read. With a
     `left_out` list, an invalid submission folder is left out instead, and one line saying where and what is
     wrong is appended to the list, as are a submission's samples that are not its results' (the row stays,
     unresolved); invalid baseline results, their samples' mismatches and repeated names still raise.
@@ -458,9 +459,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--samples",
         type=Path,
         metavar="DIR",
-        help="folder of the submissions' per-prompt samples, <id>.samples.safetensors, from CI's re-runs "
-        "(`iclbench validate FOLDER --rerun --samples DIR`); they resolve comparisons (baselines' are beside "
-        "their results)",
+        help="folder of the submissions' per-prompt samples, <id>.samples.safetensors, from CI's judge "
+        "(`iclbench score FOLDER ... --samples DIR/<id>.samples.safetensors`) or a re-run (`iclbench validate FOLDER "
+        "--rerun --samples DIR`); they resolve comparisons (baselines' are beside their results)",
     )
     p.add_argument(
         "--repository",
