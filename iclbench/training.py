@@ -7,7 +7,10 @@ picks a task of the selection (uniformly) and a prompt length n, uniform in
 (no curriculum: hi = n_max throughout). With a dimension curriculum (`dim_curriculum` steps) the
 prompts are drawn at dimension k, zero-padded to d (`Task.sample`), k growing linearly from `d_min`
 (default 5, Garg et al.'s; from 2 to d - 1) to d over those steps, as in Garg et al. (families whose
-tasks have such draws only: linear, logistic and kernel); validation is always at d.
+tasks have such draws only: linear, logistic and kernel); validation is always at d. With `dims` = k < d,
+training and validation are at dimension k throughout (the end of the dimension curriculum, when there is
+one): the task's problem in k dimensions, zero-padded to d, validated at the task's lengths in proportion,
+round(n k / d) (at least 1), the nominal length included (Garg et al.'s curve at a small dimension).
 
 The loss is the mean squared error of the query predictions against the sampled query label
 ("label"), the noiseless target the benchmark scores ("target"), or the logistic loss on the +-1
@@ -93,7 +96,7 @@ from iclbench import tasks as task_registry
 from iclbench.models import ATTENTIONS, InContextModel, build
 from iclbench.models.weights import atomic_save, read_metadata, save_weights
 from iclbench.runner import resolve_device
-from iclbench.tasks import EvalSet, Sample, Task, UnknownTaskError
+from iclbench.tasks import EvalSet, Sample, Task, TaskSpec, UnknownTaskError
 
 STATE_FORMAT = "iclbench-train-state-1"
 LOSSES = ("auto", "label", "target", "logistic")
@@ -131,6 +134,7 @@ class TrainConfig:
     curriculum: int = 0
     dim_curriculum: int = 0
     d_min: int | None = None
+    dims: int | None = None
     every_prefix: bool = False
     seed: int = 0
     val_seed: int | None = None
@@ -206,20 +210,36 @@ def select_tasks(patterns: tuple[str, ...]) -> list[Task]:
     return chosen
 
 
-def dimension_range(cfg: TrainConfig, tasks: list[Task]) -> int:
-    """The first dimension of the dimension curriculum (d without one); checks the tasks have such draws."""
+def dimension_range(cfg: TrainConfig, tasks: list[Task]) -> tuple[int, int]:
+    """The first and last dimension of training prompts (d and d without a curriculum or `dims`); checks the
+    tasks have draws in fewer dimensions where they are asked for."""
     d = tasks[0].spec.d
-    if not cfg.dim_curriculum:
-        return d
+    if not cfg.dim_curriculum and cfg.dims is None:
+        return d, d
+    flag = "--dim-curriculum" if cfg.dim_curriculum else "--dims"
     for t in tasks:
         if t.family.dimension_axes is None:
-            raise TrainError(f"--dim-curriculum: {t.spec.name}: the {t.spec.family} family has no draws in fewer "
-                             "dimensions")
+            raise TrainError(f"{flag}: {t.spec.name}: the {t.spec.family} family has no draws in fewer dimensions")
+    end = d if cfg.dims is None else cfg.dims
+    if not 2 <= end <= d:
+        raise TrainError(f"--dims must be from 2 to the tasks' dimension d = {d}, got {end}")
+    if not cfg.dim_curriculum:
+        return end, end
     d_min = 5 if cfg.d_min is None else cfg.d_min
-    if not 2 <= d_min < d:
-        raise TrainError(f"--dim-curriculum starts below the tasks' dimension d = {d}: --d-min must be from 2 to "
-                         f"{d - 1}, got {d_min}" + (" (the default)" if cfg.d_min is None else ""))
-    return d_min
+    if not 2 <= d_min < end:
+        where = f"the tasks' dimension d = {d}" if cfg.dims is None else f"--dims {end}"
+        raise TrainError(f"--dim-curriculum starts below {where}: --d-min must be from 2 to {end - 1}, got {d_min}"
+                         + (" (the default)" if cfg.d_min is None else ""))
+    return d_min, end
+
+
+def lengths_at(spec: TaskSpec, dims: int | None) -> tuple[tuple[int, ...], int]:
+    """A task's scored lengths and nominal length, at dimension `dims` < d in proportion: round(n dims / d), at
+    least 1 (the task's own at d)."""
+    if dims is None or dims == spec.d:
+        return spec.lengths, spec.nominal
+    scale = lambda n: max(1, round(n * dims / spec.d))  # noqa: E731
+    return tuple(dict.fromkeys(scale(n) for n in spec.lengths)), scale(spec.nominal)
 
 
 def length_range(cfg: TrainConfig, tasks: list[Task]) -> tuple[int, int]:
@@ -341,27 +361,29 @@ def command_line(cfg: TrainConfig, out: Path) -> str:
 
 
 class Validation:
-    """Held-out prompts at every scored length of every task, drawn once from `val_seed`."""
+    """Held-out prompts at every scored length of every task (at dimension `cfg.dims`, `lengths_at`), drawn once
+    from `val_seed`."""
 
     def __init__(self, cfg: TrainConfig, tasks: list[Task], model: InContextModel, device: torch.device) -> None:
-        self.sets: list[tuple[Task, int, Sample]] = []
+        self.sets: list[tuple[Task, int, bool, Sample]] = []
         for task in tasks:
             gen = task.train_generator(cfg.held_out_seed)
-            for n in task.spec.lengths:
+            lengths, nominal = lengths_at(task.spec, cfg.dims)
+            for n in lengths:
                 if model.supports_length(n):
-                    self.sets.append((task, n, task.sample(cfg.val_prompts, n, gen, device=device)))
+                    sample = task.sample(cfg.val_prompts, n, gen, device=device, dims=cfg.dims)
+                    self.sets.append((task, n, n == nominal, sample))
 
     @torch.no_grad()
     def __call__(self, model: InContextModel) -> dict[str, Any]:
         """Relative error in dB per task and length, per layer at each task's nominal length."""
         model.eval()
         out: dict[str, Any] = {}
-        for task, n, sample in self.sets:
+        for task, n, nominal, sample in self.sets:
             b = sample.batch
             y, steps = model(b.x, b.y, b.x_query)
             data = EvalSet(b.x.cpu(), b.y.cpu(), b.x_query.cpu(), {n: sample.target.cpu()},
                            {"y_query": sample.y_query.cpu()}, {})
-            nominal = n == task.spec.nominal
             scores = metrics.score(task.spec, data, n, y.cpu(), steps.cpu() if nominal else None)
             entry = out.setdefault(task.spec.name, {"rel_err_db": {}})
             entry["rel_err_db"][str(n)] = round(scores["rel_err"]["db"], 3)
@@ -509,7 +531,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     check_precision(cfg, device)
     tasks = select_tasks(cfg.tasks)
     n_min, n_max = length_range(cfg, tasks)
-    d_min, d = dimension_range(cfg, tasks), tasks[0].spec.d
+    (d_min, d), d_input = dimension_range(cfg, tasks), tasks[0].spec.d
     if cfg.every_prefix and any(loss_kind(cfg, t) != "label" for t in tasks):
         raise TrainError("--every-prefix is trained on the context labels: it needs --loss label (or auto on "
                          "tasks other than logistic)")
@@ -532,7 +554,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         "world_size": world,
         "effective_batch_size": world * cfg.batch_size,
         "lengths": {"n_min": n_min, "n_max": n_max, "curriculum_steps": cfg.curriculum},
-        "dimensions": {"d_min": d_min, "d": d, "curriculum_steps": cfg.dim_curriculum},
+        "dimensions": {"d_min": d_min, "d": d, "input_d": d_input, "curriculum_steps": cfg.dim_curriculum},
         "device": str(device),
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -717,6 +739,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="steps over which the prompts' dimension grows from --d-min to d, inputs zero-padded "
                         "(0: off; linear, logistic and kernel tasks)")
     p.add_argument("--d-min", type=int, help="first dimension of --dim-curriculum, 2 to d - 1 (default 5)")
+    p.add_argument("--dims", type=int,
+                   help="train and validate at this dimension k < d throughout, inputs zero-padded (validation at the "
+                        "task's lengths scaled by k / d); the end of --dim-curriculum when given")
     p.add_argument("--every-prefix", action="store_true",
                    help="gpt2: the loss also covers every context label y_t predicted from the t - 1 pairs before it")
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation and training-stream seed")

@@ -217,7 +217,7 @@ def test_a_state_from_before_the_switches_resumes(tmp_path) -> None:
     path = tmp_path / "run" / "state.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "every_prefix")
+    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "dims", "every_prefix")
     old = {k: v for k, v in json.loads(meta["config"]).items() if k not in added}
     save_file(load_file(str(path)), str(path), {**meta, "config": json.dumps(old)})
     assert train(replace(cfg, steps=6), tmp_path / "run", resume=True, progress=False)["final"]["step"] == 6
@@ -243,12 +243,45 @@ def test_the_dimension_curriculum_draws_each_step_at_its_dimension(tmp_path, mon
     cfg = TrainConfig(tasks=("linear/kappa1",), steps=6, dim_curriculum=4, d_min=5, **TINY)
     log = train(cfg, tmp_path / "run", progress=False)
     assert drawn == [(5, 5), (9, 9), (13, 13), (16, 16), (20, 20), (20, 20)]  # 5 + round(15 * min(1, step / 4))
-    assert log["dimensions"] == {"d_min": 5, "d": 20, "curriculum_steps": 4}
+    assert log["dimensions"] == {"d_min": 5, "d": 20, "input_d": 20, "curriculum_steps": 4}
     assert [v["d"] for v in log["validations"]] == [13, 20]  # at steps 3 and 6: the last step's dimension before each validation
     assert "--dim-curriculum 4 --d-min 5" in log["command"]
     assert config_from_args(build_parser().parse_args(shlex.split(log["command"])[1:])) == cfg
     plain = train(replace(cfg, dim_curriculum=0, d_min=None, steps=3), tmp_path / "plain", progress=False)
-    assert plain["dimensions"] == {"d_min": 20, "d": 20, "curriculum_steps": 0} and "--d-min" not in plain["command"]
+    assert plain["dimensions"] == {"d_min": 20, "d": 20, "input_d": 20, "curriculum_steps": 0}
+    assert "--d-min" not in plain["command"]
+
+
+def test_dims_trains_and_validates_at_a_smaller_dimension(tmp_path, monkeypatch) -> None:
+    """--dims k: every training batch and every validation set at dimension k (inputs zero-padded to d), validated at
+    the task's lengths scaled by k / d, the nominal one included; with --dim-curriculum it is the curriculum's end."""
+    drawn: list[tuple[int, int, int | None, int]] = []
+    sample = training.Task.sample
+
+    def spy(task, batch_size, n, generator, *args, dims=None, **kwargs):
+        s = sample(task, batch_size, n, generator, *args, dims=dims, **kwargs)
+        drawn.append((batch_size, n, dims, int((s.batch.x.abs().sum((0, 1)) > 0).sum())))
+        return s
+
+    monkeypatch.setattr(training.Task, "sample", spy)
+    assert training.lengths_at(get("linear/kappa1").spec, 5) == ((1, 2, 5, 10, 20), 10)
+    assert training.lengths_at(get("linear/kappa1").spec, None) == ((5, 10, 20, 40, 80), 40)
+    cfg = TrainConfig(tasks=("linear/kappa1",), steps=3, dims=5, **TINY)
+    log = train(cfg, tmp_path / "run", progress=False)
+    assert [(n, dims, used) for b, n, dims, used in drawn if b == 32] == [(n, 5, 5) for n in (1, 2, 5, 10, 20)]
+    assert {(dims, used) for b, n, dims, used in drawn if b == 16} == {(5, 5)}
+    assert log["dimensions"] == {"d_min": 5, "d": 5, "input_d": 20, "curriculum_steps": 0}
+    assert list(log["final"]["tasks"]["linear/kappa1"]["rel_err_db"]) == ["1", "2", "5", "10", "20"]
+    assert len(log["final"]["tasks"]["linear/kappa1"]["steps_rel_err_db"]) == 1  # read at the nominal length, 10
+    assert config_from_args(build_parser().parse_args(shlex.split(log["command"])[1:])) == cfg
+    curriculum = train(replace(cfg, dim_curriculum=2, d_min=3), tmp_path / "curriculum", progress=False)
+    assert curriculum["dimensions"] == {"d_min": 3, "d": 5, "input_d": 20, "curriculum_steps": 2}
+    for bad, message in (({"dims": 1}, "--dims must be from 2"), ({"dims": 21}, "--dims must be from 2"),
+                         ({"dims": 5, "dim_curriculum": 2, "d_min": 5}, "starts below --dims 5: --d-min must be from 2 to 4")):
+        with pytest.raises(TrainError, match=message):
+            train(replace(cfg, **bad), tmp_path / "bad", progress=False)
+    with pytest.raises(TrainError, match="lasso family has no draws"):
+        train(TrainConfig(tasks=("lasso/fixed",), steps=1, dims=5), tmp_path / "lasso", progress=False)
 
 
 def test_every_prefix_loss_is_the_error_on_every_context_label_and_the_queries() -> None:
