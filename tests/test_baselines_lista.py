@@ -1,12 +1,14 @@
 """LISTA, LISTA-CP and ALISTA: layer code against NumPy ISTA, ALISTA's weight against a SciPy
-solve, the committed checkpoints against their training log, and the benchmark's claims
-(LISTA-CP beats ISTA on the training matrix, fails on random matrices, skips other lengths)."""
+solve, the shared-matrix path against the per-prompt one, the trainer's two schedules, the committed
+checkpoints against their training log, and the benchmark's claims (LISTA-CP beats ISTA on the
+training matrix, fails on random matrices, skips other lengths)."""
 
 from __future__ import annotations
 
 import json
 import math
 import struct
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import torch
 from iclbench import Batch, tasks
 from iclbench.baselines import lista
 from iclbench.baselines.lista import ALISTA, LISTA, LISTACP, ALISTANet, LISTACPNet, LISTANet, alista_weight, load_net
-from iclbench.baselines.train_lista import TrainConfig, save_net, train
+from iclbench.baselines.train_lista import FINAL, STAGES, TaskCodes, TrainConfig, save_net, train
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
 
@@ -186,17 +188,72 @@ def test_predict_follows_the_batch_dtype() -> None:
     torch.testing.assert_close(model.predict(b32).y.double(), pred.y, rtol=1e-4, atol=1e-4)
 
 
+def test_the_default_schedule_is_the_committed_checkpoints_one() -> None:
+    """`python -m iclbench.baselines.train_lista` runs the schedule the committed checkpoints were trained with
+    (fixed steps per stage, no early stopping)."""
+    cfg = json.loads(json.dumps(asdict(TrainConfig())))
+    assert cfg.pop("patience") is None
+    cfg.pop("val_every")  # used with patience only
+    assert {"n": FIXED.spec.nominal, **cfg} == LOG["config"]
+
+
+@pytest.mark.parametrize("net", [LISTACPNet(10, 20), ALISTANet(10, 20)], ids=["lista-cp", "alista"])
+def test_a_shared_matrix_equals_a_copy_per_prompt(net) -> None:
+    """One (n, d) matrix for the whole batch gives the codes of the same matrix copied per prompt (B, n, d):
+    the same sums in another order, so equal to float64 round-off."""
+    x0 = FIXED.public["X0"][:10].double()
+    net = net.double().init_from(x0, 0.3)
+    s = FIXED.sample(32, 10, FIXED.train_generator(6), n_queries=1, dtype=torch.float64)
+    with torch.no_grad():
+        per_prompt = net(s.batch.x, s.batch.y)
+        torch.testing.assert_close(net(x0, s.batch.y), per_prompt, rtol=1e-12, atol=1e-12)
+        if isinstance(net, ALISTANet):
+            torch.testing.assert_close(net(x0, s.batch.y, weight=alista_weight(x0)), per_prompt, rtol=1e-12, atol=1e-12)
+
+
+def test_training_data_come_from_one_fixed_matrix() -> None:
+    codes = TaskCodes(FIXED, 10)
+    torch.testing.assert_close(codes.matrix, FIXED.public["X0"][:10].float(), rtol=0, atol=0)
+    y, beta = codes.draw(4, codes.generator(3))
+    s = FIXED.sample(4, 10, FIXED.train_generator(3), n_queries=1)
+    torch.testing.assert_close(y, s.batch.y, rtol=0, atol=0)
+    torch.testing.assert_close(beta, s.hidden["w"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="mode 'fixed'"):
+        TaskCodes(tasks.get("lasso/random"), 10)
+
+
+def test_with_patience_each_stage_stops_early_and_keeps_its_best_weights() -> None:
+    """A stage ends after `patience` validations without improvement (or at its steps) and keeps its best weights:
+    the validation error at a layer never rises from one stage to the next, and the network returned scores the
+    last stage's best."""
+    cfg = TrainConfig(layers=2, stage_steps=(30, 30, 30), final_steps=30, patience=2, val_every=5, val_prompts=64,
+                      batch_size=16, stage_lrs=(5e-2, 1e-2, 1e-3))
+    net, record = train("lista-cp", cfg, TaskCodes(FIXED, 10), log=False)
+    stages = record["stages"]
+    assert [(r["layer"], r["stage"]) for r in stages] == [(k, s) for k in (1, 2) for s in STAGES] + [(2, FINAL)]
+    for r in stages:
+        assert r["steps"] % cfg.val_every == 0 and cfg.patience * cfg.val_every <= r["steps"] <= 30
+    assert any(r["steps"] < 30 for r in stages)  # early stopping happened
+    for layer in (1, 2):
+        vals = [r["val_nmse_db"] for r in stages if r["layer"] == layer]
+        assert vals == sorted(vals, reverse=True)
+    assert record["val_nmse_db"] == pytest.approx(stages[-1]["val_nmse_db"], abs=1e-4)
+    assert record["steps"] == sum(r["steps"] for r in stages)
+
+
 def test_training_is_deterministic_and_round_trips(tmp_path) -> None:
     cfg = TrainConfig(layers=2, stage_steps=(4, 2, 1), final_steps=2, val_prompts=32, batch_size=16)
-    runs = [train("alista", cfg, FIXED, log=False) for _ in range(2)]
+    codes = TaskCodes(FIXED, 10)
+    runs = [train("alista", cfg, codes, log=False) for _ in range(2)]
     for a, b in zip(runs[0][0].state_dict().values(), runs[1][0].state_dict().values()):
         assert torch.equal(a, b)
     net, record = runs[0]
-    assert len(record["val_nmse_db_per_layer"]) == 2 and math.isfinite(record["train_nmse_db"])
+    assert len(record["val_nmse_db_per_layer"]) == 2 and math.isfinite(record["val_nmse_db"])
+    assert [r["steps"] for r in record["stages"]] == [4, 2, 1, 4, 2, 1, 2] and record["steps"] == 16  # no early stop
     path = tmp_path / "alista.safetensors"
-    save_net(net, path, cfg, FIXED)
+    save_net(net, path, cfg, codes)
     again = tmp_path / "again.safetensors"
-    save_net(runs[1][0], again, cfg, FIXED)
+    save_net(runs[1][0], again, cfg, codes)
     assert path.read_bytes() == again.read_bytes()
     loaded = load_net(path)
     assert isinstance(loaded, ALISTANet) and loaded.meta["seed"] == "0" and loaded.support

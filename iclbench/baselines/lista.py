@@ -51,6 +51,16 @@ def ss_count(k: int, d: int) -> int:
     return math.ceil(min(SS_STEP * (k + 1), SS_MAX) * d / 100)
 
 
+def measure(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """X b (B, n) for codes b (B, d): X is one (n, d) matrix shared by the batch, or one (B, n, d) per prompt."""
+    return b @ x.mT if x.dim() == 2 else torch.einsum("bnd,bd->bn", x, b)
+
+
+def back_project(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """W^T r (B, d) for residuals r (B, n): W is one (n, d) matrix shared by the batch, or one (B, n, d) per prompt."""
+    return r @ w if w.dim() == 2 else torch.einsum("bnd,bn->bd", w, r)
+
+
 def lipschitz(x: torch.Tensor) -> torch.Tensor:
     """L~ = 1.001 ||X||_2^2, the step bound of ISTA on (1/2)||y - X b||^2 (per matrix of a batch)."""
     return 1.001 * torch.linalg.matrix_norm(x, ord=2) ** 2
@@ -83,7 +93,9 @@ class UnrolledNet(nn.Module, metaclass=ABCMeta):
 
     @abstractmethod
     def forward(self, x: torch.Tensor, y: torch.Tensor, depth: int | None = None) -> torch.Tensor:
-        """Codes (B, depth, d) after each of the first `depth` layers (all by default), from b^0 = 0."""
+        """Codes (B, depth, d) after each of the first `depth` layers (all by default), from b^0 = 0, for
+        measurements y (B, n) by matrices x: (B, n, d), one per prompt, or (n, d), one shared by the batch
+        (the training setting of a fixed matrix, without a copy per prompt)."""
 
     @abstractmethod
     def stage_params(self, k: int) -> list[nn.Parameter]:
@@ -151,8 +163,7 @@ class LISTACPNet(UnrolledNet):
         b = y.new_zeros(y.shape[0], self.d)
         codes = []
         for k in range(depth or self.depth):
-            r = y - torch.einsum("bnd,bd->bn", x, b)
-            b = soft(b + r @ self.W[k], self.theta[k])
+            b = soft(b + back_project(self.W[k], y - measure(x, b)), self.theta[k])
             codes.append(b)
         return torch.stack(codes, 1)
 
@@ -187,13 +198,13 @@ class ALISTANet(UnrolledNet):
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, depth: int | None = None, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """As `UnrolledNet.forward`; `weight`, when given, is `alista_weight(x)` computed beforehand."""
+        """As `UnrolledNet.forward`; `weight`, when given, is `alista_weight(x)` computed beforehand (of the
+        same shape as x)."""
         w = alista_weight(x) if weight is None else weight
         b = y.new_zeros(y.shape[0], self.d)
         codes = []
         for k in range(depth or self.depth):
-            r = torch.einsum("bnd,bd->bn", x, b) - y
-            v = b - self.gamma[k] * torch.einsum("bnd,bn->bd", w, r)
+            v = b - self.gamma[k] * back_project(w, measure(x, b) - y)
             b = soft_ss(v, self.theta[k], ss_count(k, self.d)) if self.support else soft(v, self.theta[k])
             codes.append(b)
         return torch.stack(codes, 1)

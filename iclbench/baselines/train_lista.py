@@ -2,26 +2,37 @@
 
     python -m iclbench.baselines.train_lista [--models lista lista-cp alista] [--out DIR]
 
-The schedule follows Chen et al. (2018), scaled down to run on a CPU in a few minutes:
-for each layer k, train the parameters layer k introduces at 5e-4, then fine-tune every
-layer up to k at 1e-4 and at 1e-5, with Adam on the MSE of the code at layer k. Batches
-are drawn fresh from lasso/fixed's training sampler at the nominal length n = 10 (seed
-`train_seed`); the validation set comes from another training seed, never from the
-evaluation stream. Runs on one thread, so a run is deterministic on a given machine.
+The schedule follows Chen et al. (2018): for each layer k, train the parameters layer k introduces
+at 5e-4, then fine-tune every layer up to k at 1e-4 and at 1e-5, with Adam on the squared error of the
+code at layer k; after the last layer, fine-tune the whole network at 1e-4 for `final_steps`. By default
+(`patience` None) every stage runs its `stage_steps`, scaled down to run on a CPU in a few minutes: the
+package's checkpoints. With `patience` set, as Open-L2O runs it, a stage also ends once the validation
+NMSE at layer k, measured every `val_every` steps, has not improved for `patience` validations in a row,
+and keeps the weights of its best validation (`stage_steps` then cap the stages). Batches are drawn fresh
+from `Codes.draw` on the training seed `train_seed`; the validation set comes from another training seed,
+never from the evaluation stream. The measurement matrix is one (n, d) matrix shared by every prompt of a
+batch (`UnrolledNet.forward`), never a copy per prompt. Runs on one thread, so a run is deterministic on
+a given machine.
+
+The package's checkpoints are trained on lasso/fixed at its nominal length n = 10 (`TaskCodes`);
+`benchmarks/l2o_literature.py` trains the same networks in Open-L2O's setting, with early stopping.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import struct
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save
 
@@ -30,11 +41,10 @@ from iclbench.baselines.lista import (
     CHECKPOINTS,
     INIT_LAMBDA,
     LAYERS,
+    NETS,
     SS_MAX,
     SS_STEP,
     ALISTANet,
-    LISTACPNet,
-    LISTANet,
     UnrolledNet,
     alista_weight,
     load_net,
@@ -44,24 +54,71 @@ from iclbench.tasks import Task
 
 TASK = "lasso/fixed"
 KINDS = ("lista", "lista-cp", "alista")
+STAGES = ("new layer", "fine-tune", "fine-tune")
+FINAL = "final"
+"""The name of the whole network's last fine-tuning stage in a training record."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; recorded in the training log."""
+    """Everything a training run depends on besides its data; recorded in the training log."""
 
-    n: int = 10
     layers: int = LAYERS
     batch_size: int = 128
     stage_steps: tuple[int, int, int] = (300, 100, 50)
-    """Steps of the three stages of each layer: new layer alone, then everything at two lower rates."""
+    """Steps of the three stages of each layer (at most, with `patience`): new layer alone, then everything."""
     stage_lrs: tuple[float, float, float] = (5e-4, 1e-4, 1e-5)
+    """Adam's rate in the three stages of each layer."""
     final_steps: int = 1000
-    """Extra fine-tuning steps of the whole network at the first fine-tuning rate, after the last layer."""
+    """Fine-tuning steps of the whole network at the first fine-tuning rate, after the last layer."""
     train_seed: int = 0
     val_seed: int = 1
     val_prompts: int = 2048
     init_lambda: float = INIT_LAMBDA
+    patience: int | None = None
+    """None: every stage runs its steps. Otherwise a stage ends after this many validations in a row without a
+    lower validation NMSE, and keeps its best weights."""
+    val_every: int = 100
+    """Steps between two validations of a stage, with `patience`."""
+
+
+class Codes(ABC):
+    """Sparse codes measured by one matrix, the data a learned ISTA trains on."""
+
+    matrix: torch.Tensor
+    """The (n, d) float32 measurement matrix of every prompt."""
+
+    @abstractmethod
+    def generator(self, seed: int) -> np.random.Generator:
+        """The generator of training seed `seed`."""
+
+    @abstractmethod
+    def draw(self, batch: int, gen: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch` measurements y (B, n) and their codes (B, d), float32."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """What the data are, for a checkpoint's metadata."""
+
+
+class TaskCodes(Codes):
+    """The prompts of a fixed-matrix lasso task at length n: the first n rows of its X0, its codes and noise."""
+
+    def __init__(self, task: Task, n: int) -> None:
+        if task.spec.family != "lasso" or task.spec.params["mode"] != "fixed":
+            raise ValueError(f"{task.spec.name}: learned ISTA trains on one matrix, a lasso task of mode 'fixed'")
+        self.task, self.n = task, n
+        self.matrix = task.public["X0"][:n].to(torch.float32)
+
+    def generator(self, seed: int) -> np.random.Generator:
+        return self.task.train_generator(seed)
+
+    def draw(self, batch: int, gen: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.task.sample(batch, self.n, gen, n_queries=1)
+        return s.batch.y, s.hidden["w"]
+
+    def describe(self) -> dict[str, str]:
+        return {"task": self.task.spec.name, "matrix_seed": str(self.task.spec.params["matrix_seed"])}
 
 
 def nmse_db(codes: torch.Tensor, beta: torch.Tensor) -> float:
@@ -69,80 +126,90 @@ def nmse_db(codes: torch.Tensor, beta: torch.Tensor) -> float:
     return 10 * torch.log10(((codes - beta) ** 2).sum() / (beta**2).sum()).item()
 
 
-def validation_set(task: Task, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x, y, beta*) of the validation prompts, drawn from the training seed `cfg.val_seed`."""
-    s = task.sample(cfg.val_prompts, cfg.n, task.train_generator(cfg.val_seed), n_queries=1)
-    return s.batch.x, s.batch.y, s.hidden["w"]
+def validation_set(codes: Codes, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, codes) of the validation prompts, drawn from the training seed `cfg.val_seed`."""
+    return codes.draw(cfg.val_prompts, codes.generator(cfg.val_seed))
 
 
 def new_net(kind: str, x0: torch.Tensor, cfg: TrainConfig) -> UnrolledNet:
     """An untrained network of `kind` started from ISTA's weights for X0."""
-    cls = {"lista": LISTANet, "lista-cp": LISTACPNet, "alista": ALISTANet}[kind]
-    return cls(cfg.n, x0.shape[1], cfg.layers).init_from(x0, cfg.init_lambda)
+    return NETS[kind](x0.shape[0], x0.shape[1], cfg.layers).init_from(x0, cfg.init_lambda)
 
 
-def train(kind: str, cfg: TrainConfig, task: Task, log: bool = True) -> tuple[UnrolledNet, dict[str, Any]]:
-    """Train one network layer by layer; returns it and its training record."""
+def train(kind: str, cfg: TrainConfig, codes: Codes, log: bool = True) -> tuple[UnrolledNet, dict[str, Any]]:
+    """Train one network layer by layer (`TrainConfig`); returns it and its training record (every stage's steps
+    and validation NMSE at its end, the final per-layer validation NMSE)."""
     torch.manual_seed(cfg.train_seed)
-    x0 = task.public["X0"][: cfg.n].to(torch.float32)
+    x0 = codes.matrix
     net = new_net(kind, x0, cfg)
-    gen = task.train_generator(cfg.train_seed)
-    # every training prompt measures with X0: ALISTA's weight is computed once
-    weight = alista_weight(x0).expand(cfg.batch_size, *x0.shape) if kind == "alista" else None
-    fixed = {} if weight is None else {"weight": weight}
-    vx, vy, vbeta = validation_set(task, cfg)
-    start = time.perf_counter()
+    gen = codes.generator(cfg.train_seed)
+    fixed = {"weight": alista_weight(x0)} if kind == "alista" else {}  # one matrix: ALISTA's weight computed once
+    vy, vbeta = validation_set(codes, cfg)
+    start, cpu = time.perf_counter(), time.process_time()
     stages: list[dict[str, Any]] = []
-    recent: list[float] = []
 
-    def run_stage(params: list[torch.nn.Parameter], lr: float, steps: int, depth: int) -> None:
-        opt = torch.optim.Adam(params, lr=lr)
+    def validate(depth: int) -> float:
+        with torch.no_grad():
+            return nmse_db(net(x0, vy, depth, **fixed)[:, -1], vbeta)
+
+    def optimise(opt: torch.optim.Optimizer, steps: int, depth: int) -> None:
         for _ in range(steps):
-            s = task.sample(cfg.batch_size, cfg.n, gen, n_queries=1)
-            beta = s.hidden["w"]
-            code = net(s.batch.x, s.batch.y, depth, **fixed)[:, -1]
-            loss = ((code - beta) ** 2).sum(-1).mean()
+            y, beta = codes.draw(cfg.batch_size, gen)
+            loss = ((net(x0, y, depth, **fixed)[:, -1] - beta) ** 2).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            recent.append(((code.detach() - beta) ** 2).sum().item() / (beta**2).sum().item())
-            del recent[:-50]
+
+    def run_stage(params: list[torch.nn.Parameter], lr: float, steps: int, depth: int) -> dict[str, Any]:
+        opt = torch.optim.Adam(params, lr=lr)
+        if cfg.patience is None:
+            optimise(opt, steps, depth)
+            return {"steps": steps, "val_nmse_db": round(validate(depth), 4)}
+        best, kept, since, done = validate(depth), copy.deepcopy(net.state_dict()), 0, 0
+        while since < cfg.patience and done < steps:
+            chunk = min(cfg.val_every, steps - done)
+            optimise(opt, chunk, depth)
+            done += chunk
+            val = validate(depth)
+            if val < best:
+                best, kept, since = val, copy.deepcopy(net.state_dict()), 0
+            else:
+                since += 1
+        net.load_state_dict(kept)
+        return {"steps": done, "val_nmse_db": round(best, 4)}
 
     for k in range(cfg.layers):
-        run_stage(net.stage_params(k), cfg.stage_lrs[0], cfg.stage_steps[0], k + 1)
-        for lr, steps in zip(cfg.stage_lrs[1:], cfg.stage_steps[1:]):
-            run_stage(list(net.parameters()), lr, steps, k + 1)
-        with torch.no_grad():
-            val = nmse_db(net(vx, vy, k + 1)[:, -1], vbeta)
-        stages.append({"layer": k + 1, "val_nmse_db": round(val, 4)})
+        for stage, (name, lr, steps) in enumerate(zip(STAGES, cfg.stage_lrs, cfg.stage_steps)):
+            params = net.stage_params(k) if stage == 0 else list(net.parameters())
+            stages.append({"layer": k + 1, "stage": name, "lr": lr, **run_stage(params, lr, steps, k + 1)})
         if log:
-            print(f"{kind}: layer {k + 1:2d}  validation NMSE {val:8.3f} dB", file=sys.stderr)
-    run_stage(list(net.parameters()), cfg.stage_lrs[1], cfg.final_steps, cfg.layers)
+            steps = sum(r["steps"] for r in stages[-len(STAGES):])
+            print(f"{kind}: layer {k + 1:2d}  validation NMSE {stages[-1]['val_nmse_db']:8.3f} dB  ({steps} steps, "
+                  f"{time.process_time() - cpu:.0f} s CPU)", file=sys.stderr, flush=True)
+    if cfg.final_steps:
+        lr = cfg.stage_lrs[1]
+        stages.append({"layer": cfg.layers, "stage": FINAL, "lr": lr,
+                       **run_stage(list(net.parameters()), lr, cfg.final_steps, cfg.layers)})
     with torch.no_grad():
-        per_layer = [nmse_db(c, vbeta) for c in net(vx, vy).unbind(1)]
+        per_layer = [nmse_db(c, vbeta) for c in net(x0, vy, **fixed).unbind(1)]
     record = {
-        "train_nmse_db": 10 * torch.log10(torch.tensor(sum(recent) / len(recent))).item(),
         "val_nmse_db": per_layer[-1],
         "val_nmse_db_per_layer": [round(v, 4) for v in per_layer],
+        "steps": sum(r["steps"] for r in stages),
         "stages": stages,
         "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
     }
     if log:
-        print(f"{kind}: final validation NMSE {per_layer[-1]:.3f} dB ({record['seconds']} s)", file=sys.stderr)
+        print(f"{kind}: final validation NMSE {per_layer[-1]:.3f} dB ({record['steps']} steps, "
+              f"{record['cpu_seconds']} s CPU)", file=sys.stderr)
     return net, record
 
 
-def save_net(net: UnrolledNet, path: Path, cfg: TrainConfig, task: Task) -> None:
-    """Write the network as a float32 safetensors file with its metadata."""
-    meta = {
-        "kind": net.kind,
-        "n": str(net.n),
-        "d": str(net.d),
-        "layers": str(net.depth),
-        "seed": str(cfg.train_seed),
-        "task": task.spec.name,
-        "matrix_seed": str(task.spec.params["matrix_seed"]),
-    }
+def save_net(net: UnrolledNet, path: Path, cfg: TrainConfig, codes: Codes) -> None:
+    """Write the network, trained on `codes`, as a float32 safetensors file with its metadata."""
+    meta = {"kind": net.kind, "n": str(net.n), "d": str(net.d), "layers": str(net.depth), "seed": str(cfg.train_seed),
+            **codes.describe()}
     if isinstance(net, ALISTANet):
         meta.update(
             support=str(net.support).lower(),
@@ -171,23 +238,24 @@ def main(argv: list[str] | None = None) -> None:
     torch.use_deterministic_algorithms(True)
     cfg = TrainConfig()
     task = tasks.get(TASK)
+    codes = TaskCodes(task, task.spec.nominal)
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "training_log.json"
     doc: dict[str, Any] = json.loads(log_path.read_text()) if log_path.exists() else {"models": {}}
     doc.update(
         command=" ".join(["python -m iclbench.baselines.train_lista", *(sys.argv[1:] if argv is None else argv)]),
         task=TASK,
-        config=asdict(cfg),
+        config={"n": codes.n, **asdict(cfg)},
         torch_version=torch.__version__,
         platform=platform.platform(),
     )
     for kind in args.models:
-        net, record = train(kind, cfg, task)
+        net, record = train(kind, cfg, codes)
         path = args.out / f"{kind}.safetensors"
-        save_net(net, path, cfg, task)
+        save_net(net, path, cfg, codes)
         with torch.no_grad():  # the logged validation score is the saved (float32) network's
-            vx, vy, vbeta = validation_set(task, cfg)
-            record["val_nmse_db"] = nmse_db(load_net(path)(vx, vy)[:, -1], vbeta)
+            vy, vbeta = validation_set(codes, cfg)
+            record["val_nmse_db"] = nmse_db(load_net(path)(codes.matrix, vy)[:, -1], vbeta)
         doc["models"][kind] = {"file": path.name, "sha256": sha256_file(path), **record}
         log_path.write_text(json.dumps(doc, indent=2) + "\n")
 
