@@ -3,7 +3,8 @@
 torch picks its CPU kernels by the processor's capability (AVX-512, AVX2, or plain scalar code); a test that
 holds on one path only (a bitwise equality between two different computations, a tolerance below one path's
 round-off) fails on another machine. `ATEN_CPU_CAPABILITY` selects a lower path on this one, so the model,
-metric and solver tests run again under each lower path this processor has, in a fresh process.
+metric and solver tests run again under each lower path this processor has, in a fresh process: the scalar path
+(`default`, the farthest from every vector unit) by default, the paths between with `pytest -m slow`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ LOWER = {"AVX512": ("avx2", "default"), "AVX2": ("default",)}
 """The capabilities below each one torch reports (`torch.backends.cpu.get_cpu_capability()`)."""
 
 
-def _lower_paths() -> tuple[str, ...]:
+def _lower_paths() -> list:
     here = torch.backends.cpu.get_cpu_capability()
-    return LOWER.get(here, ("default",) if here != "DEFAULT" else ())
+    paths = LOWER.get(here, ("default",) if here != "DEFAULT" else ())
+    return [p if p == "default" else pytest.param(p, marks=pytest.mark.slow) for p in paths]
 
 
 @pytest.mark.parametrize("capability", _lower_paths())
