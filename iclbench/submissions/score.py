@@ -32,15 +32,13 @@ from iclbench.predictions import Predictions, PredictionsError, ReplayedModel
 from iclbench.submissions import schema, verify
 from iclbench.tasks import Task
 
-IDENTITY = ("name", "file_sha256", "checkpoint_sha256")
-"""The model fields of a predictions header that must be those of results.json."""
 
 
 def named_model(found: Predictions, public: dict[str, Any]) -> list[str]:
-    """Where the model the predictions name (`IDENTITY`) is not the one results.json records."""
+    """Where the model the predictions name (`verify.IDENTITY`) is not the one results.json records."""
     return [
         f"{found.path}: made by a model whose {k} is {found.identity[k]!r}, results.json has {public['model'].get(k)!r}"
-        for k in IDENTITY
+        for k in verify.IDENTITY
         if found.identity[k] != public["model"].get(k)
     ]
 
