@@ -3,6 +3,8 @@ sizes of timed tests."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import fcntl
 import json
 import os
@@ -58,11 +60,44 @@ print(json.dumps(fingerprints))
 """
 
 
+FIRST = ("test_workflows.py", "test_kernel_paths.py", "test_distributed.py", "test_committed.py", "test_routes.py",
+         "test_leaderboard.py")
+"""The modules that take longest (tens of seconds each, mostly in fresh processes), run first: xdist hands out whole
+modules (`--dist loadfile`, without its reordering by test count, which would put these last), and one of them
+started last would leave the other workers idle until it ends."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules of `FIRST` first, in its order; the others after them in the order given (pytest-randomly's)."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+M_MMAP_THRESHOLD = -3
+"""glibc's `mallopt` parameter: blocks from this size up are mapped on their own and unmapped when freed."""
+if hasattr(_LIBC, "mallopt"):
+    # glibc raises this threshold (up to 32 MiB) each time a mapped block is freed, after which temporaries of
+    # that size come from the heap and are kept, scattered, when freed: a worker that runs hundreds of tests would
+    # hold the sum of the largest temporaries it has seen. A fixed threshold turns the raising off.
+    _LIBC.mallopt(M_MMAP_THRESHOLD, 4 << 20)
+
+
+def _release_free_memory() -> None:
+    """Hand the memory that the C allocator holds free back to the system (glibc's `malloc_trim`; elsewhere nothing)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 @pytest.fixture(autouse=True)
 def _sets_forgotten() -> None:
-    """Each test starts with no evaluation set in memory: those it uses come from the cache folder."""
+    """Each test starts with no evaluation set in memory (those it uses come from the cache folder) and leaves the
+    memory it freed to the system."""
     yield
     cache.clear_memory()
+    _release_free_memory()
 
 
 @pytest.fixture(scope="session")

@@ -273,11 +273,13 @@ def build(
     left_out: list[str] | None = None,
     samples: Path | None = None,
     repository: str | None = None,
+    plots: bool = True,
 ) -> list[Entry]:
     """Write README.md, leaderboard.json (the site summary) and the site (`iclbench.leaderboard.page.write`:
     index.html, models/, plots/, leaderboard.csv and, from the Markdown `findings`, findings.html) under `out`.
 
-    `left_out` and `samples`: as in `load_entries`; `repository`: its URL, which every page links to (`links`).
+    `left_out` and `samples`: as in `load_entries`; `repository`: its URL, which every page links to (`links`);
+    without `plots`, none is drawn (`check`).
     """
     from iclbench.leaderboard import page
 
@@ -292,17 +294,18 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").write_text(readme(entries, built))
     (out / "leaderboard.json").write_text(json.dumps(site, separators=(",", ":"), allow_nan=False) + "\n")
-    page.write(site, entries, out, findings)
+    page.write(site, entries, out, findings, plots)
     return entries
 
 
 def check(submissions: Path, baselines: Path, samples: Path | None = None) -> list[str]:
     """Why the leaderboard cannot be built as it is: one line per invalid submission folder or baseline results
-    file (an empty list when every folder is valid and the site builds, into a temporary folder)."""
+    file (an empty list when every folder is valid and the site builds, into a temporary folder). The plots are
+    not drawn: they show numbers that the build has read and checked, and take most of its time."""
     left_out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="iclbench-leaderboard-") as tmp:
         try:
-            build(submissions, baselines, Path(tmp), left_out=left_out, samples=samples)
+            build(submissions, baselines, Path(tmp), left_out=left_out, samples=samples, plots=False)
         except LeaderboardError as exc:
             return left_out + str(exc).splitlines()
     return left_out
@@ -436,7 +439,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="build nothing; fail, naming each, if a submission folder is invalid or the site does not build",
+        help="build nothing; fail, naming each, if a submission folder is invalid or the site (plots aside) fails",
     )
     p.add_argument(
         "--run-baselines",

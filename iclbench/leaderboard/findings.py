@@ -540,16 +540,18 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
     return numbers
 
 
-PATHS = ("inputs", "submissions"), ("inputs", "baselines")
-"""Fields of numbers.json that name the inputs as given on the command line, not compared."""
+INPUTS = ("inputs", "submissions"), ("inputs", "baselines"), ("inputs", "models")
+"""Fields of numbers.json that name the inputs, not compared: the folders as given on the command line, and the
+models found there (every baseline or submission added changes the list; each number read from a model is
+compared where it stands)."""
 
 
 def compare(built: Any, committed: Any, where: tuple[str, ...] = ()) -> list[str]:
     """Differences between two numbers.json documents, one line each: floats must agree as a re-run's
     errors in dB do (`iclbench.submissions.rerun.db_close`: within `TOL_DB`, or both under float32's
-    round-off floor), everything else exactly; the input paths (`PATHS`) are not compared."""
+    round-off floor), everything else exactly; the inputs (`INPUTS`) are not compared."""
     at = "/".join(where) or "numbers.json"
-    if where in PATHS:
+    if where in INPUTS:
         return []
     if isinstance(built, dict) and isinstance(committed, dict):
         keys = dict.fromkeys([*committed, *built])

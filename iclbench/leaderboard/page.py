@@ -273,11 +273,14 @@ def table_csv(site: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def write(site: dict[str, Any], entries: list[Entry], out: Path, findings: Path | None = None) -> None:
-    """Write the site (all but leaderboard.json) into `out` from the summary `site` and its `entries`."""
+def write(
+    site: dict[str, Any], entries: list[Entry], out: Path, findings: Path | None = None, plots: bool = True
+) -> None:
+    """Write the site (all but leaderboard.json) into `out` from the summary `site` and its `entries`; without
+    `plots`, the pages name no plot and none is drawn."""
     by_key = {e.key: e for e in entries}
     details = {m["key"]: detail(by_key[m["key"]], m) for m in site["models"]}
-    plots = plotting.draw(site, details, out / "plots")
+    drawn = plotting.draw(site, details, out / "plots") if plots else plotting.no_plots()
     parents = {id(e.results): e.key for e in entries if e.budget is None}
     models = out / "models"
     if models.is_dir():
@@ -286,7 +289,7 @@ def write(site: dict[str, Any], entries: list[Entry], out: Path, findings: Path 
     for key, d in details.items():
         parent = parents[id(by_key[key].results)]
         d["kind_label"], d["why"] = site["kinds"][d["kind"]], unranked_reason(by_key[key])
-        d["plots"] = {"lengths": plots["model"].get(parent), "steps": plots["model_steps"].get(parent)}
+        d["plots"] = {"lengths": drawn["model"].get(parent), "steps": drawn["model_steps"].get(parent)}
         text = json.dumps(d, separators=(",", ":"), allow_nan=False)
         (out / d["detail"]).write_text(text)
         (out / script_path(d["detail"])).write_text(f"iclbenchDetail({_script_safe(text)});\n")
@@ -295,7 +298,7 @@ def write(site: dict[str, Any], entries: list[Entry], out: Path, findings: Path 
         findings_page(findings, out, site["links"])
     (out / "site.css").write_text(STYLE.lstrip())
     (out / "site.js").write_text(SCRIPT.lstrip())
-    (out / "index.html").write_text(index(site, plots))
+    (out / "index.html").write_text(index(site, drawn))
 
 
 def script_path(detail_path: str) -> str:

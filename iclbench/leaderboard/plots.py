@@ -109,6 +109,11 @@ def _steps(detail: dict[str, Any], task: str, n: int) -> tuple[list[float], list
     return (curve["step"], curve["db"]) if curve else ([], [])
 
 
+def no_plots() -> dict[str, Any]:
+    """`draw`'s answer when no plot is drawn."""
+    return {"task": {}, "steps": {}, "lasso_shift": None, "model": {}, "model_steps": {}}
+
+
 def draw(site: dict[str, Any], details: dict[str, dict[str, Any]], folder: Path) -> dict[str, Any]:
     """Draw every plot into `folder`; return their paths relative to its parent, by kind.
 
@@ -119,7 +124,7 @@ def draw(site: dict[str, Any], details: dict[str, dict[str, Any]], folder: Path)
     for old in folder.glob("*.svg"):
         old.unlink()
     models = [m for m in site["models"] if m["budget_steps"] is None]
-    out: dict[str, Any] = {"task": {}, "steps": {}, "lasso_shift": None, "model": {}, "model_steps": {}}
+    out = no_plots()
     with plt.rc_context(STYLE):
         for task, info in site["tasks"].items():
             series = [(m["name"], *_lengths(m, task), m["kind"]) for m in models]
