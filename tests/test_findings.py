@@ -184,3 +184,21 @@ def test_question7_reads_the_gpt2_model_and_the_linear_baselines(synthetic: tupl
                                                       "linear/kappa100": None, "linear/noisy": -6.5}
     assert found["nominal_db"]["ols"]["linear/kappa1"] == -149.2
     assert (tmp_path / "q7_gpt2.png").stat().st_size > 1000
+
+
+def test_check_compares_every_number_but_not_the_inputs() -> None:
+    """`--check`'s comparison: floats within a re-run's tolerance, everything else exactly; the input folders and
+    the list of models found there (which grows with every baseline added) are not compared."""
+    committed = {
+        "inputs": {"submissions": "submissions", "baselines": "results/baselines", "models": ["gd", "ridge"]},
+        "q1": {"gd": -12.0, "steps": 3, "task": "linear/kappa1", "curve": [-1.0, -2.0]},
+    }
+    built = json.loads(json.dumps(committed))
+    built["inputs"] = {"submissions": "/tmp/s", "baselines": "/tmp/b", "models": ["boosting", "gd", "ridge"]}
+    built["q1"]["gd"] = -12.0 + 0.9 * findings.TOL_DB
+    assert findings.compare(built, committed) == []
+    built["q1"]["gd"] = -12.0 + 1.1 * findings.TOL_DB
+    built["q1"]["steps"], built["q1"]["curve"] = 4, [-1.0]
+    assert [line.split(":")[0] for line in findings.compare(built, committed)] == ["q1/gd", "q1/steps", "q1/curve"]
+    del built["q1"]["task"]
+    assert "q1/task: built null, committed \"linear/kappa1\"" in findings.compare(built, committed)
