@@ -51,6 +51,8 @@ def test_parallel_baselines_score_what_one_after_another_scores(
         differ = {k: (v, two["run"].get(k)) for k, v in one["run"].items() if v != two["run"].get(k)}
         assert one == two, differ
         assert one["run"]["prompts"] == 8 and sorted(one["tasks"]) == sorted(TASKS)
+    threads = {json.loads((tmp_path / "2" / f"{n}.json").read_text())["run"]["provenance"]["threads"] for n in NAMES}
+    assert threads == {max(1, default_jobs() // 2)}  # each side-by-side process on its share of the cores
     assert scored(tmp_path / "2", "gd")["tasks"]["linear/kappa1"]["status"] == "ok"
     assert scored(tmp_path / "2", "gd")["tasks"]["lasso/fixed"]["status"] == "unsupported"
 

@@ -329,9 +329,17 @@ def run_baselines(
     if jobs <= 1 or len(names) <= 1:
         return [f for name in names for f in _score_baseline(name, baselines, device, chosen, prompts)]
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no state inherited from this one
-    with ProcessPoolExecutor(min(jobs, len(names)), mp_context=spawn) as pool:
+    jobs = min(jobs, len(names))
+    with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_share_cores, initargs=(jobs,)) as pool:
         runs = [pool.submit(_score_baseline, name, baselines, device, chosen, prompts) for name in names]
         return [f for done in runs for f in done.result()]
+
+
+def _share_cores(jobs: int) -> None:
+    """Give a process of `run_baselines` its share of the cores for torch's threads (each model's worker has its own
+    limit): with every process at one thread per core, the jobs' threads outnumber the cores and wait on each
+    other, and two jobs side by side took longer than one after another."""
+    torch.set_num_threads(max(1, default_jobs() // jobs))
 
 
 def _score_baseline(name: str, baselines: Path, device: str, tasks: list[str], prompts: int | None) -> list[str]:
