@@ -1,5 +1,5 @@
 """Shared fixtures: a private evaluation-set cache for the test session (shared by its xdist workers), and the
-sizes of timed tests."""
+sizes of timed tests; the order of the modules (the longest first) and the memory each test leaves behind."""
 
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or None)
+except (OSError, TypeError):  # no C library to load by that name (Windows)
+    _LIBC = None
 M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter: blocks from this size up are mapped on their own and unmapped when freed."""
 if hasattr(_LIBC, "mallopt"):
