@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Union
 
 import torch
 
@@ -146,6 +146,19 @@ def check_prediction(out: Any, batch: Batch) -> Prediction:
     if pred.w is not None:
         _check_tensor(pred.w, "Prediction.w", (b, *label, batch.task.d), batch)
     return pred
+
+
+Request = tuple[Batch, Union[list[int], None]]
+"""One call the runner makes of a model: a batch, and the lengths to predict in it at once (`Model.predict_lengths`),
+or None for `Model.predict` on the batch as it is."""
+Answer = Union[Prediction, dict[int, Prediction]]
+"""A request's answer: a `Prediction`, or one per length."""
+
+
+def in_turn(model: Any, requests: Iterable[Request]) -> Iterator[Answer]:
+    """The answer of `model` (its `predict` and `predict_lengths`) to each request, computed when it is asked for."""
+    for batch, lengths in requests:
+        yield model.predict(batch) if lengths is None else model.predict_lengths(batch, lengths)
 
 
 def by_length(out: Any, lengths: list[int]) -> dict[int, Any]:

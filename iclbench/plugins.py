@@ -14,11 +14,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import torch
 
-from iclbench.api import Batch, Model, Prediction, TaskFailure, by_length, check_prediction, predicts_lengths
+from iclbench.api import (
+    Answer, Batch, Model, Prediction, Request, TaskFailure, by_length, check_prediction, in_turn, predicts_lengths,
+)
 
 if TYPE_CHECKING:
     from iclbench.tasks import TaskSpec
@@ -121,6 +123,10 @@ class LoadedModel:
                 raise TaskFailure(str(exc), n) from None
             preds[n] = Prediction(*(None if t is None else t.cpu() for t in (pred.y, pred.steps, pred.w)))
         return preds
+
+    def answers(self, requests: Iterable[Request]) -> Iterator[Answer]:
+        """The answer to each request in turn (`predict` or `predict_lengths`), computed when it is asked for."""
+        return in_turn(self, requests)
 
     def close(self) -> None:
         """Nothing to release."""

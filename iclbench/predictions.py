@@ -32,7 +32,7 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file
@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 import iclbench
 from iclbench import checkpoint
-from iclbench.api import Batch, Prediction, TaskFailure
+from iclbench.api import Answer, Batch, Prediction, Request, TaskFailure, in_turn
 from iclbench.cache import ExportError, eval_set, fresh_sets, held_for, read_manifest, read_set, write_sets
 from iclbench.models.weights import atomic_save
 from iclbench.runner import RunConfig, ScoredModel, model_info, predict_all
@@ -420,6 +420,10 @@ class ReplayedModel:
 
     def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
         raise TaskFailure("a replay answers predict alone")
+
+    def answers(self, requests: Iterable[Request]) -> Iterator[Answer]:
+        """The recorded answer to each request in turn."""
+        return in_turn(self, requests)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Protocol
+from typing import Any, Callable, Collection, Iterable, Iterator, Protocol
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import iclbench
 from iclbench import alignment, distributed, metrics, results, samples as samples_file
-from iclbench.api import Batch, Prediction, TaskFailure, check_prediction
+from iclbench.api import Answer, Batch, Prediction, Request, TaskFailure, check_prediction
 from iclbench.cache import eval_set, export_in_use, held_for
 from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
 from iclbench.provenance import cpu_model, provenance
@@ -68,16 +68,16 @@ class ScoredModel(Protocol):
     def supported_lengths(self, spec: TaskSpec) -> list[int] | None:
         """Prompt lengths scored on `spec`; None: the task is unsupported."""
 
-    def predict(self, batch: Batch) -> Prediction:
-        """The prediction for a CPU batch, on the CPU; `TaskFailure` saying what went wrong."""
-
     @property
     def predicts_lengths(self) -> bool:
-        """Whether the runner calls `predict_lengths` rather than `predict` per length."""
+        """Whether the runner asks for every length in one call (`iclbench.api.Model.predict_lengths`) rather than
+        for one length at a time (`predict`)."""
 
-    def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
-        """The predictions at every length of `lengths` for a CPU batch at the longest (`iclbench.api.Model.predict_lengths`),
-        on the CPU; `TaskFailure` saying what went wrong (and its `length`, where it concerns one)."""
+    def answers(self, requests: Iterable[Request]) -> Iterator[Answer]:
+        """The answer to each request in turn, on the CPU: for a CPU batch, the prediction (`predict`) or, where the
+        request names lengths, the predictions at each of them for the batch at the longest (`predict_lengths`);
+        `TaskFailure` saying what went wrong (and its `length`, where it concerns one). A model in a worker computes
+        the next request's answer while the runner scores this one."""
 
     def close(self) -> None:
         """Release the model (stop its worker)."""
@@ -194,41 +194,38 @@ def predict_all(
     chunked by `cfg.batch_size`, yielded by length as each is complete; the steps' errors against `targets`
     (by length), the whole steps only at the lengths of `keep_steps`.
 
-    A model that predicts every length in one call (`ScoredModel.predicts_lengths`) is called once per chunk
+    A model that predicts every length in one call (`ScoredModel.predicts_lengths`) is asked once per chunk
     at the longest length, and every length is complete at the end; any other, once per length and chunk,
-    length after length. Each prediction is checked as that of a `predict` call at its length.
+    length after length. Each prediction is checked as that of a `predict` call at its length. The requests
+    go to `ScoredModel.answers` all at once, so that a model in a worker computes while this scores.
     """
     total = data.n_prompts
     chunks = [slice(start, min(start + cfg.batch_size, total)) for start in range(0, total, cfg.batch_size)]
     outs = {n: Outputs(n, total, None if targets is None else targets[n], n in keep_steps) for n in lengths}
-
-    if model.predicts_lengths:
-        longest = max(lengths)
-        for sl in chunks:
-            batch = Batch(spec, data.x[sl, :longest], data.y[sl, :longest], data.x_query[sl])
+    asked = lengths if model.predicts_lengths else None
+    plan = [(sl, max(lengths)) for sl in chunks] if asked else [(sl, n) for n in lengths for sl in chunks]
+    requests = [(Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl]), asked) for sl, n in plan]
+    answers = model.answers(requests)
+    try:
+        for (sl, n), (batch, _) in zip(plan, requests):
             try:
-                preds = model.predict_lengths(batch, lengths)
+                answer = next(answers)
             except TaskFailure as exc:
-                at = ", ".join(map(str, lengths)) if exc.length is None else exc.length
+                at = n if asked is None else ", ".join(map(str, asked)) if exc.length is None else exc.length
                 raise TaskFailure(f"{exc} (n={at}, prompts {sl.start}-{sl.stop - 1})") from None
-            for n in lengths:
+            preds = {n: answer} if asked is None else answer
+            for m in asked or [n]:
                 try:
-                    outs[n].add(sl, check_prediction(preds[n], batch.prefix(n)))
+                    outs[m].add(sl, check_prediction(preds[m], batch.prefix(m)))
                 except TaskFailure as exc:
-                    raise TaskFailure(f"{exc} (n={n}, prompts {sl.start}-{sl.stop - 1})") from None
-            bar.update(len(lengths))
-        for n in lengths:
+                    raise TaskFailure(f"{exc} (n={m}, prompts {sl.start}-{sl.stop - 1})") from None
+            bar.update(len(preds))
+            if asked is None and sl == chunks[-1]:  # length n is complete
+                yield n, outs[n].finish()
+        for n in asked or []:
             yield n, outs[n].finish()
-        return
-    for n in lengths:
-        for sl in chunks:
-            batch = Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl])
-            try:
-                outs[n].add(sl, check_prediction(model.predict(batch), batch))
-            except TaskFailure as exc:
-                raise TaskFailure(f"{exc} (n={n}, prompts {sl.start}-{sl.stop - 1})") from None
-            bar.update(1)
-        yield n, outs[n].finish()
+    finally:
+        answers.close()
 
 
 def run_task(

@@ -11,7 +11,9 @@ the JSON header, which names each tensor with its dtype and shape, and the tenso
 their memory and read into tensors allocated beforehand. The harness checks a reply's header before it reads
 a tensor byte: at most `MAX_HEADER` bytes, then only the tensors a reply may hold, in the batch's dtype and
 of the shapes its prompts give (at most `iclbench.api.MAX_STEPS` steps), so what it reads is bounded by what
-the task can need.
+the task can need. The harness keeps `AHEAD` prediction requests under way (`IsolatedModel.answers`): while it
+scores one answer, the worker writes the next (from a thread of its own, `_Replies`) and computes the one after;
+replies come in the order of the requests.
 
 Limits (`Limits`, flags `--task-timeout` and `--max-memory` of `iclbench run`), set by the worker before it
 imports any model code, soft and hard, so that every process the model starts inherits them:
@@ -44,6 +46,7 @@ import fcntl
 import json
 import math
 import os
+import queue
 import resource
 import select
 import signal
@@ -51,14 +54,19 @@ import site
 import struct
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
-from iclbench.api import MAX_STEPS, Batch, Prediction, TaskFailure, by_length, check_prediction, predicts_lengths
+from iclbench.api import (
+    MAX_STEPS, Answer, Batch, Prediction, Request, TaskFailure, by_length, check_prediction, predicts_lengths,
+)
 from iclbench.distributed import RENDEZVOUS
 from iclbench.plugins import PluginError, check_model_args
 from iclbench.sandbox import ALLOWED_ENV, TMP, choose, command, exposed, hub_cache, max_tasks
@@ -70,6 +78,10 @@ MAX_HEADER = 1 << 20
 PIPE_BYTES = 1 << 20
 """Capacity asked of each pipe (Linux's default limit for unprivileged processes): fewer, larger transfers."""
 CLOSE_WAIT = 1.0
+"""Seconds `IsolatedModel.close` gives the worker to exit when told to, before it is killed."""
+AHEAD = 2
+"""Requests `IsolatedModel.answers` keeps under way: the one whose reply the worker writes, and the next, which it
+computes meanwhile."""
 """Seconds `IsolatedModel.close` gives the worker to exit when told to, before it is killed."""
 START_TIMEOUT = 300.0
 """Seconds a worker may take to start (the sandbox, Python, torch), before the model's code runs and its
@@ -153,10 +165,15 @@ def _buffer(t: torch.Tensor) -> memoryview:
     return memoryview(t.numpy()).cast("B")
 
 
+def _flat(tensors: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The tensors as contiguous CPU tensors (copied once where they are not, such as a view of another)."""
+    return {k: v.detach().cpu().resolve_neg().contiguous() for k, v in (tensors or {}).items()}
+
+
 def _send(fd: int, header: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None, deadline: float | None) -> None:
-    """One message: the frame, the header naming each tensor, then each tensor's bytes, from its own memory (a
-    tensor that is not contiguous on the CPU, such as a view of another, is copied once)."""
-    flat = {k: v.detach().cpu().resolve_neg().contiguous() for k, v in (tensors or {}).items()}
+    """One message: the frame, the header naming each tensor, then each tensor's bytes, from its own memory
+    (`_flat`)."""
+    flat = _flat(tensors)
     specs = [[k, str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in flat.items()]
     head = json.dumps({**header, "tensors": specs}).encode()
     _write_all(fd, _FRAME.pack(len(head), sum(v.nbytes for v in flat.values())) + head, deadline)
@@ -325,7 +342,8 @@ class IsolatedModel:
         self._device = torch.device(device)
         self._proc: subprocess.Popen[bytes] | None = None
         self._deadline: float | None = None
-        self._busy = False
+        self._outstanding = 0
+        """Requests sent whose replies are not read yet."""
         self._info = self._start()
 
     @property
@@ -400,6 +418,7 @@ class IsolatedModel:
             for pipe in (self._proc.stdin, self._proc.stdout):
                 pipe.close()
             self._proc = None
+        self._outstanding = 0
 
     def _death(self) -> str:
         """Why the worker is gone, after it closed its pipe."""
@@ -419,13 +438,31 @@ class IsolatedModel:
         accept: Accept = _no_tensors,
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """Send one request before the deadline and return the reply's header and tensors (checked by `accept`)."""
+        self._post(header, what, tensors)
+        return self._reply(what, accept)
+
+    def _post(self, header: dict[str, Any], what: str, tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Send one request before the deadline; its reply is outstanding until read (`_reply`)."""
         if self._proc is None:
             raise TaskFailure(f"the model's worker process is not running ({what})")
-        self._busy = True
-        try:
+        self._outstanding += 1
+        with self._failures(what):
             _send(self._proc.stdin.fileno(), header, tensors, self._deadline)
+
+    def _reply(self, what: str, accept: Accept = _no_tensors) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The reply to the oldest outstanding request: its header and tensors (checked by `accept`), read before the
+        deadline."""
+        assert self._proc is not None and self._outstanding
+        with self._failures(what):
             reply, out = _receive(self._proc.stdout.fileno(), self._deadline, accept)
-            self._busy = False
+        self._outstanding -= 1
+        return reply, out
+
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """A time-out, a closed pipe or a bad message while `what`: the worker is stopped, and `TaskFailure` says why."""
+        try:
+            yield
         except _TimedOut:
             self._stop()
             raise TaskFailure(
@@ -439,7 +476,6 @@ class IsolatedModel:
         except ValueError as exc:
             self._stop()
             raise TaskFailure(f"the model's worker process sent {exc}, while {what}") from None
-        return reply, out
 
     def setup(self, device: torch.device) -> None:
         """Call the model's `setup(device)` in the worker; `TaskFailure` with its error."""
@@ -455,7 +491,10 @@ class IsolatedModel:
         self.checkpoint = checkpoint if isinstance(checkpoint, str) else None
 
     def begin_task(self) -> None:
-        """Start the clock of a task; a worker that died or was stopped is started and set up again."""
+        """Start the clock of a task; a worker that died or was stopped is started and set up again, as is one whose
+        last answers were never read (`answers` left before them)."""
+        if self._outstanding:
+            self._stop()
         if self._proc is None:
             self._info = self._start()
             self.setup(self._device)
@@ -475,27 +514,54 @@ class IsolatedModel:
 
     def predict(self, batch: Batch) -> Prediction:
         """The model's prediction for `batch` (on the CPU), checked and returned on the CPU."""
-        header = {"op": "predict", "task": public_spec(batch.task)}
-        tensors = {"x": batch.x, "y": batch.y, "x_query": batch.x_query}
-        reply, out = self._request(header, "predicting", tensors, _accept_prediction(batch, None))
-        if "error" in reply:
-            raise TaskFailure(str(reply["error"]))
-        return Prediction(out["y"], out.get("steps"), out.get("w"))
+        self._ask(batch, None)
+        return self._answer(batch, None)
 
     def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
         """The model's predictions at every length of `lengths` for `batch` (at the longest, on the CPU),
         each checked in the worker and returned on the CPU; `TaskFailure` naming the length it concerns."""
-        header = {"op": "predict_lengths", "task": public_spec(batch.task), "lengths": lengths}
-        tensors = {"x": batch.x, "y": batch.y, "x_query": batch.x_query}
-        reply, out = self._request(header, "predicting", tensors, _accept_prediction(batch, lengths))
+        self._ask(batch, lengths)
+        return self._answer(batch, lengths)
+
+    def answers(self, requests: Iterable[Request]) -> Iterator[Answer]:
+        """The answer to each request in turn (`predict` or `predict_lengths`). `AHEAD` requests are kept under way:
+        while the runner scores one answer, the worker writes the next and computes the one after. If the runner
+        stops reading answers, or one is an error, with others under way, the worker is stopped (`begin_task`
+        starts another)."""
+        pending, asked = iter(requests), deque()
+        try:
+            while len(asked) < AHEAD and (request := next(pending, None)) is not None:
+                self._ask(*request)
+                asked.append(request)
+            while asked:
+                answer = self._answer(*asked.popleft())
+                if (request := next(pending, None)) is not None:
+                    self._ask(*request)
+                    asked.append(request)
+                yield answer
+        finally:
+            if self._outstanding:
+                self._stop()
+
+    def _ask(self, batch: Batch, lengths: list[int] | None) -> None:
+        header = {"op": "predict" if lengths is None else "predict_lengths", "task": public_spec(batch.task)}
+        if lengths is not None:
+            header["lengths"] = lengths
+        self._post(header, "predicting", {"x": batch.x, "y": batch.y, "x_query": batch.x_query})
+
+    def _answer(self, batch: Batch, lengths: list[int] | None) -> Answer:
+        reply, out = self._reply("predicting", _accept_prediction(batch, lengths))
         if "error" in reply:
             length = reply.get("length")
-            raise TaskFailure(str(reply["error"]), length if length in lengths and type(length) is int else None)
+            known = lengths is not None and type(length) is int and length in lengths
+            raise TaskFailure(str(reply["error"]), length if known else None)
+        if lengths is None:
+            return Prediction(out["y"], out.get("steps"), out.get("w"))
         return {n: Prediction(out[f"{n}/y"], out.get(f"{n}/steps"), out.get(f"{n}/w")) for n in lengths}
 
     def close(self) -> None:
         """Stop the worker: tell it to exit (it does at once), or kill it when a request was cut short (Ctrl-C)."""
-        if self._proc is not None and self._proc.poll() is None and not self._busy:
+        if self._proc is not None and self._proc.poll() is None and not self._outstanding:
             try:
                 _send(self._proc.stdin.fileno(), {"op": "exit"}, None, time.monotonic() + CLOSE_WAIT)
                 self._proc.wait(timeout=CLOSE_WAIT)
@@ -650,9 +716,36 @@ def _exit() -> None:
     os._exit(0)
 
 
+class _Replies:
+    """The worker's replies, written in order by a thread of their own, so that the worker reads and answers the
+    next request while one is written (the harness sends it before it reads the reply: `AHEAD`)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[tuple[dict[str, Any], dict[str, torch.Tensor]] | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._write, name="iclbench-replies", daemon=True)
+        self._thread.start()
+
+    def put(self, reply: dict[str, Any], tensors: Mapping[str, torch.Tensor] | None) -> None:
+        """Queue a reply (its tensors made contiguous on the CPU here, so that the thread only writes)."""
+        self._queue.put((reply, _flat(tensors)))
+
+    def finish(self) -> None:
+        """Return once every reply queued is written."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                _send(self._fd, *item, None)
+            except _Closed:  # the harness is gone
+                _exit()
+
+
 def main() -> None:
     """The worker: set its limits, say it is ready, then read requests from the pipe on stdin and answer on the
-    pipe on stdout, until told to exit."""
+    pipe on stdout (`_Replies`), until told to exit."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the harness decides
     rfd, wfd = os.dup(0), os.dup(1)
@@ -663,15 +756,16 @@ def main() -> None:
     device = torch.device(config["device"])
     worker = _Worker(_apply_limits(config["memory"], device, config["tasks"]), device)
     _send(wfd, {"ready": True}, None, None)
+    replies = _Replies(wfd)
     while True:
         try:
             header, tensors = _receive(rfd, None, None)
         except _Closed:
-            _exit()
+            header = {"op": "exit"}
         if header.get("op") == "exit":
+            replies.finish()
             _exit()
-        reply, out = worker.handle(header, tensors)
-        _send(wfd, reply, out, None)
+        replies.put(*worker.handle(header, tensors))
 
 
 if __name__ == "__main__":

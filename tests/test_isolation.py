@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from fixtures.plugins import plugin, run_cli
 from fixtures.submission_kit import make_submission
 
-from iclbench import results, tasks
+from iclbench import Batch, results, tasks
 from iclbench.cli import main
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
 from iclbench.submissions.schema import validate
-
-
-
-
-
+from iclbench.worker import IsolatedModel
 
 
 def bad_on_linear(statement: str) -> str:
@@ -231,3 +229,71 @@ def test_steps_beyond_the_most_accepted_fail_the_task(tmp_path: Path, capsys) ->
     code, _, err = run_cli(capsys, "--model", str(path), "--tasks", "kernel/exp", "--prompts", "8", "--out", str(tmp_path))
     assert code == 1
     assert "error: kernel/exp: Prediction.steps has 4097 steps, more than the 4096 accepted (n=4, prompts 0-7)" in err, err
+
+
+LOGGER = """
+class Logger(Model):
+    name = "logger"
+    def __init__(self, log):
+        self.log = log
+    def predict(self, batch):
+        with open(self.log, "a") as fh:
+            fh.write(f"{float(batch.x[0, 0, 0])}\\n")
+        return batch.x_query[..., 0] * 0 + batch.x[:, :1, 0]
+"""
+
+
+def test_the_worker_computes_the_next_answer_while_the_runner_scores_the_last(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    model = IsolatedModel(str(plugin(tmp_path, LOGGER)), args={"log": str(log)}, sandbox=False)
+    spec = tasks.TASKS["linear/kappa1"].spec
+    batches = [Batch(spec, torch.full((2, 5, spec.d), float(i)), torch.zeros(2, 5), torch.zeros(2, 3, spec.d))
+               for i in range(3)]
+    try:
+        model.setup(torch.device("cpu"))
+        model.begin_task()
+        answers = model.answers((batch, None) for batch in batches)
+        first = next(answers)
+        deadline = time.monotonic() + 120  # the second request was sent before the first answer was handed over
+        while log.read_text().count("\n") < 2:
+            assert time.monotonic() < deadline, "the worker never received the second request"
+            time.sleep(0.01)
+        assert [float(p.y[0, 0]) for p in (first, *answers)] == [0.0, 1.0, 2.0]
+        assert log.read_text().split() == ["0.0", "1.0", "2.0"]
+
+        answers = model.answers((batch, None) for batch in batches)
+        next(answers)
+        answers.close()  # the second answer, under way, is never read: the worker is stopped
+        assert model.pid is None
+        model.begin_task()  # and another started, whose first answer is its own request's
+        assert float(model.predict(batches[2]).y[0, 0]) == 2.0
+    finally:
+        model.close()
+
+
+CHANGING_STEPS = """
+class ChangingSteps(Model):
+    name = "changing-steps"
+    calls = 0
+    def predict(self, batch):
+        y = batch.y.mean(1, keepdim=True).expand(-1, batch.x_query.shape[1]).clone()
+        if batch.task.family != "linear":
+            return y
+        self.calls += 1
+        return Prediction(y, steps=y.unsqueeze(1).expand(-1, 2 if self.calls == 1 else 3, -1).clone())
+"""
+
+
+def test_a_task_the_runner_fails_with_an_answer_under_way_leaves_the_next_task_its_own_answers(tmp_path: Path) -> None:
+    path = plugin(tmp_path, CHANGING_STEPS)
+    picked = [tasks.TASKS["linear/kappa1"], tasks.TASKS["lasso/fixed"]]
+    cfg = RunConfig(device="cpu", batch_size=16, prompts=64)
+    isolated = IsolatedModel(str(path), sandbox=False)
+    try:
+        doc = run(isolated, picked, cfg, progress=False)
+    finally:
+        isolated.close()
+    linear, lasso = doc["tasks"]["linear/kappa1"], doc["tasks"]["lasso/fixed"]
+    assert linear["status"] == "failed" and "earlier batches had 2" in linear["error"], linear
+    direct = run(load_model(str(path)), picked[1:], cfg, progress=False)["tasks"]["lasso/fixed"]
+    assert lasso["status"] == "ok" and lasso["lengths"] == direct["lengths"]
