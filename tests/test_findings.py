@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +126,18 @@ def test_one_step_gd_on_vector_labels_and_a_hand_set_causal_lsa() -> None:
     feature = np.einsum("bqd,bnd,bnm->bqm", xq, x, y) / n
     expected = np.linalg.lstsq(feature.reshape(-1, 1), tune.target.double().numpy().reshape(-1), rcond=None)[0][0]
     assert eta == pytest.approx(expected, rel=1e-9) and pred.shape == (256, 1, task.spec.m)
-    found = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, eta), data, n, eta, pred, pred)
+    refits = [findings.one_step_gd(task, n, data, tuning_prompts=512, seed=seed)[1] for seed in (1, 2)]
+    found = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, eta), data, n, eta, pred, pred, refits)
     gd_db = findings.metrics.relative_error(pred, sample.target.double())["db"]
     assert found["layers_db"] == [round(gd_db, 2)] and found["cosine"] == [1.0] and found["difference_db"][0] < -200
-    assert found["closest_eta"] == [round(eta, 4)]
+    assert found["closest_eta"] == [round(eta, 4)] and found["closest_difference_db"][0] < -200
+    energy = float((sample.target.double() ** 2).sum())
+    apart = sorted(round(10 * math.log10(float(((pred - r) ** 2).sum()) / energy), 2) for r in refits)
+    assert found["difference_db_refits"] == [apart] and -200 < apart[0] < apart[1]  # other draws, other steps
     other = findings.mesa_comparison(gd_causal_lsa(task.spec.d, task.spec.m, 2 * eta), data, n, eta, pred, pred)
     assert other["cosine"][0] < 0.99 and other["difference_db"][0] > -10  # a wrong step size is seen
-    assert other["closest_eta"] == [round(2 * eta, 4)]
+    assert other["closest_eta"] == [round(2 * eta, 4)] and other["closest_difference_db"][0] < -200  # still one step
+    assert "difference_db_refits" not in other
 
 
 def test_two_gd_steps_take_the_best_step_size_of_the_grid() -> None:

@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -88,6 +88,11 @@ CLIP_DB = 20.0
 """Plotted errors above this are drawn at it (with their value written), so that one blow-up keeps the scale."""
 TUNING_SEED = 7
 """Training-stream seed of the prompts on which the one-step GD step size is fitted."""
+TUNING_SEEDS = tuple(range(10))
+"""Seeds of the fits whose spread question 6 reports beside `TUNING_SEED`'s (a fit on 4,096 prompts moves the
+difference between a trained layer and the fitted step by several dB from one draw to another)."""
+LONG_PROMPTS = 1000
+"""Question 6's long prompts: one fitted GD step's error with this many pairs, where the evaluation sets stop at 50."""
 
 
 def load(submissions: Path, baselines: Path) -> Docs:
@@ -133,11 +138,13 @@ def _round(v: float) -> float:
     return round(float(v), 4)
 
 
-def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -> tuple[float, torch.Tensor]:
+def one_step_gd(
+    task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096, seed: int = TUNING_SEED
+) -> tuple[float, torch.Tensor]:
     """One GD step from 0 on least squares with the best constant step size, and its (P, q) predictions on `data`.
 
     The prediction is eta * a with a = x_q^T X^T y / n; eta minimises the squared error to the
-    target on `tuning_prompts` prompts of the training stream (`TUNING_SEED`), in closed form.
+    target on `tuning_prompts` prompts of the training stream of `seed`, in closed form.
     For vector labels (P, n, m) the step is W = eta Y^T X / n, from 0 on sum_i ||y_i - W x_i||^2 / 2n, and the
     prediction W x_q, (P, q, m).
     """
@@ -146,7 +153,7 @@ def one_step_gd(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) -
             return torch.einsum("bqd,bmd->bqm", xq.double(), torch.einsum("bnd,bnm->bmd", x.double(), y.double())) / n
         return torch.einsum("bqd,bd->bq", xq.double(), torch.einsum("bnd,bn->bd", x.double(), y.double())) / n
 
-    tune = task.sample(tuning_prompts, n, task.train_generator(TUNING_SEED))
+    tune = task.sample(tuning_prompts, n, task.train_generator(seed))
     a = feature(tune.batch.x, tune.batch.y, tune.batch.x_query)
     eta = float((a * tune.target.double()).sum() / (a * a).sum())
     return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
@@ -176,6 +183,15 @@ def two_gd_steps(task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096) 
     return float(eta), predict(data.x[:, :n], data.y[:, :n], data.x_query, eta)[0]
 
 
+def one_step_long(task: Task, prompts: int = 1024) -> dict[str, Any]:
+    """One fitted GD step with `LONG_PROMPTS` pairs: its step size, fitted on `prompts` training-stream prompts
+    (`TUNING_SEED`), and its error (dB) on as many others (seed `TUNING_SEED` + 1)."""
+    sample = task.sample(prompts, LONG_PROMPTS, task.train_generator(TUNING_SEED + 1))
+    data = EvalSet(sample.batch.x, sample.batch.y, sample.batch.x_query, {LONG_PROMPTS: sample.target}, {}, {})
+    eta, gd = one_step_gd(task, LONG_PROMPTS, data, tuning_prompts=prompts)
+    return {"n": LONG_PROMPTS, "eta": _round(eta), "gd_db": round(metrics.relative_error(gd, sample.target.double())["db"], 2)}
+
+
 def per_layer(net: torch.nn.Module, data: EvalSet, n: int, chunk: int = 512) -> torch.Tensor:
     """`net`'s per-layer predictions (P, K, q[, m]) on the prompts of `data` at length `n`, in float64, `chunk`
     prompts at a time (the attention scores of every prompt at once take up to 126 MB a layer)."""
@@ -199,24 +215,37 @@ def one_step_comparison(net: torch.nn.Module, task: Task, data: EvalSet, n: int)
 
 
 def mesa_comparison(
-    net: torch.nn.Module, data: EvalSet, n: int, eta: float, gd: torch.Tensor, gd2: torch.Tensor
+    net: torch.nn.Module, data: EvalSet, n: int, eta: float, gd: torch.Tensor, gd2: torch.Tensor,
+    refits: Sequence[torch.Tensor] = (),
 ) -> dict[str, Any]:
     """A causal LSA's per-layer predictions on `data` at length `n` against those of one GD step of size `eta`,
     `gd` (P, q, m): the error of each layer (dB), the difference of the two predictions relative to the
     target's energy (dB; 0 would be as large as the target), the cosine of their residuals (1: the same
-    errors up to scale), the step size of the GD step closest to the layer's prediction (least squares),
-    and the cosine of its residual with that of two GD steps, `gd2`."""
+    errors up to scale), the step size of the GD step closest to the layer's prediction (least squares) and
+    the difference from that step's prediction (dB, as above: no fit involved), and the cosine of its residual
+    with that of two GD steps, `gd2`. With `refits`, the predictions of the step fitted on other draws
+    (`TUNING_SEEDS`): the least and the largest difference from them (dB), per layer."""
     steps = per_layer(net, data, n)
     target = data.targets[n].double()
     energy = float((target**2).sum())
     layers = range(steps.shape[1])
-    return {
+    scale = [float((steps[:, k] * gd).sum() / (gd * gd).sum()) for k in layers]  # closest step: eta * scale
+
+    def difference(k: int, other: torch.Tensor) -> float:
+        return metrics.db(float(((steps[:, k] - other) ** 2).sum()) / energy)
+
+    found = {
         "layers_db": [round(metrics.relative_error(steps[:, k], target)["db"], 2) for k in layers],
-        "difference_db": [round(metrics.db(float(((steps[:, k] - gd) ** 2).sum()) / energy), 2) for k in layers],
+        "difference_db": [round(difference(k, gd), 2) for k in layers],
         "cosine": [_round(c) for c in cosine_matrix(steps, gd.unsqueeze(1), target)[:, 0]],
-        "closest_eta": [_round(eta * float((steps[:, k] * gd).sum() / (gd * gd).sum())) for k in layers],
+        "closest_eta": [_round(eta * scale[k]) for k in layers],
+        "closest_difference_db": [round(difference(k, scale[k] * gd), 2) for k in layers],
         "cosine_two_steps": [_round(c) for c in cosine_matrix(steps, gd2.unsqueeze(1), target)[:, 0]],
     }
+    if refits:
+        found["difference_db_refits"] = [[round(f(difference(k, r) for r in refits), 2) for f in (min, max)]
+                                         for k in layers]
+    return found
 
 
 def heatmap(ax: Any, align: dict[str, Any], ref: str, title: str, max_columns: int = 48) -> None:
@@ -439,7 +468,7 @@ def question5(docs: Docs, out: Path, names: list[str]) -> dict[str, Any]:
 
 def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]:
     """Causal LSAs trained autoregressively on the ar family against one GD step on the OLS objective."""
-    found: dict[str, Any] = {"models": {}, "references": None, "one_step": None}
+    found: dict[str, Any] = {"models": {}, "references": None, "one_step": None, "long_prompts": None}
     for model, task in Q6_MODELS.items():  # errors on every ar task (trained on one), per layer on its own
         curve = steps_db(docs, model, task)
         found["models"][model] = {"task": task, "lengths_db": {t: lengths_db(docs, model, t) for t in Q6_TASKS},
@@ -449,14 +478,15 @@ def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
         from iclbench.cache import eval_set
         from iclbench.models.weights import load_weights
 
-        found["references"], found["one_step"] = {}, {}
-        fits: dict[str, dict[int, tuple[EvalSet, float, torch.Tensor, torch.Tensor]]] = {}
+        found["references"], found["one_step"], found["long_prompts"] = {}, {}, {}
+        fits: dict[str, dict[int, tuple[EvalSet, float, torch.Tensor, torch.Tensor, list[torch.Tensor]]]] = {}
         for name in dict.fromkeys(present.values()):
             task = get(name)
             data, refs = eval_set(task)[0], {}
             fits[name] = {}
             for n in task.spec.lengths:
                 eta, gd = one_step_gd(task, n, data)
+                refits = [one_step_gd(task, n, data, seed=seed)[1] for seed in TUNING_SEEDS]
                 eta2, gd2 = two_gd_steps(task, n, data)
                 x, y, xq, target = data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double(), data.targets[n]
                 ols = xq @ torch.linalg.lstsq(x, y).solution  # least squares on the n pairs (minimum norm for n < d)
@@ -464,8 +494,9 @@ def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
                                 "two_steps_eta": _round(eta2),
                                 "two_steps_db": round(metrics.relative_error(gd2, target)["db"], 2),
                                 "ols_db": round(metrics.relative_error(ols, target)["db"], 2)}
-                fits[name][n] = (data, eta, gd, gd2)
+                fits[name][n] = (data, eta, gd, gd2, refits)
             found["references"][name] = refs
+            found["long_prompts"][name] = one_step_long(task)
         for model, name in present.items():
             net = load_weights(submissions / model / "weights.safetensors")[0].double()
             found["one_step"][model] = {str(n): mesa_comparison(net, data, n, *fit) for n, (data, *fit) in fits[name].items()}
