@@ -108,6 +108,9 @@ def test_one_step_gd_fit_and_a_hand_built_one_layer_lsa() -> None:
     found = findings.one_step_comparison(gd_lsa(task.spec.d, 1, eta), task, data, n)
     assert found["cosine"] == pytest.approx(1.0, abs=1e-6)
     assert found["model_db"] == pytest.approx(found["gd_db"], abs=0.01)
+    etas = [findings.one_step_gd(task, n, data, seed=seed)[0] for seed in findings.TUNING_SEEDS]
+    assert found["refits"]["eta"] == [round(min(etas), 4), round(max(etas), 4)] and min(etas) < max(etas)
+    assert found["refits"]["cosine"][1] == pytest.approx(1.0, abs=1e-6)  # the fit of TUNING_SEED is among them
     xty = (data.x.double().mT @ data.y.double().unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(pred, eta * torch.einsum("bqd,bd->bq", data.x_query.double(), xty) / n)
 
