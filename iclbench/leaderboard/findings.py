@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,7 +37,7 @@ from iclbench import metrics, results
 from iclbench.alignment import cosine_matrix
 from iclbench.metrics import steps_to_reach
 from iclbench.submissions.rerun import TOL_DB, db_close
-from iclbench.tasks import EvalSet, Task, get
+from iclbench.tasks import EvalSet, Sample, Task, get
 
 Docs = dict[str, dict[str, Any]]
 
@@ -138,6 +139,14 @@ def _round(v: float) -> float:
     return round(float(v), 4)
 
 
+@lru_cache(maxsize=1)
+def tuning_sample(name: str, n: int, prompts: int, seed: int) -> Sample:
+    """`prompts` prompts of length `n` of task `name`'s training stream of `seed`, on which a step size is fitted
+    (the last one drawn is kept: the one-step and two-step fits of a draw share it)."""
+    task = get(name)
+    return task.sample(prompts, n, task.train_generator(seed))
+
+
 def one_step_gd(
     task: Task, n: int, data: EvalSet, tuning_prompts: int = 4096, seed: int = TUNING_SEED
 ) -> tuple[float, torch.Tensor]:
@@ -153,7 +162,7 @@ def one_step_gd(
             return torch.einsum("bqd,bmd->bqm", xq.double(), torch.einsum("bnd,bnm->bmd", x.double(), y.double())) / n
         return torch.einsum("bqd,bd->bq", xq.double(), torch.einsum("bnd,bn->bd", x.double(), y.double())) / n
 
-    tune = task.sample(tuning_prompts, n, task.train_generator(seed))
+    tune = tuning_sample(task.spec.name, n, tuning_prompts, seed)
     a = feature(tune.batch.x, tune.batch.y, tune.batch.x_query)
     eta = float((a * tune.target.double()).sum() / (a * a).sum())
     return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
@@ -167,22 +176,23 @@ def two_gd_steps(
     (P, q, m) predictions on `data`. With G = Y^T X / n and H = X^T X / n, the steps are W_1 = eta G and
     W_2 = W_1 - eta (W_1 H - G) = 2 eta G - eta^2 G H, so every step size's prediction is
     2 eta x_q G^T - eta^2 x_q (G H)^T from two (B, q, m) products, never a (B, m, d) matrix per step size."""
-    def predict(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    def terms(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, xq = x.double(), y.double(), xq.double()
         g, h = torch.einsum("bnd,bnm->bmd", x, y) / n, x.mT @ x / n
-        first, second = torch.einsum("bqd,bmd->bqm", xq, g), torch.einsum("bqd,bmd->bqm", xq, g @ h)
+        return torch.einsum("bqd,bmd->bqm", xq, g), torch.einsum("bqd,bmd->bqm", xq, g @ h)
+
+    def predict(first: torch.Tensor, second: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         e = eta[:, None, None, None]  # one row per step size
         return 2 * e * first - e * e * second
 
     grid = torch.logspace(-2, np.log10(3), 121, dtype=torch.float64)
-    tune = task.sample(tuning_prompts, n, task.train_generator(seed))
-    target = tune.target.double()
+    tune = tuning_sample(task.spec.name, n, tuning_prompts, seed)
+    target, tuning = tune.target.double(), terms(tune.batch.x, tune.batch.y, tune.batch.x_query)
     sums = torch.cat([  # each step size's sum of squared errors, 8 step sizes at a time
-        ((predict(tune.batch.x, tune.batch.y, tune.batch.x_query, etas) - target) ** 2).flatten(1).sum(1)
-        for etas in grid.split(8)
+        ((predict(*tuning, etas) - target) ** 2).flatten(1).sum(1) for etas in grid.split(8)
     ])
     eta = grid[sums.argmin()].reshape(1)
-    return float(eta), predict(data.x[:, :n], data.y[:, :n], data.x_query, eta)[0]
+    return float(eta), predict(*terms(data.x[:, :n], data.y[:, :n], data.x_query), eta)[0]
 
 
 def one_step_long(task: Task, prompts: int = 1024) -> dict[str, Any]:
@@ -496,12 +506,13 @@ def question6(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
             fits[name] = {}
             for n in task.spec.lengths:
                 eta, gd = one_step_gd(task, n, data)
-                refits = [one_step_gd(task, n, data, seed=seed)[1] for seed in TUNING_SEEDS]
                 eta2, gd2 = two_gd_steps(task, n, data)
                 x, y, xq, target = data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double(), data.targets[n]
                 ols = xq @ torch.linalg.lstsq(x, y).solution  # least squares on the n pairs (minimum norm for n < d)
-                refits2 = [metrics.relative_error(two_gd_steps(task, n, data, seed=seed)[1], target)["db"]
-                           for seed in TUNING_SEEDS]
+                refits, refits2 = [], []
+                for seed in TUNING_SEEDS:  # both fits of a draw in turn: they share its prompts (`tuning_sample`)
+                    refits.append(one_step_gd(task, n, data, seed=seed)[1])
+                    refits2.append(metrics.relative_error(two_gd_steps(task, n, data, seed=seed)[1], target)["db"])
                 refs[str(n)] = {"eta": _round(eta), "gd_db": round(metrics.relative_error(gd, target)["db"], 2),
                                 "two_steps_eta": _round(eta2),
                                 "two_steps_db": round(metrics.relative_error(gd2, target)["db"], 2),
