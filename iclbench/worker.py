@@ -527,17 +527,38 @@ class IsolatedModel:
         """The answer to each request in turn (`predict` or `predict_lengths`). `AHEAD` requests are kept under way:
         while the runner scores one answer, the worker writes the next and computes the one after. If the runner
         stops reading answers, or one is an error, with others under way, the worker is stopped (`begin_task`
-        starts another)."""
+        starts another). A request that cannot be sent (the worker died or ran past its time) fails the oldest one
+        under way, which the worker was computing; a worker that dies while a reply is read, with the next request
+        under way, may have died on either (the reply it was writing is lost with it), which the failure says."""
         pending, asked = iter(requests), deque()
-        try:
-            while len(asked) < AHEAD and (request := next(pending, None)) is not None:
-                self._ask(*request)
-                asked.append(request)
-            while asked:
-                answer = self._answer(*asked.popleft())
-                if (request := next(pending, None)) is not None:
+        broken: TaskFailure | None = None
+
+        def ask_next() -> bool:
+            nonlocal broken
+            if (request := next(pending, None)) is None:
+                return False
+            if broken is None:
+                try:
                     self._ask(*request)
-                    asked.append(request)
+                except TaskFailure as exc:  # the worker is stopped: the requests under way are lost with it
+                    broken = exc
+            asked.append(request)
+            return True
+
+        try:
+            while len(asked) < AHEAD and ask_next():
+                pass
+            while asked:
+                request = asked.popleft()
+                if broken is not None:
+                    raise broken
+                try:
+                    answer = self._answer(*request)
+                except TaskFailure as exc:
+                    if self._proc is None and asked and broken is None:  # it died with the next one under way too
+                        raise TaskFailure(f"{exc} (on this batch or the next, which it had been sent)") from None
+                    raise
+                ask_next()
                 yield answer
         finally:
             if self._outstanding:

@@ -297,3 +297,32 @@ def test_a_task_the_runner_fails_with_an_answer_under_way_leaves_the_next_task_i
     assert linear["status"] == "failed" and "earlier batches had 2" in linear["error"], linear
     direct = run(load_model(str(path)), picked[1:], cfg, progress=False)["tasks"]["lasso/fixed"]
     assert lasso["status"] == "ok" and lasso["lengths"] == direct["lengths"]
+
+
+EXITS_SECOND = """
+import os
+class ExitsSecond(Model):
+    name = "exits-second"
+    calls = 0
+    def predict(self, batch):
+        self.calls += batch.task.family == "linear"
+        if self.calls == 2:
+            os._exit(3)
+        return batch.x_query.new_zeros(batch.x_query.shape[:2])
+"""
+
+
+def test_a_worker_that_dies_with_requests_under_way_fails_the_one_it_was_computing(tmp_path: Path) -> None:
+    """Its second request fails (whether the third could still be sent or not), or, when it died before its reply
+    to the first was written whole, the first does, saying that the second was under way; the next task runs."""
+    isolated = IsolatedModel(str(plugin(tmp_path, EXITS_SECOND)), sandbox=False)
+    picked = [tasks.TASKS["linear/kappa1"], tasks.TASKS["lasso/fixed"]]
+    try:
+        doc = run(isolated, picked, RunConfig(device="cpu", batch_size=16, prompts=64), progress=False)
+    finally:
+        isolated.close()
+    error = doc["tasks"]["linear/kappa1"]["error"]
+    second = error.endswith("(n=5, prompts 16-31)")
+    either = error.endswith("(on this batch or the next, which it had been sent) (n=5, prompts 0-15)")
+    assert "exited with status 3" in error and (second or either), error
+    assert doc["tasks"]["lasso/fixed"]["status"] == "ok"
