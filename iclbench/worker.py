@@ -470,9 +470,11 @@ class IsolatedModel:
                 f"while {what}; its worker process was stopped"
             ) from None
         except _Closed:
+            # with the next request under way, the reply it was writing may be lost with it
+            either = " (on this batch or the next, which it had been sent)" if self._outstanding > 1 else ""
             message = self._death()
             self._stop()
-            raise TaskFailure(f"{message}, while {what}") from None
+            raise TaskFailure(f"{message}, while {what}{either}") from None
         except ValueError as exc:
             self._stop()
             raise TaskFailure(f"the model's worker process sent {exc}, while {what}") from None
@@ -552,12 +554,7 @@ class IsolatedModel:
                 request = asked.popleft()
                 if broken is not None:
                     raise broken
-                try:
-                    answer = self._answer(*request)
-                except TaskFailure as exc:
-                    if self._proc is None and asked and broken is None:  # it died with the next one under way too
-                        raise TaskFailure(f"{exc} (on this batch or the next, which it had been sent)") from None
-                    raise
+                answer = self._answer(*request)
                 ask_next()
                 yield answer
         finally:
