@@ -190,11 +190,13 @@ def test_predict_follows_the_batch_dtype() -> None:
 
 def test_the_default_schedule_is_the_committed_checkpoints_one() -> None:
     """`python -m iclbench.baselines.train_lista` runs the schedule the committed checkpoints were trained with
-    (fixed steps per stage, no early stopping)."""
+    (early stopping), and the log says that each network's last stage, the whole network's fine-tuning, ended by
+    it: its validation error had stopped falling, before the cap of steps."""
     cfg = json.loads(json.dumps(asdict(TrainConfig())))
-    assert cfg.pop("patience") is None
-    cfg.pop("val_every")  # used with patience only
-    assert {"n": FIXED.spec.nominal, **cfg} == LOG["config"]
+    assert cfg["patience"] is not None and {"n": FIXED.spec.nominal, **cfg} == LOG["config"]
+    for kind, record in LOG["models"].items():
+        last = record["stages"][-1]
+        assert last["stage"] == FINAL and last["steps"] < cfg["final_steps"], kind
 
 
 @pytest.mark.parametrize("net", [LISTACPNet(10, 20), ALISTANet(10, 20)], ids=["lista-cp", "alista"])

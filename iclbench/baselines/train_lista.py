@@ -4,11 +4,12 @@
 
 The schedule follows Chen et al. (2018): for each layer k, train the parameters layer k introduces
 at 5e-4, then fine-tune every layer up to k at 1e-4 and at 1e-5, with Adam on the squared error of the
-code at layer k; after the last layer, fine-tune the whole network at 1e-4 for `final_steps`. By default
-(`patience` None) every stage runs its `stage_steps`, scaled down to run on a CPU in a few minutes: the
-package's checkpoints. With `patience` set, as Open-L2O runs it, a stage also ends once the validation
-NMSE at layer k, measured every `val_every` steps, has not improved for `patience` validations in a row,
-and keeps the weights of its best validation (`stage_steps` then cap the stages). Batches are drawn fresh
+code at layer k; after the last layer, fine-tune the whole network at 1e-4 for `final_steps`. As Open-L2O
+runs it, a stage ends once the validation NMSE at layer k, measured every `val_every` steps, has not
+improved for `patience` validations in a row, and keeps the weights of its best validation (`stage_steps`
+and `final_steps` cap the stages): the package's checkpoints, whose last stage, the whole network's
+fine-tuning, ended so (its validation error had stopped falling), after 4 to 6 minutes of one core each.
+With `patience` None every stage runs its steps. Batches are drawn fresh
 from `Codes.draw` on the training seed `train_seed`; the validation set comes from another training seed,
 never from the evaluation stream. The measurement matrix is one (n, d) matrix shared by every prompt of a
 batch (`UnrolledNet.forward`), never a copy per prompt. Runs on one thread, so a run is deterministic on
@@ -65,19 +66,20 @@ class TrainConfig:
 
     layers: int = LAYERS
     batch_size: int = 128
-    stage_steps: tuple[int, int, int] = (300, 100, 50)
+    stage_steps: tuple[int, int, int] = (5000, 2000, 2000)
     """Steps of the three stages of each layer (at most, with `patience`): new layer alone, then everything."""
     stage_lrs: tuple[float, float, float] = (5e-4, 1e-4, 1e-5)
     """Adam's rate in the three stages of each layer."""
-    final_steps: int = 1000
-    """Fine-tuning steps of the whole network at the first fine-tuning rate, after the last layer."""
+    final_steps: int = 20000
+    """Fine-tuning steps of the whole network at the first fine-tuning rate, after the last layer (at most, with
+    `patience`)."""
     train_seed: int = 0
     val_seed: int = 1
     val_prompts: int = 2048
     init_lambda: float = INIT_LAMBDA
-    patience: int | None = None
+    patience: int | None = 10
     """None: every stage runs its steps. Otherwise a stage ends after this many validations in a row without a
-    lower validation NMSE, and keeps its best weights."""
+    lower validation NMSE, and keeps its best weights: by default, 1,000 steps without progress end a stage."""
     val_every: int = 100
     """Steps between two validations of a stage, with `patience`."""
 
@@ -233,10 +235,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--out", type=Path, default=CHECKPOINTS, help="output folder (default: the package's)")
+    default = TrainConfig()
+    parser.add_argument("--stage-steps", type=int, nargs=3, default=default.stage_steps, metavar=("NEW", "TUNE", "TUNE2"),
+                        help="steps of the three stages of each layer, at most with --patience (default %(default)s)")
+    parser.add_argument("--final-steps", type=int, default=default.final_steps,
+                        help="steps of the whole network's last fine-tuning (default %(default)s)")
+    parser.add_argument("--patience", type=int, default=default.patience,
+                        help="end a stage after this many validations without improvement (default %(default)s)")
+    parser.add_argument("--val-every", type=int, default=default.val_every,
+                        help="steps between two validations, with --patience (default %(default)s)")
     args = parser.parse_args(argv)
+    if any(n < 0 for n in (*args.stage_steps, args.final_steps)) or (args.patience or 1) < 1 or args.val_every < 1:
+        parser.error("--stage-steps and --final-steps take counts >= 0, --patience and --val-every counts >= 1")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    cfg = TrainConfig()
+    cfg = TrainConfig(stage_steps=tuple(args.stage_steps), final_steps=args.final_steps, patience=args.patience,
+                      val_every=args.val_every)
     task = tasks.get(TASK)
     codes = TaskCodes(task, task.spec.nominal)
     args.out.mkdir(parents=True, exist_ok=True)
