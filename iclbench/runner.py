@@ -197,35 +197,44 @@ def predict_all(
     A model that predicts every length in one call (`ScoredModel.predicts_lengths`) is asked once per chunk
     at the longest length, and every length is complete at the end; any other, once per length and chunk,
     length after length. Each prediction is checked as that of a `predict` call at its length. The requests
-    go to `ScoredModel.answers` all at once, so that a model in a worker computes while this scores.
+    go to `ScoredModel.answers` a round at a time, so that a model in a worker computes while this scores: the
+    chunks of one length (or of every length at once), whose prompts differ, so that a request it is sent
+    ahead of its answers never holds a longer prefix of prompts it has yet to answer.
     """
     total = data.n_prompts
     chunks = [slice(start, min(start + cfg.batch_size, total)) for start in range(0, total, cfg.batch_size)]
     outs = {n: Outputs(n, total, None if targets is None else targets[n], n in keep_steps) for n in lengths}
     asked = lengths if model.predicts_lengths else None
-    plan = [(sl, max(lengths)) for sl in chunks] if asked else [(sl, n) for n in lengths for sl in chunks]
-    requests = [(Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl]), asked) for sl, n in plan]
-    answers = model.answers(requests)
-    try:
-        for (sl, n), (batch, _) in zip(plan, requests):
-            try:
-                answer = next(answers)
-            except TaskFailure as exc:
-                at = n if asked is None else ", ".join(map(str, asked)) if exc.length is None else exc.length
-                raise TaskFailure(f"{exc} (n={at}, prompts {sl.start}-{sl.stop - 1})") from None
-            preds = {n: answer} if asked is None else answer
-            for m in asked or [n]:
+
+    def gather(n: int) -> None:
+        """Ask for every chunk at length `n` (with `asked`, at every length) and add the checked answers."""
+        requests = [(Batch(spec, data.x[sl, :n], data.y[sl, :n], data.x_query[sl]), asked) for sl in chunks]
+        answers = model.answers(requests)
+        try:
+            for sl, (batch, _) in zip(chunks, requests):
                 try:
-                    outs[m].add(sl, check_prediction(preds[m], batch.prefix(m)))
+                    answer = next(answers)
                 except TaskFailure as exc:
-                    raise TaskFailure(f"{exc} (n={m}, prompts {sl.start}-{sl.stop - 1})") from None
-            bar.update(len(preds))
-            if asked is None and sl == chunks[-1]:  # length n is complete
-                yield n, outs[n].finish()
-        for n in asked or []:
+                    at = n if asked is None else ", ".join(map(str, asked)) if exc.length is None else exc.length
+                    raise TaskFailure(f"{exc} (n={at}, prompts {sl.start}-{sl.stop - 1})") from None
+                preds = {n: answer} if asked is None else answer
+                for m in asked or [n]:
+                    try:
+                        outs[m].add(sl, check_prediction(preds[m], batch.prefix(m)))
+                    except TaskFailure as exc:
+                        raise TaskFailure(f"{exc} (n={m}, prompts {sl.start}-{sl.stop - 1})") from None
+                bar.update(len(preds))
+        finally:
+            answers.close()
+
+    if asked:
+        gather(max(lengths))
+        for n in lengths:
             yield n, outs[n].finish()
-    finally:
-        answers.close()
+        return
+    for n in lengths:
+        gather(n)
+        yield n, outs[n].finish()
 
 
 def run_task(

@@ -13,7 +13,9 @@ a tensor byte: at most `MAX_HEADER` bytes, then only the tensors a reply may hol
 of the shapes its prompts give (at most `iclbench.api.MAX_STEPS` steps), so what it reads is bounded by what
 the task can need. The harness keeps `AHEAD` prediction requests under way (`IsolatedModel.answers`): while it
 scores one answer, the worker writes the next (from a thread of its own, `_Replies`) and computes the one after;
-replies come in the order of the requests.
+replies come in the order of the requests. The runner hands it one round of requests at a time, whose prompts
+differ (`iclbench.runner.predict_all`), so the worker is never sent a longer prefix of prompts it has yet to
+answer.
 
 Limits (`Limits`, flags `--task-timeout` and `--max-memory` of `iclbench run`), set by the worker before it
 imports any model code, soft and hard, so that every process the model starts inherits them:

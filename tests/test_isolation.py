@@ -326,3 +326,41 @@ def test_a_worker_that_dies_with_requests_under_way_fails_the_one_it_was_computi
     either = error.endswith("(on this batch or the next, which it had been sent) (n=5, prompts 0-15)")
     assert "exited with status 3" in error and (second or either), error
     assert doc["tasks"]["lasso/fixed"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("batch_size", [512, 16])  # one chunk per length (64 prompts), and four
+def test_no_request_sent_ahead_holds_a_longer_prefix_of_prompts_not_yet_answered(
+    batch_size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model answering `predict` per length must not have been sent its prompts at a longer length before it
+    answers them at a shorter one (what `validate --rerun` relies on to find a model that uses later pairs)."""
+    events: list[tuple[str, int, int]] = []  # (sent or answered, prompt length, first prompt)
+    ask, answer = IsolatedModel._ask, IsolatedModel._answer
+
+    def logged_ask(self, batch, lengths):
+        events.append(("sent", batch.n, int(batch.x_query[0, 0, 0].item() * 1e6)))
+        return ask(self, batch, lengths)
+
+    def logged_answer(self, batch, lengths):
+        events.append(("answered", batch.n, int(batch.x_query[0, 0, 0].item() * 1e6)))
+        return answer(self, batch, lengths)
+
+    monkeypatch.setattr(IsolatedModel, "_ask", logged_ask)
+    monkeypatch.setattr(IsolatedModel, "_answer", logged_answer)
+    isolated = IsolatedModel("zero", one_pass=False, sandbox=False)
+    try:
+        doc = run(isolated, [tasks.TASKS["linear/kappa1"]], RunConfig(device="cpu", batch_size=batch_size, prompts=64),
+                  progress=False)
+    finally:
+        isolated.close()
+    assert doc["tasks"]["linear/kappa1"]["status"] == "ok"
+    sent: set[tuple[int, int]] = set()
+    for kind, n, prompts in events:
+        if kind == "sent":
+            sent.add((n, prompts))
+        else:
+            assert not any(m > n and p == prompts for m, p in sent), (n, prompts, sorted(sent))
+    assert len(sent) == 5 * 64 // min(batch_size, 64)
+    if batch_size == 16:  # within a length, the next chunk is sent before an answer is read
+        first_answer = next(i for i, e in enumerate(events) if e[0] == "answered")
+        assert [e[0] for e in events[: first_answer + 1]] == ["sent", "sent", "answered"]
