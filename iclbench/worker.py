@@ -84,7 +84,6 @@ CLOSE_WAIT = 1.0
 AHEAD = 2
 """Requests `IsolatedModel.answers` keeps under way: the one whose reply the worker writes, and the next, which it
 computes meanwhile."""
-"""Seconds `IsolatedModel.close` gives the worker to exit when told to, before it is killed."""
 START_TIMEOUT = 300.0
 """Seconds a worker may take to start (the sandbox, Python, torch), before the model's code runs and its
 time limit starts."""
@@ -443,8 +442,14 @@ class IsolatedModel:
         self._post(header, what, tensors)
         return self._reply(what, accept)
 
-    def _post(self, header: dict[str, Any], what: str, tensors: dict[str, torch.Tensor] | None = None) -> None:
-        """Send one request before the deadline; its reply is outstanding until read (`_reply`)."""
+    def _post(
+        self, header: dict[str, Any], what: str, tensors: dict[str, torch.Tensor] | None = None, ahead: bool = False
+    ) -> None:
+        """Send one request before the deadline; its reply is outstanding until read (`_reply`). Unless the request
+        goes `ahead` of replies not read yet (`answers`), a worker that still owes replies is stopped first, so that
+        no reply is read for another request."""
+        if self._outstanding and not ahead:
+            self._stop()
         if self._proc is None:
             raise TaskFailure(f"the model's worker process is not running ({what})")
         self._outstanding += 1
@@ -455,14 +460,15 @@ class IsolatedModel:
         """The reply to the oldest outstanding request: its header and tensors (checked by `accept`), read before the
         deadline."""
         assert self._proc is not None and self._outstanding
-        with self._failures(what):
+        with self._failures(what, reading=True):
             reply, out = _receive(self._proc.stdout.fileno(), self._deadline, accept)
         self._outstanding -= 1
         return reply, out
 
     @contextmanager
-    def _failures(self, what: str) -> Iterator[None]:
-        """A time-out, a closed pipe or a bad message while `what`: the worker is stopped, and `TaskFailure` says why."""
+    def _failures(self, what: str, reading: bool = False) -> Iterator[None]:
+        """A time-out, a closed pipe or a bad message while `what` (`reading` a reply): the worker is stopped, and
+        `TaskFailure` says why."""
         try:
             yield
         except _TimedOut:
@@ -473,7 +479,7 @@ class IsolatedModel:
             ) from None
         except _Closed:
             # with the next request under way, the reply it was writing may be lost with it
-            either = " (on this batch or the next, which it had been sent)" if self._outstanding > 1 else ""
+            either = " (on this batch or the next, which it had been sent)" if reading and self._outstanding > 1 else ""
             message = self._death()
             self._stop()
             raise TaskFailure(f"{message}, while {what}{either}") from None
@@ -534,7 +540,7 @@ class IsolatedModel:
         starts another). A request that cannot be sent (the worker died or ran past its time) fails the oldest one
         under way, which the worker was computing; a worker that dies while a reply is read, with the next request
         under way, may have died on either (the reply it was writing is lost with it), which the failure says."""
-        pending, asked = iter(requests), deque()
+        pending, asked, proc = iter(requests), deque(), self._proc
         broken: TaskFailure | None = None
 
         def ask_next() -> bool:
@@ -543,7 +549,7 @@ class IsolatedModel:
                 return False
             if broken is None:
                 try:
-                    self._ask(*request)
+                    self._ask(*request, ahead=True)
                 except TaskFailure as exc:  # the worker is stopped: the requests under way are lost with it
                     broken = exc
             asked.append(request)
@@ -560,14 +566,14 @@ class IsolatedModel:
                 ask_next()
                 yield answer
         finally:
-            if self._outstanding:
+            if self._outstanding and self._proc is proc:
                 self._stop()
 
-    def _ask(self, batch: Batch, lengths: list[int] | None) -> None:
+    def _ask(self, batch: Batch, lengths: list[int] | None, ahead: bool = False) -> None:
         header = {"op": "predict" if lengths is None else "predict_lengths", "task": public_spec(batch.task)}
         if lengths is not None:
             header["lengths"] = lengths
-        self._post(header, "predicting", {"x": batch.x, "y": batch.y, "x_query": batch.x_query})
+        self._post(header, "predicting", {"x": batch.x, "y": batch.y, "x_query": batch.x_query}, ahead)
 
     def _answer(self, batch: Batch, lengths: list[int] | None) -> Answer:
         reply, out = self._reply("predicting", _accept_prediction(batch, lengths))
@@ -761,6 +767,9 @@ class _Replies:
                 _send(self._fd, *item, None)
             except _Closed:  # the harness is gone
                 _exit()
+            except BaseException as exc:  # never a silent hang of the main thread on `put`: the worker ends
+                print(f"iclbench worker: a reply could not be written: {exc!r}", file=sys.stderr, flush=True)
+                os._exit(1)
 
 
 def main() -> None:

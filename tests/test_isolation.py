@@ -13,6 +13,7 @@ from fixtures.plugins import plugin, run_cli
 from fixtures.submission_kit import make_submission
 
 from iclbench import Batch, results, tasks
+from iclbench.api import TaskFailure
 from iclbench.cli import main
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
@@ -267,6 +268,14 @@ def test_the_worker_computes_the_next_answer_while_the_runner_scores_the_last(tm
         assert model.pid is None
         model.begin_task()  # and another started, whose first answer is its own request's
         assert float(model.predict(batches[2]).y[0, 0]) == 2.0
+
+        answers = model.answers((batch, None) for batch in batches)
+        next(answers)
+        with pytest.raises(TaskFailure, match="not running"):  # never the answer under way for another batch
+            model.predict(batches[0])
+        answers.close()
+        model.begin_task()
+        assert float(model.predict(batches[1]).y[0, 0]) == 1.0
     finally:
         model.close()
 
@@ -337,9 +346,9 @@ def test_no_request_sent_ahead_holds_a_longer_prefix_of_prompts_not_yet_answered
     events: list[tuple[str, int, int]] = []  # (sent or answered, prompt length, first prompt)
     ask, answer = IsolatedModel._ask, IsolatedModel._answer
 
-    def logged_ask(self, batch, lengths):
+    def logged_ask(self, batch, lengths, **how):
         events.append(("sent", batch.n, int(batch.x_query[0, 0, 0].item() * 1e6)))
-        return ask(self, batch, lengths)
+        return ask(self, batch, lengths, **how)
 
     def logged_answer(self, batch, lengths):
         events.append(("answered", batch.n, int(batch.x_query[0, 0, 0].item() * 1e6)))
