@@ -84,6 +84,9 @@ CLOSE_WAIT = 1.0
 AHEAD = 2
 """Requests `IsolatedModel.answers` keeps under way: the one whose reply the worker writes, and the next, which it
 computes meanwhile."""
+DROP_WAIT = 5.0
+"""Seconds `IsolatedModel.answers` waits for the replies still owed when the runner stops reading (a task that
+fails), to read and drop them; past it the worker is stopped, and started again for the next task."""
 START_TIMEOUT = 300.0
 """Seconds a worker may take to start (the sandbox, Python, torch), before the model's code runs and its
 time limit starts."""
@@ -536,8 +539,8 @@ class IsolatedModel:
     def answers(self, requests: Iterable[Request]) -> Iterator[Answer]:
         """The answer to each request in turn (`predict` or `predict_lengths`). `AHEAD` requests are kept under way:
         while the runner scores one answer, the worker writes the next and computes the one after. If the runner
-        stops reading answers, or one is an error, with others under way, the worker is stopped (`begin_task`
-        starts another). A request that cannot be sent (the worker died or ran past its time) fails the oldest one
+        stops reading answers, or one is an error, with others under way, their replies are read and dropped
+        (`DROP_WAIT`; else the worker is stopped, and `begin_task` starts another). A request that cannot be sent (the worker died or ran past its time) fails the oldest one
         under way, which the worker was computing; a worker that dies while a reply is read, with the next request
         under way, may have died on either (the reply it was writing is lost with it), which the failure says."""
         pending, asked, proc = iter(requests), deque(), self._proc
@@ -567,7 +570,20 @@ class IsolatedModel:
                 yield answer
         finally:
             if self._outstanding and self._proc is proc:
-                self._stop()
+                self._drop(asked)
+
+    def _drop(self, requests: Iterable[Request]) -> None:
+        """Read and drop the replies owed for `requests` within `DROP_WAIT` seconds (and the task's deadline); a
+        worker that does not answer by then, or answers wrongly, is stopped."""
+        deadline = self._deadline
+        self._deadline = min(math.inf if deadline is None else deadline, time.monotonic() + DROP_WAIT)
+        try:
+            for batch, lengths in requests:
+                self._reply("dropping an answer under way", _accept_prediction(batch, lengths))
+        except TaskFailure:  # the worker is stopped
+            pass
+        finally:
+            self._deadline = deadline
 
     def _ask(self, batch: Batch, lengths: list[int] | None, ahead: bool = False) -> None:
         header = {"op": "predict" if lengths is None else "predict_lengths", "task": public_spec(batch.task)}

@@ -18,6 +18,7 @@ from iclbench.cli import main
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
 from iclbench.submissions.schema import validate
+from iclbench import worker
 from iclbench.worker import IsolatedModel
 
 
@@ -233,15 +234,40 @@ def test_steps_beyond_the_most_accepted_fail_the_task(tmp_path: Path, capsys) ->
 
 
 LOGGER = """
+import time
 class Logger(Model):
     name = "logger"
-    def __init__(self, log):
-        self.log = log
+    def __init__(self, log, slow=0.0):
+        self.log, self.slow = log, slow
     def predict(self, batch):
+        if float(batch.x[0, 0, 0]) == 1.0:
+            time.sleep(self.slow)
         with open(self.log, "a") as fh:
             fh.write(f"{float(batch.x[0, 0, 0])}\\n")
         return batch.x_query[..., 0] * 0 + batch.x[:, :1, 0]
 """
+
+
+def test_an_answer_under_way_that_does_not_come_in_time_to_be_dropped_stops_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "DROP_WAIT", 0.2)
+    model = IsolatedModel(str(plugin(tmp_path, LOGGER)), args={"log": str(tmp_path / "calls.log"), "slow": 5.0},
+                          sandbox=False)
+    spec = tasks.TASKS["linear/kappa1"].spec
+    batches = [Batch(spec, torch.full((2, 5, spec.d), float(i)), torch.zeros(2, 5), torch.zeros(2, 3, spec.d))
+               for i in range(3)]
+    try:
+        model.setup(torch.device("cpu"))
+        model.begin_task()
+        answers = model.answers((batch, None) for batch in batches)
+        next(answers)
+        answers.close()  # the second answer takes 5 s: not dropped in time
+        assert model.pid is None
+        model.begin_task()  # another worker, whose first answer is its own request's
+        assert float(model.predict(batches[2]).y[0, 0]) == 2.0
+    finally:
+        model.close()
 
 
 def test_the_worker_computes_the_next_answer_while_the_runner_scores_the_last(tmp_path: Path) -> None:
@@ -262,12 +288,12 @@ def test_the_worker_computes_the_next_answer_while_the_runner_scores_the_last(tm
         assert [float(p.y[0, 0]) for p in (first, *answers)] == [0.0, 1.0, 2.0]
         assert log.read_text().split() == ["0.0", "1.0", "2.0"]
 
+        pid = model.pid
         answers = model.answers((batch, None) for batch in batches)
         next(answers)
-        answers.close()  # the second answer, under way, is never read: the worker is stopped
-        assert model.pid is None
-        model.begin_task()  # and another started, whose first answer is its own request's
-        assert float(model.predict(batches[2]).y[0, 0]) == 2.0
+        answers.close()  # the second answer, under way, is read and dropped: the same worker goes on
+        model.begin_task()
+        assert model.pid == pid and float(model.predict(batches[2]).y[0, 0]) == 2.0
 
         answers = model.answers((batch, None) for batch in batches)
         next(answers)
