@@ -157,15 +157,19 @@ def one_step_gd(
     For vector labels (P, n, m) the step is W = eta Y^T X / n, from 0 on sum_i ||y_i - W x_i||^2 / 2n, and the
     prediction W x_q, (P, q, m).
     """
-    def feature(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
-        if y.dim() == 3:
-            return torch.einsum("bqd,bmd->bqm", xq.double(), torch.einsum("bnd,bnm->bmd", x.double(), y.double())) / n
-        return torch.einsum("bqd,bd->bq", xq.double(), torch.einsum("bnd,bn->bd", x.double(), y.double())) / n
-
     tune = tuning_sample(task.spec.name, n, tuning_prompts, seed)
-    a = feature(tune.batch.x, tune.batch.y, tune.batch.x_query)
+    a = one_step_feature(tune.batch.x, tune.batch.y, tune.batch.x_query)
     eta = float((a * tune.target.double()).sum() / (a * a).sum())
-    return eta, eta * feature(data.x[:, :n], data.y[:, :n], data.x_query)
+    return eta, eta * one_step_feature(data.x[:, :n], data.y[:, :n], data.x_query)
+
+
+def one_step_feature(x: torch.Tensor, y: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+    """x_q^T X^T y / n (P, q), or W x_q with W = Y^T X / n for vector labels (P, q, m), in float64: one GD step of
+    size 1 from 0."""
+    n = x.shape[1]
+    if y.dim() == 3:
+        return torch.einsum("bqd,bmd->bqm", xq.double(), torch.einsum("bnd,bnm->bmd", x.double(), y.double())) / n
+    return torch.einsum("bqd,bd->bq", xq.double(), torch.einsum("bnd,bn->bd", x.double(), y.double())) / n
 
 
 def two_gd_steps(
@@ -195,13 +199,23 @@ def two_gd_steps(
     return float(eta), predict(*terms(data.x[:, :n], data.y[:, :n], data.x_query), eta)[0]
 
 
-def one_step_long(task: Task, prompts: int = 1024) -> dict[str, Any]:
+def one_step_long(task: Task, prompts: int = 2048, chunk: int = 128) -> dict[str, Any]:
     """One fitted GD step with `LONG_PROMPTS` pairs: its step size, fitted on `prompts` training-stream prompts
-    (`TUNING_SEED`), and its error (dB) on as many others (seed `TUNING_SEED` + 1)."""
-    sample = task.sample(prompts, LONG_PROMPTS, task.train_generator(TUNING_SEED + 1))
-    data = EvalSet(sample.batch.x, sample.batch.y, sample.batch.x_query, {LONG_PROMPTS: sample.target}, {}, {})
-    eta, gd = one_step_gd(task, LONG_PROMPTS, data, tuning_prompts=prompts)
-    return {"n": LONG_PROMPTS, "eta": _round(eta), "gd_db": round(metrics.relative_error(gd, sample.target.double())["db"], 2)}
+    (`TUNING_SEED`), and its error (dB) on as many others (seed `TUNING_SEED` + 1), each drawn `chunk` prompts at a
+    time (a draw of 1,024 sequences of 1,000 pairs at once takes 240 MB)."""
+
+    def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen, features, targets = task.train_generator(seed), [], []
+        for _ in range(prompts // chunk):
+            s = task.sample(chunk, LONG_PROMPTS, gen)
+            features.append(one_step_feature(s.batch.x, s.batch.y, s.batch.x_query))
+            targets.append(s.target.double())
+        return torch.cat(features), torch.cat(targets)
+
+    a, target = draw(TUNING_SEED)
+    eta = float((a * target).sum() / (a * a).sum())
+    a, target = draw(TUNING_SEED + 1)
+    return {"n": LONG_PROMPTS, "eta": _round(eta), "gd_db": round(metrics.relative_error(eta * a, target)["db"], 2)}
 
 
 def per_layer(net: torch.nn.Module, data: EvalSet, n: int, chunk: int = 512) -> torch.Tensor:
