@@ -248,18 +248,23 @@ class Logger(Model):
 """
 
 
+def logger(tmp_path: Path, slow: float = 0.0) -> tuple[IsolatedModel, list[Batch]]:
+    """`LOGGER` in a worker, set up, with three batches of linear/kappa1 whose x are 0, 1 and 2."""
+    model = IsolatedModel(str(plugin(tmp_path, LOGGER)), args={"log": str(tmp_path / "calls.log"), "slow": slow},
+                          sandbox=False)
+    spec = tasks.TASKS["linear/kappa1"].spec
+    model.setup(torch.device("cpu"))
+    model.begin_task()
+    return model, [Batch(spec, torch.full((2, 5, spec.d), float(i)), torch.zeros(2, 5), torch.zeros(2, 3, spec.d))
+                   for i in range(3)]
+
+
 def test_an_answer_under_way_that_does_not_come_in_time_to_be_dropped_stops_the_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker, "DROP_WAIT", 0.2)
-    model = IsolatedModel(str(plugin(tmp_path, LOGGER)), args={"log": str(tmp_path / "calls.log"), "slow": 5.0},
-                          sandbox=False)
-    spec = tasks.TASKS["linear/kappa1"].spec
-    batches = [Batch(spec, torch.full((2, 5, spec.d), float(i)), torch.zeros(2, 5), torch.zeros(2, 3, spec.d))
-               for i in range(3)]
+    model, batches = logger(tmp_path, slow=5.0)
     try:
-        model.setup(torch.device("cpu"))
-        model.begin_task()
         answers = model.answers((batch, None) for batch in batches)
         next(answers)
         answers.close()  # the second answer takes 5 s: not dropped in time
@@ -271,14 +276,9 @@ def test_an_answer_under_way_that_does_not_come_in_time_to_be_dropped_stops_the_
 
 
 def test_the_worker_computes_the_next_answer_while_the_runner_scores_the_last(tmp_path: Path) -> None:
+    model, batches = logger(tmp_path)
     log = tmp_path / "calls.log"
-    model = IsolatedModel(str(plugin(tmp_path, LOGGER)), args={"log": str(log)}, sandbox=False)
-    spec = tasks.TASKS["linear/kappa1"].spec
-    batches = [Batch(spec, torch.full((2, 5, spec.d), float(i)), torch.zeros(2, 5), torch.zeros(2, 3, spec.d))
-               for i in range(3)]
     try:
-        model.setup(torch.device("cpu"))
-        model.begin_task()
         answers = model.answers((batch, None) for batch in batches)
         first = next(answers)
         deadline = time.monotonic() + 120  # the second request was sent before the first answer was handed over
