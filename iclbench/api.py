@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -148,10 +148,10 @@ def check_prediction(out: Any, batch: Batch) -> Prediction:
     return pred
 
 
-Request = tuple[Batch, Union[list[int], None]]
+Request = tuple[Batch, list[int] | None]
 """One call the runner makes of a model: a batch, and the lengths to predict in it at once (`Model.predict_lengths`),
 or None for `Model.predict` on the batch as it is."""
-Answer = Union[Prediction, dict[int, Prediction]]
+Answer = Prediction | dict[int, Prediction]
 """A request's answer: a `Prediction`, or one per length."""
 
 
