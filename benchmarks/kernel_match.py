@@ -61,12 +61,12 @@ def main() -> int:
         print(f"{name:12} n={n}  " + "  ".join(row))
     task = tasks.get("kernel/relu")
     data, _ = eval_set(task)
+    etas = load_step_sizes()[task.spec.name]
     print("functional GD with relu(x^T x') on kernel/relu at the gd baseline's step size: dB after k steps")
-    for n in task.spec.lengths:
-        eta = load_step_sizes()[task.spec.name][n]
-        x, y, xq = data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double()
+    for n, eta in etas.items():
+        x, y, xq, target = data.x[:, :n].double(), data.y[:, :n].double(), data.x_query.double(), data.targets[n]
         steps = functional(ATTENTION["relu"](x, x), ATTENTION["relu"](xq, x), y, eta, DIVERGENCE_STEPS[-1])
-        row = [f"k={k}: {relative_error(steps[:, k - 1], data.targets[n].double())['db']:+.1f}" for k in DIVERGENCE_STEPS]
+        row = [f"k={k}: {relative_error(steps[:, k - 1], target.double())['db']:+.1f}" for k in DIVERGENCE_STEPS]
         print(f"  n={n:<3} eta={eta:.3g}  " + "  ".join(row))
     return 0
 

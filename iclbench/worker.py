@@ -540,9 +540,10 @@ class IsolatedModel:
         """The answer to each request in turn (`predict` or `predict_lengths`). `AHEAD` requests are kept under way:
         while the runner scores one answer, the worker writes the next and computes the one after. If the runner
         stops reading answers, or one is an error, with others under way, their replies are read and dropped
-        (`DROP_WAIT`; else the worker is stopped, and `begin_task` starts another). A request that cannot be sent (the worker died or ran past its time) fails the oldest one
-        under way, which the worker was computing; a worker that dies while a reply is read, with the next request
-        under way, may have died on either (the reply it was writing is lost with it), which the failure says."""
+        (`DROP_WAIT`; else the worker is stopped, and `begin_task` starts another). A request that cannot be sent
+        (the worker died or ran past its time) fails the oldest one under way, which the worker was computing; a
+        worker that dies while a reply is read, with the next request under way, may have died on either (the
+        reply it was writing is lost with it), which the failure says."""
         pending, asked, proc = iter(requests), deque(), self._proc
         broken: TaskFailure | None = None
 

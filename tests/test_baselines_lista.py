@@ -17,8 +17,10 @@ import torch
 
 from iclbench import Batch, tasks
 from iclbench.baselines import lista
-from iclbench.baselines.lista import ALISTA, LISTA, LISTACP, ALISTANet, LISTACPNet, LISTANet, alista_weight, load_net
-from iclbench.baselines.train_lista import FINAL, STAGES, TaskCodes, TrainConfig, save_net, train
+from iclbench.baselines.lista import (
+    ALISTA, LAYERS, LISTA, LISTACP, ALISTANet, LISTACPNet, LISTANet, alista_weight, load_net,
+)
+from iclbench.baselines.train_lista import FINAL, STAGES, TaskCodes, TrainConfig, main, save_net, train
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
 
@@ -272,3 +274,16 @@ def test_bad_checkpoints_are_named(tmp_path) -> None:
     save_file({"a": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a learned-ISTA checkpoint"):
         load_net(tmp_path / "other.safetensors")
+
+
+def test_the_command_line_sets_the_schedule_and_refuses_bad_counts(tmp_path) -> None:
+    """`--patience 0` runs every stage's steps (no early stopping), as the Python API's `patience=None` does."""
+    main(["--models", "alista", "--patience", "0", "--stage-steps", "2", "1", "1", "--final-steps", "0",
+          "--out", str(tmp_path)])
+    log = json.loads((tmp_path / "training_log.json").read_text())
+    assert log["config"]["patience"] is None and log["config"]["stage_steps"] == [2, 1, 1]
+    assert [s["steps"] for s in log["models"]["alista"]["stages"]] == [2, 1, 1] * LAYERS
+    for bad in (["--patience", "-1"], ["--val-every", "0"], ["--final-steps", "-3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--out", str(tmp_path), *bad])
+        assert exit_info.value.code == 2

@@ -9,7 +9,7 @@ runs it, a stage ends once the validation NMSE at layer k, measured every `val_e
 improved for `patience` validations in a row, and keeps the weights of its best validation (`stage_steps`
 and `final_steps` cap the stages): the package's checkpoints, whose last stage, the whole network's
 fine-tuning, ended so (its validation error had stopped falling), after 4 to 6 minutes of one core each.
-With `patience` None every stage runs its steps. Batches are drawn fresh
+With `patience` None (`--patience 0`) every stage runs its steps. Batches are drawn fresh
 from `Codes.draw` on the training seed `train_seed`; the validation set comes from another training seed,
 never from the evaluation stream. The measurement matrix is one (n, d) matrix shared by every prompt of a
 batch (`UnrolledNet.forward`), never a copy per prompt. Runs on one thread, so a run is deterministic on
@@ -236,21 +236,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--out", type=Path, default=CHECKPOINTS, help="output folder (default: the package's)")
     default = TrainConfig()
-    parser.add_argument("--stage-steps", type=int, nargs=3, default=default.stage_steps, metavar=("NEW", "TUNE", "TUNE2"),
+    parser.add_argument("--stage-steps", type=int, nargs=3, default=default.stage_steps,
+                        metavar=("NEW", "TUNE", "TUNE2"),
                         help="steps of the three stages of each layer, at most with --patience (default %(default)s)")
     parser.add_argument("--final-steps", type=int, default=default.final_steps,
                         help="steps of the whole network's last fine-tuning (default %(default)s)")
     parser.add_argument("--patience", type=int, default=default.patience,
-                        help="end a stage after this many validations without improvement (default %(default)s)")
+                        help="end a stage after this many validations without improvement; 0: every stage runs its "
+                             "steps (default %(default)s)")
     parser.add_argument("--val-every", type=int, default=default.val_every,
                         help="steps between two validations, with --patience (default %(default)s)")
     args = parser.parse_args(argv)
-    if any(n < 0 for n in (*args.stage_steps, args.final_steps)) or (args.patience or 1) < 1 or args.val_every < 1:
-        parser.error("--stage-steps and --final-steps take counts >= 0, --patience and --val-every counts >= 1")
+    if min(*args.stage_steps, args.final_steps, args.patience) < 0 or args.val_every < 1:
+        parser.error("--stage-steps, --final-steps and --patience take counts >= 0, --val-every a count >= 1")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    cfg = TrainConfig(stage_steps=tuple(args.stage_steps), final_steps=args.final_steps, patience=args.patience,
-                      val_every=args.val_every)
+    cfg = TrainConfig(stage_steps=tuple(args.stage_steps), final_steps=args.final_steps,
+                      patience=args.patience or None, val_every=args.val_every)
     task = tasks.get(TASK)
     codes = TaskCodes(task, task.spec.nominal)
     args.out.mkdir(parents=True, exist_ok=True)

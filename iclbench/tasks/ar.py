@@ -6,7 +6,8 @@ Transformers"): per prompt a Haar-random orthogonal W (d x d, `portable.haar` of
 an initial token x_1 (`init` "uniform": U(-1, 1)^d, von Oswald et al.'s; "gaussian": N(0, I_d), an
 initial token for which Zheng et al. show that the learned one-step mesa-optimizer does not recover
 the sequence; with this Haar-random W one step recovers it under neither law, and the Gaussian token
-tests the scale of x_1, docs/findings.md question 6), and x_{t+1} = W x_t + sigma eps_t with eps_t ~ N(0, I_d) and sigma = `TaskSpec.noise`.
+tests the scale of x_1, docs/findings.md question 6), and x_{t+1} = W x_t + sigma eps_t with
+eps_t ~ N(0, I_d) and sigma = `TaskSpec.noise`.
 Every state is rounded to float32 as it is produced, so a pair's label is exactly the next pair's
 input and the recurrence holds exactly in the float32 data (up to the noise).
 
