@@ -20,4 +20,7 @@ REGISTRY: dict[str, str] = {
     "logistic-optimum": "oracles:LogisticOptimum",
     "gp-posterior": "oracles:GPPosterior",
     "true-w": "oracles:TrueW",
+    "noise-oracle": "oracles:NoiseOracle",
+    "select-bayes": "selection:SelectBayes",
+    "ridge-fixed": "selection:RidgeFixed",
 }

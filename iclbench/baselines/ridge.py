@@ -28,20 +28,21 @@ def bayes_lambda(spec: TaskSpec) -> float:
     return spec.noise**2 / prior_var
 
 
-def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+def solve(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     """argmin_w ||y - x w||^2 + lam ||w||^2 per prompt (minimum-norm when lam = 0), in float64.
 
     y (B, n) gives w (B, d); y (B, n, m) gives W (B, m, d), one such regression per label coordinate.
+    `lam` is one penalty, or a positive penalty per prompt (B,).
     """
     x, rhs = x.double(), (y.unsqueeze(-1) if y.dim() == 2 else y).double()
-    if lam == 0:  # LAPACK's gelsy (complete orthogonal factorisation) on the CPU; an SVD elsewhere
-        if x.device.type == "cpu":
-            sol = torch.linalg.lstsq(x, rhs, driver="gelsy").solution
-        else:
-            sol = torch.linalg.pinv(x) @ rhs
-    else:
+    if isinstance(lam, torch.Tensor) or lam != 0:
+        penalty = lam.to(x)[:, None, None] if isinstance(lam, torch.Tensor) else lam
         eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-        sol = torch.linalg.solve(x.mT @ x + lam * eye, x.mT @ rhs)
+        sol = torch.linalg.solve(x.mT @ x + penalty * eye, x.mT @ rhs)
+    elif x.device.type == "cpu":  # LAPACK's gelsy (complete orthogonal factorisation) on the CPU; an SVD elsewhere
+        sol = torch.linalg.lstsq(x, rhs, driver="gelsy").solution
+    else:
+        sol = torch.linalg.pinv(x) @ rhs
     return sol.squeeze(-1) if y.dim() == 2 else sol.mT
 
 

@@ -1,10 +1,10 @@
-"""Suite v3: the task specs and the SHA-256 fingerprints of their evaluation sets."""
+"""Suite v4: the task specs and the SHA-256 fingerprints of their evaluation sets."""
 
 from __future__ import annotations
 
 from iclbench.tasks.spec import TaskSpec
 
-SUITE_VERSION = "v3"
+SUITE_VERSION = "v4"
 
 LINEAR_LENGTHS = (5, 10, 20, 40, 80)
 LASSO_LENGTHS = (5, 10, 15, 20, 40)
@@ -14,6 +14,7 @@ LOGISTIC_MU = 0.01
 KERNEL_JITTER = 1e-8
 AR_LENGTHS = (5, 10, 20, 30, 50)
 AR_D = 10
+SELECT_NOISE_LEVELS = (0.1, 0.5, 1.0)
 
 
 def _linear(name: str, seed: int, kappa: float, noise: float = 0.0) -> TaskSpec:
@@ -38,6 +39,10 @@ def _ar(name: str, seed: int, init: str, noise: float = 0.0) -> TaskSpec:
     return TaskSpec(name, "ar", AR_D, AR_LENGTHS, 20, n_queries=1, noise=noise, seed=seed, params={"init": init}, m=AR_D)
 
 
+def _select(name: str, seed: int, d: int, nominal: int, noise: float = 0.0, **params: object) -> TaskSpec:
+    return TaskSpec(name, "select", d, LINEAR_LENGTHS, nominal, noise=noise, seed=seed, params=params)
+
+
 SPECS: tuple[TaskSpec, ...] = (
     _linear("linear/kappa1", 1001, 1),
     _linear("linear/kappa10", 1002, 10),
@@ -55,6 +60,8 @@ SPECS: tuple[TaskSpec, ...] = (
     _ar("ar/uniform", 5001, "uniform"),
     _ar("ar/gaussian", 5002, "gaussian"),
     _ar("ar/noisy", 5003, "uniform", noise=0.01),
+    _select("select/noise-mix", 7001, 20, 40, mode="noise", noise_levels=SELECT_NOISE_LEVELS),
+    _select("select/reg-cls", 7002, 10, 20, noise=1.0, mode="reg-cls", classification=0.5, mu=LOGISTIC_MU),
 )
 
 FINGERPRINTS: dict[str, str] = {
@@ -74,4 +81,6 @@ FINGERPRINTS: dict[str, str] = {
     "ar/uniform": "0b3f82c266bbb9a230182c9921b1e4f9cf3aa8f1304f371b5e42e6343c023845",
     "ar/gaussian": "649bc4f18bd94f6fe7b5ac9ec387204334388f03ed6b90748fbaea7edfd76a18",
     "ar/noisy": "e50996d3bb0eed1e362a0ccc54ea26a267fd2bcb660526af367c888f52879280",
+    "select/noise-mix": "bf700c2b5a214e32a08f2c41d16068e0c79b9c0de226714d833b07b810ba8c0a",
+    "select/reg-cls": "f4bd97f0ef666d02d6b3f505941f19bd13b83a35e62e7c9c50363ea1a118cf84",
 }
