@@ -53,6 +53,7 @@ from iclbench.api import Batch, Prediction, TaskFailure, by_length, check_predic
 from iclbench.distributed import RENDEZVOUS
 from iclbench.plugins import PluginError, check_model_args
 from iclbench.tasks import TaskSpec
+from iclbench.tasks.pool import TaskPool
 
 _FRAME = struct.Struct("<QQ")
 MAX_HEADER = 1 << 20
@@ -179,6 +180,7 @@ class IsolatedModel:
         except ValueError as exc:
             raise PluginError(str(exc)) from None
         self.checkpoint: str | None = None
+        self.task_pool: TaskPool | None = None
         self._device: torch.device | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._deadline: float | None = None
@@ -292,6 +294,10 @@ class IsolatedModel:
             raise TaskFailure(str(reply["error"]))
         checkpoint = reply.get("checkpoint")
         self.checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        try:
+            self.task_pool = TaskPool.parse(reply.get("task_pool"), "the model's task_pool")
+        except ValueError as exc:
+            raise TaskFailure(str(exc)) from None
 
     def begin_task(self) -> None:
         """Start the clock of a task; a worker that died or was stopped is started and set up again."""
@@ -398,9 +404,11 @@ class _Worker:
             self._limit_memory()
             try:
                 model.setup(self.device)
+                pool = TaskPool.parse(model.task_pool, f"{type(model).__name__}.task_pool")
             except (Exception, SystemExit) as exc:
                 return {"error": _describe("setup", exc, self.memory)}, None
-            return {"checkpoint": None if model.checkpoint is None else str(Path(model.checkpoint).resolve())}, None
+            return {"checkpoint": None if model.checkpoint is None else str(Path(model.checkpoint).resolve()),
+                    "task_pool": None if pool is None else pool.to_dict()}, None
         spec = _spec(header["task"])
         if op == "supports":
             try:

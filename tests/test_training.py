@@ -217,7 +217,7 @@ def test_a_state_from_before_the_switches_resumes(tmp_path) -> None:
     path = tmp_path / "run" / "state.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "every_prefix")
+    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "every_prefix", "task_pool")
     old = {k: v for k, v in json.loads(meta["config"]).items() if k not in added}
     save_file(load_file(str(path)), str(path), {**meta, "config": json.dumps(old)})
     assert train(replace(cfg, steps=6), tmp_path / "run", resume=True, progress=False)["final"]["step"] == 6

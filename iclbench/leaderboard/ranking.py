@@ -58,6 +58,8 @@ REFERENCES = {
     "logistic-optimum": "the regularised logistic optimum, from which the logistic target is made",
     "gp-posterior": "the GP posterior mean: the Bayes-optimal predictor of the kernel tasks",
     "true-w": "W x_query with the true W: the ar tasks' target itself (error 0 up to round-off)",
+    "noise-oracle": "ridge at each prompt's own Bayes penalty, from its hidden noise level (select/noise-mix)",
+    "select-bayes": "the Bayes-optimal predictor of the select tasks, from the prompt alone",
 }
 """Baselines that are reference lines: exact solvers and oracles, shown and never ranked."""
 SOLVERS = ("gd", "newton", "newton3", "ista", "fista")
@@ -71,7 +73,8 @@ FINDINGS_LINK = "../docs/findings.md"
 """Where the findings page lies, relative to the leaderboard folder."""
 
 RANKING_RULE = (
-    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, true-w, zero) are reference "
+    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, true-w, noise-oracle, "
+    "select-bayes, zero) are reference "
     "lines, never ranked; so are gd, newton, newton3, ista and fista at their last step, which converge onto them. "
     f"Those five are ranked as comparators cut at {', '.join(map(str, BUDGETS))} steps (steps = layers), and shown, "
     "unranked, cut at each submission's own depth. Submissions and the other baselines are ranked. "
@@ -313,7 +316,19 @@ def task_columns(entry: Entry, task: str, solvers: dict[str, Entry]) -> dict[str
         },
         "depth": depth(entry, task, solvers),
         "error_rate": None if rate is None or entry.budget is not None else _r(rate["value"], 4),
+        "in_pool": in_pool(entry, task),
     }
+
+
+def in_pool(entry: Entry, task: str) -> dict[str, Any] | None:
+    """The error at the nominal length on in-pool prompts of a model trained on a declared pool of tasks (its size,
+    seed, dB and 90% interval; `db` of the task is then the out-of-pool error), or None."""
+    t = entry.results["tasks"].get(task, {})
+    m = t.get("in_pool", {}).get("lengths", {}).get(str(TASKS[task].spec.nominal)) if t.get("status") == "ok" else None
+    if m is None or entry.budget is not None:
+        return None
+    return {"size": t["in_pool"]["size"], "seed": t["in_pool"]["seed"], "db": _r(m["rel_err"]["db"]),
+            "ci90_db": [_r(v) for v in m["rel_err"]["ci90_db"]]}
 
 
 def _date(entry: Entry) -> str | None:
