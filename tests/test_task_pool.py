@@ -9,6 +9,7 @@ import shlex
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy.special import logsumexp
 
 from iclbench import Batch, Model, evaluate, metrics, results, training
@@ -17,6 +18,7 @@ from iclbench.cache import eval_set
 from iclbench.cli import build_parser, main
 from iclbench.evaluation import summary_table
 from iclbench.models.weights import load_weights, read_metadata
+from iclbench.submissions import schema
 from iclbench.submissions.rerun import compare_task
 from iclbench.tasks import get
 from iclbench.tasks.pool import TaskPool
@@ -159,3 +161,18 @@ def test_the_pool_posterior_mean_is_the_bayes_predictor_of_the_pool() -> None:
         logp = np.array([-np.sum((y - x @ w) ** 2) / (2 * 0.25) for w in pool])  # per prompt, per pool task
         post = np.exp(logp - logsumexp(logp))
         np.testing.assert_allclose(got[b], sum(p * (q @ w) for p, w in zip(post, pool)), rtol=1e-9, atol=1e-12)
+
+
+def test_a_submission_states_the_pool_its_model_declares(tmp_path) -> None:
+    run, subs = tmp_path / "run", tmp_path / "submissions"
+    train(TrainConfig(tasks=(TASK,), steps=3, seed=1, task_pool=16, **TINY), run, progress=False)
+    assert main(["submit", str(run), "--id", "pool-lsa", "--submissions", str(subs), "--device", "cpu", "--quiet",
+                 "--authors", "A. Researcher", "--contact", "researcher@example.org", "--license", "MIT"]) == 0
+    folder = subs / "pool-lsa"
+    meta = yaml.safe_load((folder / "submission.yaml").read_text())
+    assert meta["training"]["task_pool"] == {"tasks": [TASK], "size": 16, "seed": 1}
+    assert schema.load(folder)[1] == []
+    meta["training"]["task_pool"]["seed"] = 2
+    (folder / "submission.yaml").write_text(yaml.safe_dump(meta))
+    problems = schema.load(folder)[1]
+    assert len(problems) == 1 and "model.task_pool is dict {'tasks': ['linear/noisy'], 'size': 16, 'seed': 1}" in problems[0]

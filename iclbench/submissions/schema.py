@@ -114,6 +114,11 @@ TRAINING: dict[str, Check] = {
     "sampler_seeds": (True, _list(lambda x: _int(x, 0)), "a non-empty list of non-negative integers"),
     "steps": (True, lambda v: _int(v, 1), "a positive integer: the number of training steps"),
     "command": (False, _text, "the command that trained the checkpoint"),
+    "task_pool": (
+        False,
+        lambda v: v is None or isinstance(v, dict),
+        "a mapping tasks + size + seed: the pool of tasks the training prompts were drawn from (Model.task_pool), or null",
+    ),
 }
 CHECKPOINT_FILE: dict[str, Check] = {
     "file": (
@@ -346,6 +351,12 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
         problems.append(
             f"{where}: model.checkpoint_sha256 is {model.get('checkpoint_sha256')!r}, not the declared "
             "checkpoint's: set Model.checkpoint to the path checkpoint.resolve(__file__) returns"
+        )
+    pool = meta["training"].get("task_pool") if isinstance(meta.get("training"), dict) else None
+    if pool != model.get("task_pool"):
+        problems.append(
+            f"{where}: model.task_pool is {results.shown(model.get('task_pool'))}, submission.yaml's training.task_pool "
+            f"{results.shown(pool)}: the pool the model declares (Model.task_pool) is the one submission.yaml states"
         )
     if meta.get("checkpoint", ...) is None and model.get("checkpoint_sha256") is not None:
         problems.append(

@@ -60,8 +60,8 @@ SPECS: tuple[TaskSpec, ...] = (
     _ar("ar/uniform", 5001, "uniform"),
     _ar("ar/gaussian", 5002, "gaussian"),
     _ar("ar/noisy", 5003, "uniform", noise=0.01),
-    _select("select/noise-mix", 7001, 20, 40, mode="noise", noise_levels=SELECT_NOISE_LEVELS),
-    _select("select/reg-cls", 7002, 10, 20, noise=1.0, mode="reg-cls", classification=0.5, mu=LOGISTIC_MU),
+    _select("select/noise-mix", 6001, 20, 40, mode="noise", noise_levels=SELECT_NOISE_LEVELS),
+    _select("select/reg-cls", 6002, 10, 20, noise=1.0, mode="reg-cls", classification=0.5, mu=LOGISTIC_MU),
 )
 
 FINGERPRINTS: dict[str, str] = {
@@ -81,6 +81,6 @@ FINGERPRINTS: dict[str, str] = {
     "ar/uniform": "0b3f82c266bbb9a230182c9921b1e4f9cf3aa8f1304f371b5e42e6343c023845",
     "ar/gaussian": "649bc4f18bd94f6fe7b5ac9ec387204334388f03ed6b90748fbaea7edfd76a18",
     "ar/noisy": "e50996d3bb0eed1e362a0ccc54ea26a267fd2bcb660526af367c888f52879280",
-    "select/noise-mix": "bf700c2b5a214e32a08f2c41d16068e0c79b9c0de226714d833b07b810ba8c0a",
-    "select/reg-cls": "f4bd97f0ef666d02d6b3f505941f19bd13b83a35e62e7c9c50363ea1a118cf84",
+    "select/noise-mix": "743f37cd2ef2cf8972080eba0780333c7a1851b07e4c064f92ecfce4b64a37b2",
+    "select/reg-cls": "63a9f1e9dcce8d3c63ac9b62888ffe0a23ee4ad01c3710f01716212a2c75f436",
 }
