@@ -13,6 +13,7 @@ from iclbench import Batch, tasks
 from iclbench.baselines import tune_ridge
 from iclbench.baselines.oracles import NoiseOracle
 from iclbench.baselines.selection import PENALTY_FILE, RidgeFixed, SelectBayes, is_classification
+from iclbench.baselines.tuning import best_on_grid
 from iclbench.cache import eval_set
 from iclbench.solvers import logistic_optimum
 
@@ -139,3 +140,12 @@ def test_tuning_criterion_prefers_the_stored_penalty() -> None:
     """The stored penalty of select/reg-cls at n = 5 minimises the tuning criterion over the grid."""
     errors = tune_ridge.grid_errors(tasks.get(KINDS), 5)
     assert tune_ridge.GRID[int(np.argmin(errors))] == RidgeFixed().penalties[KINDS][5]
+
+
+def test_a_best_penalty_at_the_edge_of_the_grid_is_refused(capsys) -> None:
+    grid = (0.0, 0.1, 1.0, 10.0)
+    assert best_on_grid("t", 5, grid, [0.1, 0.2, 0.3, 0.4], lowest_is_a_limit=True) == 0.0
+    assert capsys.readouterr().out == "t n=5: 0 (relative query error 0.1)\n"
+    for errors, limit in (([0.4, 0.3, 0.2, 0.1], True), ([0.1, 0.2, 0.3, 0.4], False)):
+        with pytest.raises(RuntimeError, match="t n=5: the best value .* is at the edge of the grid"):
+            best_on_grid("t", 5, grid, errors, lowest_is_a_limit=limit)

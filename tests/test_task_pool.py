@@ -1,5 +1,5 @@
-"""Training on a finite pool of tasks (`iclbench train --task-pool K`), the in-pool scores of `iclbench run`,
-and the pool's posterior mean (dMMSE)."""
+"""Training on a finite pool of tasks (`iclbench train --task-pool K`); the in-pool scores of `iclbench run`, of a
+submission and of the leaderboard; the pool's posterior mean (dMMSE) and the task-diversity findings question."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from fixtures.submission_kit import results_doc
 from scipy.special import logsumexp
 
 from iclbench import Batch, Model, evaluate, metrics, results, training
@@ -17,6 +18,9 @@ from iclbench.baselines.oracles import pool_posterior_mean
 from iclbench.cache import eval_set
 from iclbench.cli import build_parser, main
 from iclbench.evaluation import summary_table
+from iclbench.leaderboard import findings
+from iclbench.leaderboard.build import load_entries, rank, readme
+from iclbench.leaderboard.ranking import site_summary
 from iclbench.models.weights import load_weights, read_metadata
 from iclbench.submissions import schema
 from iclbench.submissions.rerun import compare_task
@@ -176,3 +180,43 @@ def test_a_submission_states_the_pool_its_model_declares(tmp_path) -> None:
     (folder / "submission.yaml").write_text(yaml.safe_dump(meta))
     problems = schema.load(folder)[1]
     assert len(problems) == 1 and "model.task_pool is dict {'tasks': ['linear/noisy'], 'size': 16, 'seed': 1}" in problems[0]
+
+
+def test_the_diversity_question_reads_the_pool_models_and_computes_the_references(tmp_path) -> None:
+    def rel(db: float) -> dict:
+        return {"value": 10 ** (db / 10), "db": db, "ci90": [10 ** (db / 10)] * 2, "ci90_db": [db, db]}
+
+    docs = {}
+    for k, model in (("16", findings.DIVERSITY_MODELS["16"]), ("inf", findings.DIVERSITY_MODELS["inf"])):
+        entry = {"status": "ok", "spec": get(TASK).spec.to_dict(), "lengths": {"40": {"rel_err": rel(-3.0)}}}
+        pool = None
+        if k == "16":
+            pool = {"tasks": [TASK], "size": 16, "seed": 0}
+            entry["in_pool"] = {"size": 16, "seed": 0, "n_prompts": 2048, "lengths": {"40": {"rel_err": rel(-9.0)}}}
+        docs[model] = {"model": {"name": model, "task_pool": pool}, "tasks": {TASK: entry}}
+    found = findings.question_diversity(docs, tmp_path, None)
+    pooled, fresh = found["models"]["16"], found["models"]["inf"]
+    assert (pooled["fresh_db"], pooled["in_pool_db"], fresh["fresh_db"]) == (-3.0, -9.0, -3.0)
+    assert set(fresh) == {"model", "task_pool", "fresh_db", "ridge_fresh_db"}
+    # the references: ridge the same on both, dMMSE exact on the pool's own tasks and poor on fresh ones
+    assert found["ridge_fresh_db"] == pooled["ridge_fresh_db"] == fresh["ridge_fresh_db"] < -7
+    assert pooled["dmmse_in_pool_db"] < -60 and pooled["dmmse_fresh_db"] > pooled["ridge_fresh_db"] + 5
+    assert abs(pooled["ridge_in_pool_db"] - pooled["ridge_fresh_db"]) < 1
+    assert (tmp_path / "q_diversity.png").stat().st_size > 0
+
+
+def test_the_leaderboard_shows_the_in_pool_and_out_of_pool_errors(tmp_path) -> None:
+    pooled, plain = results_doc("pooled", {TASK: -4.0}), results_doc("plain", {TASK: -6.0})
+    pooled["model"]["task_pool"] = {"tasks": [TASK], "size": 16, "seed": 0}
+    metric = json.loads(json.dumps(pooled["tasks"][TASK]["lengths"]["40"]))
+    metric["rel_err"].update(db=-9.5, ci90_db=[-9.75, -9.25])
+    pooled["tasks"][TASK]["in_pool"] = {"size": 16, "seed": 0, "n_prompts": 2048, "lengths": {"40": metric}}
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    for doc in (pooled, plain):
+        (folder / f"{doc['model']['name']}.json").write_text(json.dumps(doc))
+    entries = rank(load_entries(tmp_path / "none", folder))
+    columns = {m["name"]: m["tasks"][TASK]["in_pool"] for m in site_summary(entries, "2026-01-01", "0" * 64)["models"]}
+    assert columns == {"pooled": {"size": 16, "seed": 0, "db": -9.5, "ci90_db": [-9.75, -9.25]}, "plain": None}
+    text = readme(entries, "2026-01-01")
+    assert "## Task pools" in text and f"| pooled  | {TASK} | 16          | 0           | -9.50          | -4.00" in text

@@ -4,7 +4,7 @@ For every task of the select family and every prompt length n it scores, `PROMPT
 are drawn with `task.train_generator(TUNING_SEED)` (a stream disjoint from the evaluation set); each
 lambda of `GRID` is scored by the relative query error of ridge at that penalty on every prompt,
 sum (x_query^T w_lambda - target)^2 / sum target^2, and the best one is kept (an error if it is the largest
-of the grid; the smallest, 0, is least squares, the end of the range).
+of the grid; the smallest, 0, is least squares, the end of the range: `tuning.best_on_grid`).
 
     python -m iclbench.baselines.tune_ridge            # tune and write iclbench/baselines/ridge_fixed_lambda.json
     python -m iclbench.baselines.tune_ridge --check    # re-tune and compare with the file
@@ -13,7 +13,6 @@ of the grid; the smallest, 0, is least squares, the end of the range).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
@@ -21,6 +20,7 @@ import torch
 from iclbench import tasks
 from iclbench.baselines.ridge import apply, solve
 from iclbench.baselines.selection import PENALTY_FILE
+from iclbench.baselines.tuning import best_on_grid, store
 
 TUNING_SEED = 0
 PROMPTS = 4096
@@ -40,16 +40,11 @@ def grid_errors(task: tasks.Task, n: int) -> list[float]:
 
 def tune() -> dict[str, dict[str, float]]:
     """The best lambda of `GRID` for every select task at every prompt length, {task: {str(n): lambda}}."""
-    out: dict[str, dict[str, float]] = {}
-    for task in tasks.select(["select"]):
-        for n in task.spec.lengths:
-            errors = grid_errors(task, n)
-            best = min(range(len(GRID)), key=errors.__getitem__)
-            if best == len(GRID) - 1:
-                raise RuntimeError(f"{task.spec.name} n={n}: the best lambda {GRID[best]:g} is the largest of the grid")
-            out.setdefault(task.spec.name, {})[str(n)] = GRID[best]
-            print(f"{task.spec.name} n={n}: lambda = {GRID[best]:g} (relative query error {errors[best]:.4g})")
-    return out
+    return {
+        task.spec.name: {str(n): best_on_grid(task.spec.name, n, GRID, grid_errors(task, n), lowest_is_a_limit=True)
+                         for n in task.spec.lengths}
+        for task in tasks.select(["select"])
+    }
 
 
 def document(lambdas: dict[str, dict[str, float]]) -> dict:
@@ -68,17 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="re-tune and compare with the stored values")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small batched solves: threads cost more than they save
-    lambdas = tune()
-    if args.check:
-        stored = json.loads(PENALTY_FILE.read_text())
-        if stored != document(lambdas):
-            print(f"MISMATCH: {PENALTY_FILE} holds {stored['lambda']}, re-tuning gives {lambdas}", file=sys.stderr)
-            return 1
-        print(f"{PENALTY_FILE} is reproduced")
-        return 0
-    PENALTY_FILE.write_text(json.dumps(document(lambdas), indent=2) + "\n")
-    print(f"wrote {PENALTY_FILE}")
-    return 0
+    return store(PENALTY_FILE, document(tune()), args.check)
 
 
 if __name__ == "__main__":

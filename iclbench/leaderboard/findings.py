@@ -522,6 +522,86 @@ def question7(docs: Docs, out: Path) -> dict[str, Any]:
     return found
 
 
+DIVERSITY_TASK = "linear/noisy"
+DIVERSITY_MODELS = {
+    "16": "lsa-3l-noisy-pool16",
+    "256": "lsa-3l-noisy-pool256",
+    "4096": "lsa-3l-noisy-pool4096",
+    "inf": "lsa-3l-noisy",
+}
+"""The 3-layer LSAs of the task-diversity question, by the size K of their pool of training tasks (`iclbench train
+--task-pool K`; "inf": every training task fresh), all trained alike on linear/noisy."""
+
+
+def _db_to(pred: torch.Tensor, reference: torch.Tensor, target: torch.Tensor) -> float:
+    """sum (pred - reference)^2 / sum target^2 in dB: how far two predictors are apart, on the target's scale."""
+    return round(metrics.db(float(((pred.double() - reference.double()) ** 2).sum() / (target.double() ** 2).sum())), 2)
+
+
+def diversity_references(task: Task, data: EvalSet, n: int, pool: np.ndarray | None) -> dict[str, torch.Tensor]:
+    """The predictions (P, q) at length `n` on `data` of ridge at the task's Bayes penalty (the posterior mean under
+    the Gaussian prior of fresh tasks) and, with a `pool`, of the pool's posterior mean (dMMSE)."""
+    from iclbench.baselines.oracles import pool_posterior_mean
+    from iclbench.baselines.ridge import apply, bayes_lambda, solve
+
+    x, y, xq = data.x[:, :n], data.y[:, :n], data.x_query
+    refs = {"ridge": apply(xq.double(), solve(x, y, bayes_lambda(task.spec)))}
+    if pool is not None:
+        refs["dmmse"] = pool_posterior_mean(x, y, xq, torch.from_numpy(pool), task.spec.noise)
+    return refs
+
+
+def question_diversity(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]:
+    """Task diversity (Raventós et al. 2023): the LSAs trained on K tasks, on fresh and on in-pool tasks, against
+    ridge (Bayes for fresh tasks) and the pool's posterior mean (dMMSE, Bayes for the pool's tasks), at the nominal
+    length. With `submissions`, the models' checkpoints give how far their predictions are from each reference."""
+    from iclbench.cache import eval_set
+    from iclbench.models.weights import load_weights
+
+    task = get(DIVERSITY_TASK)
+    n = task.spec.nominal
+    found: dict[str, Any] = {"task": DIVERSITY_TASK, "n": n, "ridge_fresh_db": None, "models": {}}
+    present = {k: m for k, m in DIVERSITY_MODELS.items() if entry(docs, m, DIVERSITY_TASK) is not None}
+    fresh = eval_set(task)[0] if present else None
+    for k, model in present.items():
+        e = entry(docs, model, DIVERSITY_TASK)
+        declared = docs[model]["model"].get("task_pool")
+        row: dict[str, Any] = {"model": model, "task_pool": declared, "fresh_db": err_db(docs, model, DIVERSITY_TASK)}
+        sets = {"fresh": (fresh, None)}
+        if declared is not None:
+            row["in_pool_db"] = round(e["in_pool"]["lengths"][str(n)]["rel_err"]["db"], 2)
+            pool = task.task_pool(declared["size"], declared["seed"])
+            sets = {"fresh": (fresh, pool), "in_pool": (task.pool_set(declared["size"], declared["seed"]), pool)}
+        weights = submissions / model / "weights.safetensors" if submissions else None
+        net = load_weights(weights)[0].double() if weights is not None and weights.exists() else None
+        for where, (data, pool) in sets.items():
+            refs = diversity_references(task, data, n, pool)
+            goal = data.targets[n].double()
+            for name, pred in refs.items():
+                row[f"{name}_{where}_db"] = round(metrics.relative_error(pred, goal)["db"], 2)
+            found["ridge_fresh_db"] = row["ridge_fresh_db"]
+            if net is not None:
+                mine = per_layer(net, data, n)[:, -1]
+                row.update({f"to_{name}_{where}_db": _db_to(mine, pred, goal) for name, pred in refs.items()})
+        found["models"][k] = row
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    rows = found["models"]
+    x_of = {k: (np.log2(int(k)) if k != "inf" else 16.0) for k in rows}
+    for key, label, style in (("fresh_db", "LSA, fresh tasks", "o-"), ("in_pool_db", "LSA, in-pool tasks", "s-"),
+                              ("dmmse_fresh_db", "dMMSE, fresh tasks", "v--"),
+                              ("dmmse_in_pool_db", "dMMSE, in-pool tasks", "^--")):
+        pts = [(x_of[k], max(r[key], FLOOR_DB)) for k, r in rows.items() if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
+    if found["ridge_fresh_db"] is not None:
+        ax.axhline(found["ridge_fresh_db"], color="gray", linestyle=":", label="ridge (Bayes, fresh tasks)")
+    ticks = sorted(x_of.values())
+    ax.set_xticks(ticks, ["∞" if t == 16.0 else f"2^{int(t)}" for t in ticks])
+    _label(ax, "tasks in the training pool K", f"Task diversity: {DIVERSITY_TASK}, n = {n} (cut at {FLOOR_DB:g} dB)")
+    _save(fig, out / "q_diversity.png")
+    return found
+
+
 def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = True) -> dict[str, Any]:
     """Write the figures and numbers.json to `out`; return the numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -535,6 +615,7 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
         "q5": question5(docs, out, sorted(TRAINED_TASKS)),
         "q6": question6(docs, out, submissions if checkpoints else None),
         "q7": question7(docs, out),
+        "diversity": question_diversity(docs, out, submissions if checkpoints else None),
     }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers
