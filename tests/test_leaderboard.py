@@ -14,7 +14,7 @@ from iclbench.cli import main
 from iclbench.leaderboard.build import LeaderboardError, build, check, load_entries, rank
 from iclbench.leaderboard.page import thin
 from iclbench.leaderboard.plots import limits, style
-from iclbench.leaderboard.ranking import RANKING_EXAMPLE, RANKING_RULE
+from iclbench.leaderboard.ranking import FAMILIES, RANKING_EXAMPLE, RANKING_RULE
 from iclbench.tasks import SUITE_VERSION, TASKS
 
 FAMILY = {name: t.spec.family for name, t in TASKS.items()}
@@ -49,13 +49,13 @@ def test_ranking_rule(tmp_path: Path) -> None:
     got = {e.name: (e.rank, e.score) for e in entries}
     # by hand: the linear pool is a, b, c, d, e (f lacks kappa1's nominal length), the other pools a, c, d, e, f.
     # Win rates (4 others, a tie counts half): a is 25 % on linear (ties c and e), 50 % on logistic (beats e,
-    # ties c and f), 37.5 % on lasso, kernel and ar (ties c, e and f); e is 0 % on logistic (+5 dB loses to all);
+    # ties c and f), 37.5 % on every other family (ties c, e and f); e is 0 % on logistic (+5 dB loses to all);
     # d (-300 dB, raised to float32's -138.5 dB floor) beats everyone everywhere; b and f are not in every pool.
     assert got == {
         "d": (1, 100.0),
-        "a": (2, (25 + 50 + 37.5 + 37.5 + 37.5) / 5),
-        "c": (2, (25 + 50 + 37.5 + 37.5 + 37.5) / 5),
-        "e": (4, (25 + 0 + 37.5 + 37.5 + 37.5) / 5),
+        "a": (2, (25 + 50 + 37.5 * (len(FAMILIES) - 2)) / len(FAMILIES)),
+        "c": (2, (25 + 50 + 37.5 * (len(FAMILIES) - 2)) / len(FAMILIES)),
+        "e": (4, (25 + 0 + 37.5 * (len(FAMILIES) - 2)) / len(FAMILIES)),
         "b": (None, None),
         "f": (None, None),
     }
@@ -209,7 +209,7 @@ def test_scores_in_build_order(board: tuple[Path, Path, Path]) -> None:
     subs, baselines, _ = board
     scores = {e.name: e.score for e in rank(load_entries(subs, baselines))}
     # linear pool: lin (-40 dB) beats iter (-25) beats tiny-gd (-15): iter 50 %; elsewhere iter beats tiny-gd: 100 %
-    assert scores == {"iter": (50 + 100 + 100 + 100 + 100) / 5, "tiny-gd": 0.0, "lin": None, "zero": None}
+    assert scores == {"iter": (50 + 100 * (len(FAMILIES) - 1)) / len(FAMILIES), "tiny-gd": 0.0, "lin": None, "zero": None}
 
 
 def test_strings_of_a_results_file_cannot_reach_the_page_as_markup(tmp_path: Path) -> None:
