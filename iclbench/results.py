@@ -76,7 +76,7 @@ def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     ]
     for part, keys in IDENTITY.items():
         for key in keys:
-            old, new = previous[part].get(key, ABSENT.get(key)), fresh[part][key]
+            old, new = previous[part].get(key, ABSENT.get(key)), fresh[part].get(key, ABSENT.get(key))
             if old == new:
                 continue
             if key == "files_sha256" and isinstance(old, dict):

@@ -289,8 +289,8 @@ def test_curriculum_and_prefix_settings_that_cannot_apply_get_one_line(tmp_path,
             "--every-prefix reads out the context tokens of --arch gpt2, not causal-lsa (which is always trained on "
             "every position)",
         ("--task", "logistic/kappa1", "--arch", "gpt2", "--every-prefix"):
-            "--every-prefix is trained on the context labels: it needs --loss label (or auto on tasks other than "
-            "logistic)",
+            "--every-prefix is trained on the context labels: it needs --loss label (or auto on tasks without "
+            "classification prompts)",
     }
     for args, message in cases.items():
         assert main([*base, *args]) == 2

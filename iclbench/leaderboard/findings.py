@@ -531,6 +531,8 @@ DIVERSITY_MODELS = {
 }
 """The 3-layer LSAs of the task-diversity question, by the size K of their pool of training tasks (`iclbench train
 --task-pool K`; "inf": every training task fresh), all trained alike on linear/noisy."""
+DIVERSITY_FLOOR_DB = -20.0
+"""Errors below this (the pool's posterior mean on its own tasks, -34 to -116 dB) are drawn at it, their value written."""
 
 
 def _db_to(pred: torch.Tensor, reference: torch.Tensor, target: torch.Tensor) -> float:
@@ -584,20 +586,25 @@ def question_diversity(docs: Docs, out: Path, submissions: Path | None) -> dict[
                 mine = per_layer(net, data, n)[:, -1]
                 row.update({f"to_{name}_{where}_db": _db_to(mine, pred, goal) for name, pred in refs.items()})
         found["models"][k] = row
-    fig, ax = plt.subplots(figsize=(5.8, 3.8))
     rows = found["models"]
     x_of = {k: (np.log2(int(k)) if k != "inf" else 16.0) for k in rows}
-    for key, label, style in (("fresh_db", "LSA, fresh tasks", "o-"), ("in_pool_db", "LSA, in-pool tasks", "s-"),
-                              ("dmmse_fresh_db", "dMMSE, fresh tasks", "v--"),
-                              ("dmmse_in_pool_db", "dMMSE, in-pool tasks", "^--")):
-        pts = [(x_of[k], max(r[key], FLOOR_DB)) for k, r in rows.items() if r.get(key) is not None]
-        if pts:
-            ax.plot(*zip(*pts), style, label=label)
-    if found["ridge_fresh_db"] is not None:
-        ax.axhline(found["ridge_fresh_db"], color="gray", linestyle=":", label="ridge (Bayes, fresh tasks)")
-    ticks = sorted(x_of.values())
-    ax.set_xticks(ticks, ["∞" if t == 16.0 else f"2^{int(t)}" for t in ticks])
-    _label(ax, "tasks in the training pool K", f"Task diversity: {DIVERSITY_TASK}, n = {n} (cut at {FLOOR_DB:g} dB)")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, where, title in ((axes[0], "fresh", "fresh tasks (the evaluation set)"),
+                             (axes[1], "in_pool", "tasks of the training pool")):
+        for key, label, style in ((f"{where}_db", "LSA", "o-"),
+                                  (f"ridge_{where}_db", "ridge (Bayes for fresh tasks)", ":"),
+                                  (f"dmmse_{where}_db", "dMMSE (Bayes for the pool)", "v--")):
+            pts = [(x_of[k], r[key]) for k, r in rows.items() if r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, np.maximum(ys, DIVERSITY_FLOOR_DB), style, label=label)
+                for x, y in pts:
+                    if y < DIVERSITY_FLOOR_DB:  # the pool's posterior mean finds the task: drawn at the floor, labelled
+                        ax.annotate(f"{y:.0f}", (x, DIVERSITY_FLOOR_DB), textcoords="offset points", xytext=(0, 5),
+                                    ha="center", fontsize=7)
+        ticks = sorted(x_of.values())
+        ax.set_xticks(ticks, ["∞" if t == 16.0 else f"2^{int(t)}" for t in ticks])
+        _label(ax, "tasks in the training pool K", f"{DIVERSITY_TASK}, n = {n}: {title}")
     _save(fig, out / "q_diversity.png")
     return found
 
