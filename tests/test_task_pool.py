@@ -14,7 +14,8 @@ from fixtures.submission_kit import results_doc
 from scipy.special import logsumexp
 
 from iclbench import Batch, Model, evaluate, metrics, results, training
-from iclbench.baselines.oracles import pool_posterior_mean
+from iclbench.baselines.oracles import gaussian_posterior_mean, pool_posterior_mean
+from iclbench.baselines.ridge import apply, solve
 from iclbench.cache import eval_set
 from iclbench.cli import build_parser, main
 from iclbench.evaluation import summary_table
@@ -202,6 +203,9 @@ def test_the_diversity_question_reads_the_pool_models_and_computes_the_reference
     assert found["ridge_fresh_db"] == pooled["ridge_fresh_db"] == fresh["ridge_fresh_db"] < -7
     assert pooled["dmmse_in_pool_db"] < -60 and pooled["dmmse_fresh_db"] > pooled["ridge_fresh_db"] + 5
     assert abs(pooled["ridge_in_pool_db"] - pooled["ridge_fresh_db"]) < 1
+    # the Gaussian prior with the pool's covariance: between the two on the pool's tasks and on fresh ones
+    assert pooled["dmmse_in_pool_db"] < pooled["pool_gaussian_in_pool_db"] < pooled["ridge_in_pool_db"]
+    assert pooled["ridge_fresh_db"] < pooled["pool_gaussian_fresh_db"] < pooled["dmmse_fresh_db"]
     assert (tmp_path / "q_diversity.png").stat().st_size > 0
 
 
@@ -220,3 +224,18 @@ def test_the_leaderboard_shows_the_in_pool_and_out_of_pool_errors(tmp_path) -> N
     assert columns == {"pooled": {"size": 16, "seed": 0, "db": -9.5, "ci90_db": [-9.75, -9.25]}, "plain": None}
     text = readme(entries, "2026-01-01")
     assert "## Task pools" in text and f"| pooled  | {TASK} | 16          | 0           | -9.50          | -4.00" in text
+
+
+def test_the_gaussian_posterior_mean_with_a_singular_covariance() -> None:
+    task = get(TASK)
+    s = task.sample(6, 12, task.train_generator(4), dtype=torch.float64)
+    x, y, q = s.batch.x, s.batch.y, s.batch.x_query
+    isotropic = gaussian_posterior_mean(x, y, q, torch.eye(20, dtype=torch.float64) / 20, 0.5)
+    torch.testing.assert_close(isotropic, apply(q, solve(x, y, 20 * 0.25)), rtol=1e-10, atol=1e-12)  # ridge, d s^2
+    u = torch.linalg.qr(torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
+    scales = np.array([2.0, 0.5, 0.1])
+    got = gaussian_posterior_mean(x, y, q, u @ torch.diag(torch.from_numpy(scales)) @ u.T, 0.5).numpy()
+    un = u.numpy()
+    for b, (xb, yb, qb) in enumerate(zip(x.numpy(), y.numpy(), q.numpy())):  # w = U z, z ~ N(0, diag(scales)): ridge in z
+        z = np.linalg.solve(un.T @ xb.T @ xb @ un + 0.25 * np.diag(1 / scales), un.T @ xb.T @ yb)
+        np.testing.assert_allclose(got[b], qb @ un @ z, rtol=1e-9, atol=1e-12)

@@ -87,6 +87,16 @@ def pool_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor,
     return torch.cat(out)
 
 
+def gaussian_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, cov: torch.Tensor,
+                            noise: float) -> torch.Tensor:
+    """The posterior mean prediction (B, q) when w ~ N(0, `cov`) (d, d), possibly singular, and y = x^T w + `noise`
+    eps: x_query^T cov X^T (X cov X^T + noise^2 I)^-1 y, in float64 (ridge at penalty noise^2 / v when cov = v I)."""
+    x, y, x_query, cov = x.double(), y.double(), x_query.double(), cov.to(x.device, torch.float64)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    coef = torch.linalg.solve(x @ cov @ x.mT + noise**2 * eye, y.unsqueeze(-1)).squeeze(-1)  # (B, n)
+    return torch.einsum("bqd,de,bne,bn->bq", x_query, cov, x, coef)
+
+
 class PinnedOracle(Model):
     """An oracle that reads a hidden value of each prompt where anyone can for the pinned evaluation sets, which
     are public: it regenerates the task's set and finds each prompt by its first input. It knows no other prompt

@@ -542,21 +542,26 @@ def _db_to(pred: torch.Tensor, reference: torch.Tensor, target: torch.Tensor) ->
 
 def diversity_references(task: Task, data: EvalSet, n: int, pool: np.ndarray | None) -> dict[str, torch.Tensor]:
     """The predictions (P, q) at length `n` on `data` of ridge at the task's Bayes penalty (the posterior mean under
-    the Gaussian prior of fresh tasks) and, with a `pool`, of the pool's posterior mean (dMMSE)."""
-    from iclbench.baselines.oracles import pool_posterior_mean
+    the Gaussian prior of fresh tasks) and, with a `pool`, of the pool's posterior mean (dMMSE) and of the posterior
+    mean under a Gaussian prior with the pool's second moment, w ~ N(0, mean_k w_k w_k^T) ("pool_gaussian": the Bayes
+    predictor that knows the pool only through its covariance)."""
+    from iclbench.baselines.oracles import gaussian_posterior_mean, pool_posterior_mean
     from iclbench.baselines.ridge import apply, bayes_lambda, solve
 
     x, y, xq = data.x[:, :n], data.y[:, :n], data.x_query
     refs = {"ridge": apply(xq.double(), solve(x, y, bayes_lambda(task.spec)))}
     if pool is not None:
-        refs["dmmse"] = pool_posterior_mean(x, y, xq, torch.from_numpy(pool), task.spec.noise)
+        vectors = torch.from_numpy(pool)
+        refs["dmmse"] = pool_posterior_mean(x, y, xq, vectors, task.spec.noise)
+        refs["pool_gaussian"] = gaussian_posterior_mean(x, y, xq, vectors.T @ vectors / len(vectors), task.spec.noise)
     return refs
 
 
 def question_diversity(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]:
     """Task diversity (Raventós et al. 2023): the LSAs trained on K tasks, on fresh and on in-pool tasks, against
-    ridge (Bayes for fresh tasks) and the pool's posterior mean (dMMSE, Bayes for the pool's tasks), at the nominal
-    length. With `submissions`, the models' checkpoints give how far their predictions are from each reference."""
+    ridge (Bayes for fresh tasks), the pool's posterior mean (dMMSE, Bayes for the pool's tasks) and the posterior
+    mean under the pool's covariance (`diversity_references`), at the nominal length. With `submissions`, the models'
+    checkpoints give how far their predictions are from each reference."""
     from iclbench.cache import eval_set
     from iclbench.models.weights import load_weights
 
@@ -593,7 +598,8 @@ def question_diversity(docs: Docs, out: Path, submissions: Path | None) -> dict[
                              (axes[1], "in_pool", "tasks of the training pool")):
         for key, label, style in ((f"{where}_db", "LSA", "o-"),
                                   (f"ridge_{where}_db", "ridge (Bayes for fresh tasks)", ":"),
-                                  (f"dmmse_{where}_db", "dMMSE (Bayes for the pool)", "v--")):
+                                  (f"dmmse_{where}_db", "dMMSE (Bayes for the pool)", "v--"),
+                                  (f"pool_gaussian_{where}_db", "Gaussian prior with the pool's covariance", "s-.")):
             pts = [(x_of[k], r[key]) for k, r in rows.items() if r.get(key) is not None]
             if pts:
                 xs, ys = zip(*pts)
