@@ -36,9 +36,11 @@ ROUTES: dict[str, dict[str, str]] = {
 
 QUICK_ROUTES = ("mkl-compatible", "openblas-prescott", "numpy-baseline-simd", "torch-scalar-kernels")
 """The default run's routes: one of each kind of code path (MKL, OpenBLAS, NumPy's SIMD, torch's kernels)."""
-QUICK_TASKS = ("linear/kappa100", "logistic/kappa1", "lasso/shift0.5", "kernel/exp", "kernel/relu", "ar/noisy")
+QUICK_TASKS = ("linear/kappa100", "logistic/kappa1", "lasso/shift0.5", "kernel/exp", "kernel/relu", "ar/noisy",
+               "select/noise-mix", "select/reg-cls")
 """The default run's tasks: one of each way the data are made (a Haar rotation and spectrum, a Newton solve, a
-mixed matrix, the portable exp, arccos and Cholesky, a recurrence with noise); the slow run takes every task."""
+mixed matrix, the portable exp, arccos and Cholesky, a recurrence with noise, a noise level drawn per prompt, a
+Newton solve on the prompts a draw makes classification prompts); the slow run takes every task."""
 
 SCRIPT = """
 import json, sys
