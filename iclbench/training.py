@@ -26,6 +26,13 @@ from the whole context, and the loss is the mean squared error against the sampl
 of them (positions 2 to n, the first having no pair before it, and the queries). `--weight-decay`
 makes the optimiser AdamW (the papers': AdamW at 3e-4 with weight decay 0.05); without it, Adam.
 
+Task pools (Raventós et al. 2023, task diversity): with `task_pool` K, every training prompt's hidden w is a row,
+drawn uniformly, of the task's pool of K tasks (`Task.task_pool(K, seed)`, drawn from the task's prior on the
+training stream of `seed`; tasks whose prompts are one hidden vector only: the linear family). The pool is
+recorded (`task_pool`: tasks, size, seed) in log.json and the checkpoint's metadata, from which the trained model
+declares it (`iclbench.api.Model.task_pool`); each validation also scores prompts of the pool's tasks
+(`in_pool`), while early stopping follows the fresh tasks.
+
 Output folder: model.safetensors (weights, config and training info in its metadata),
 state.safetensors (weights, Adam state, step and generator states, for `--resume`),
 log.json (config, command, seeds, validations, final metrics, time) and model.py (a
@@ -798,6 +805,8 @@ TRAIN_EXAMPLES = """examples:
                                        --compile and --patience may change)
   iclbench train --task linear --arch gpt2 --layers 12 --width 256 --heads 8 --device cuda --precision bf16 \
       --compile --fused --patience 10 --out runs/gpt2-gpu      the fast path on a GPU, with early stopping
+  iclbench train --task linear/noisy --arch lsa --layers 3 --steps 4000 --lr 0.001 --curriculum 2000 \
+      --task-pool 16 --out runs/pool16    every training task from a pool of 16 (task diversity)
   iclbench run --model runs/lsa1/model.py
 
 With output redirected (not a terminal), one line per validation goes to stderr. Ctrl-C keeps
