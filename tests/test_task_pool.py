@@ -48,7 +48,7 @@ def test_a_pool_is_reproducible_from_its_seed_and_pools_of_one_seed_are_nested()
     assert abs(pool.std() * np.sqrt(20) - 1) < 0.2  # drawn from the task's prior, w ~ N(0, I / d)
     with pytest.raises(ValueError, match="lasso/fixed: the lasso family has no task vector to draw a pool of"):
         get("lasso/fixed").task_pool(16, 0)
-    with pytest.raises(ValueError, match="a task pool holds 1 to 16777216 tasks, got 0"):
+    with pytest.raises(ValueError, match="a task pool holds 1 to 1048576 tasks, got 0"):
         task.task_pool(0, 0)
 
 

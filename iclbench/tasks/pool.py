@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MAX_POOL = 2**24
-"""The largest pool declared or drawn (16,777,216 tasks)."""
+MAX_POOL = 2**20
+"""The largest pool declared or drawn (1,048,576 tasks): the harness draws the pool of a
+declaration (K x d numbers) before it scores the in-pool prompts."""
 MAX_SEED = 2**63
 """Pool seeds are integers from 0 to 2^63 - 1."""
 
