@@ -67,7 +67,8 @@ class LoadedModel:
         return self.model.checkpoint
 
     def setup(self, device: torch.device) -> None:
-        """The model's `setup(device)`; `TaskFailure` with what it raised, or with what is wrong with its `task_pool`."""
+        """The model's `setup(device)`; `TaskFailure` with what it raised, or with what is wrong with its
+        `task_pool`."""
         self.device = device
         try:
             self.model.setup(device)

@@ -52,7 +52,8 @@ def test_kinds_are_mixed_half_and_half_and_told_by_the_labels_alone() -> None:
     x, y, w = data.x.double(), data.y.double(), data.hidden["w"].double()
     assert torch.equal(is_classification(data.y), cls)  # labels in {-1, 1} exactly when the prompt classifies
     assert torch.equal(y[cls], torch.sign(torch.einsum("bnd,bd->bn", x[cls], w[cls])))
-    assert torch.equal(data.hidden["y_query"].double()[cls], torch.sign(torch.einsum("bqd,bd->bq", data.x_query.double()[cls], w[cls])))
+    query_signs = torch.sign(torch.einsum("bqd,bd->bq", data.x_query.double()[cls], w[cls]))
+    assert torch.equal(data.hidden["y_query"].double()[cls], query_signs)
     scaled = w.flatten()
     assert abs(scaled.mean()) < 0.03 and abs(scaled.std() - 1) < 0.03  # w ~ N(0, I), as on the logistic tasks
     residual = y[~cls] - torch.einsum("bnd,bd->bn", x[~cls], w[~cls])
@@ -92,7 +93,8 @@ def test_noise_oracle_is_ridge_at_each_prompts_own_penalty() -> None:
     ref = ridge_loop(batch.x.numpy(), batch.y.numpy(), lam)
     pred = NoiseOracle().predict(batch)
     np.testing.assert_allclose(pred.w.numpy(), ref, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(pred.y.numpy(), np.einsum("bqd,bd->bq", batch.x_query.numpy(), ref), rtol=1e-10, atol=1e-12)
+    expected = np.einsum("bqd,bd->bq", batch.x_query.numpy(), ref)
+    np.testing.assert_allclose(pred.y.numpy(), expected, rtol=1e-10, atol=1e-12)
     task = tasks.get(NOISE)
     fresh = task.sample(4, 20, task.train_generator(0), dtype=torch.float64).batch
     with pytest.raises(ValueError, match="noise-oracle: prompt 0 of this batch is not in the pinned evaluation set"):
@@ -104,7 +106,8 @@ def test_select_bayes_is_the_posterior_mean_over_the_noise_levels() -> None:
     x, y = batch.x.numpy(), batch.y.numpy()
     expected = []
     for xi, yi, qi in zip(x, y, batch.x_query.numpy()):  # per prompt: the marginal likelihood of each level, directly
-        loglik = np.array([multivariate_normal(np.zeros(10), xi @ xi.T / 20 + s * s * np.eye(10)).logpdf(yi) for s in LEVELS])
+        loglik = np.array([multivariate_normal(np.zeros(10), xi @ xi.T / 20 + s * s * np.eye(10)).logpdf(yi)
+                           for s in LEVELS])
         post = np.exp(loglik - loglik.max())
         post /= post.sum()
         fits = [np.linalg.solve(xi.T @ xi + 20 * s * s * np.eye(20), xi.T @ yi) for s in LEVELS]

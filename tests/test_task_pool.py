@@ -86,7 +86,8 @@ def test_training_draws_every_prompt_from_the_pool_and_records_it(tmp_path, monk
     pool = get(TASK).task_pool(16, 2)
     assert len(drawn) == 6 and rows(np.concatenate(drawn)) <= rows(pool)
     declared = {"tasks": [TASK], "size": 16, "seed": 2}
-    assert log["task_pool"] == declared and read_metadata(tmp_path / "run" / "model.safetensors")[1]["task_pool"] == declared
+    assert log["task_pool"] == declared
+    assert read_metadata(tmp_path / "run" / "model.safetensors")[1]["task_pool"] == declared
     final = log["final"]
     assert set(final["in_pool"]) == set(final["tasks"]) == {TASK}  # validation on fresh and on in-pool tasks
     assert set(final["in_pool"][TASK]["rel_err_db"]) == {str(n) for n in get(TASK).spec.lengths}
@@ -128,14 +129,15 @@ def test_run_reports_in_pool_and_out_of_pool_errors(tmp_path) -> None:
         for data, scores in ((in_pool, entry["in_pool"]["lengths"]), (fresh, entry["lengths"])):
             with torch.no_grad():
                 pred = net(data.x[:, :n], data.y[:, :n], data.x_query)[0]
-            assert scores[str(n)]["rel_err"]["db"] == pytest.approx(metrics.relative_error(pred, data.targets[n])["db"], abs=1e-4)
+            expected = metrics.relative_error(pred, data.targets[n])["db"]
+            assert scores[str(n)]["rel_err"]["db"] == pytest.approx(expected, abs=1e-4)
     assert "in pool (dB)" in summary_table(doc)
     assert compare_task(TASK, entry, entry, "float32") == []
     other = json.loads(json.dumps(entry))
     other["in_pool"]["lengths"]["40"]["rel_err"]["db"] += 1.0
+    old, new = (e["in_pool"]["lengths"]["40"]["rel_err"]["db"] for e in (other, entry))
     assert compare_task(TASK, other, entry, "float32") == [
-        f"{TASK} (in pool) n=40: rel_err.db is {other['in_pool']['lengths']['40']['rel_err']['db']:.6g} in results.json, "
-        f"{entry['in_pool']['lengths']['40']['rel_err']['db']:.6g} on re-run"]
+        f"{TASK} (in pool) n=40: rel_err.db is {old:.6g} in results.json, {new:.6g} on re-run"]
     other["in_pool"]["seed"] = 2
     assert compare_task(TASK, other, entry, "float32") == [
         f"{TASK}: in-pool prompts (size, seed, prompts) (16, 2, 64) in results.json, (16, 1, 64) on re-run"]
@@ -180,7 +182,8 @@ def test_a_submission_states_the_pool_its_model_declares(tmp_path) -> None:
     meta["training"]["task_pool"]["seed"] = 2
     (folder / "submission.yaml").write_text(yaml.safe_dump(meta))
     problems = schema.load(folder)[1]
-    assert len(problems) == 1 and "model.task_pool is dict {'tasks': ['linear/noisy'], 'size': 16, 'seed': 1}" in problems[0]
+    assert len(problems) == 1
+    assert "model.task_pool is dict {'tasks': ['linear/noisy'], 'size': 16, 'seed': 1}" in problems[0]
 
 
 def test_the_diversity_question_reads_the_pool_models_and_computes_the_references(tmp_path) -> None:
@@ -223,7 +226,8 @@ def test_the_leaderboard_shows_the_in_pool_and_out_of_pool_errors(tmp_path) -> N
     columns = {m["name"]: m["tasks"][TASK]["in_pool"] for m in site_summary(entries, "2026-01-01", "0" * 64)["models"]}
     assert columns == {"pooled": {"size": 16, "seed": 0, "db": -9.5, "ci90_db": [-9.75, -9.25]}, "plain": None}
     text = readme(entries, "2026-01-01")
-    assert "## Task pools" in text and f"| pooled  | {TASK} | 16          | 0           | -9.50          | -4.00" in text
+    assert "## Task pools" in text
+    assert f"| pooled  | {TASK} | 16          | 0           | -9.50          | -4.00" in text
 
 
 def test_the_gaussian_posterior_mean_with_a_singular_covariance() -> None:
@@ -236,6 +240,7 @@ def test_the_gaussian_posterior_mean_with_a_singular_covariance() -> None:
     scales = np.array([2.0, 0.5, 0.1])
     got = gaussian_posterior_mean(x, y, q, u @ torch.diag(torch.from_numpy(scales)) @ u.T, 0.5).numpy()
     un = u.numpy()
-    for b, (xb, yb, qb) in enumerate(zip(x.numpy(), y.numpy(), q.numpy())):  # w = U z, z ~ N(0, diag(scales)): ridge in z
+    # per prompt, w = U z with z ~ N(0, diag(scales)): ridge in z
+    for b, (xb, yb, qb) in enumerate(zip(x.numpy(), y.numpy(), q.numpy())):
         z = np.linalg.solve(un.T @ xb.T @ xb @ un + 0.25 * np.diag(1 / scales), un.T @ xb.T @ yb)
         np.testing.assert_allclose(got[b], qb @ un @ z, rtol=1e-9, atol=1e-12)

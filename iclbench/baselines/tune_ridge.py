@@ -12,7 +12,6 @@ of the grid; the smallest, 0, is least squares, the end of the range: `tuning.be
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from iclbench import tasks
 from iclbench.baselines.ridge import apply, solve
 from iclbench.baselines.selection import PENALTY_FILE
-from iclbench.baselines.tuning import best_on_grid, store
+from iclbench.baselines import tuning
 
 TUNING_SEED = 0
 PROMPTS = 4096
@@ -41,30 +40,16 @@ def grid_errors(task: tasks.Task, n: int) -> list[float]:
 def tune() -> dict[str, dict[str, float]]:
     """The best lambda of `GRID` for every select task at every prompt length, {task: {str(n): lambda}}."""
     return {
-        task.spec.name: {str(n): best_on_grid(task.spec.name, n, GRID, grid_errors(task, n), lowest_is_a_limit=True)
-                         for n in task.spec.lengths}
-        for task in tasks.select(["select"])
+        t.spec.name: {str(n): tuning.best_on_grid(t.spec.name, n, GRID, grid_errors(t, n), lowest_is_a_limit=True)
+                      for n in t.spec.lengths}
+        for t in tasks.select(["select"])
     }
 
 
 def document(lambdas: dict[str, dict[str, float]]) -> dict:
-    return {
-        "procedure": "python -m iclbench.baselines.tune_ridge",
-        "tuning_seed": TUNING_SEED,
-        "prompts": PROMPTS,
-        "criterion": CRITERION,
-        "grid": list(GRID),
-        "lambda": lambdas,
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iclbench.baselines.tune_ridge", description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true", help="re-tune and compare with the stored values")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # small batched solves: threads cost more than they save
-    return store(PENALTY_FILE, document(tune()), args.check)
+    return {"procedure": "python -m iclbench.baselines.tune_ridge", "tuning_seed": TUNING_SEED, "prompts": PROMPTS,
+            "criterion": CRITERION, "grid": list(GRID), "lambda": lambdas}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tuning.main(None, __spec__.name, __doc__, PENALTY_FILE, lambda: document(tune())))

@@ -3,10 +3,13 @@ best grid point and the file that stores the choices (`tune_ridge`; the pattern 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import torch
 
 
 def best_on_grid(name: str, n: int, grid: Sequence[float], errors: Sequence[float], lowest_is_a_limit: bool) -> float:
@@ -30,3 +33,13 @@ def store(path: Path, document: dict[str, Any], check: bool) -> int:
         return 1
     print(f"{path} is reproduced")
     return 0
+
+
+def main(argv: list[str] | None, module: str, doc: str, path: Path, tuned: Callable[[], dict[str, Any]]) -> int:
+    """The command line of a tuning module `module` (docstring `doc`): tune (`tuned` gives the document to store), then
+    write `path`, or with `--check` compare (`store`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="re-tune and compare with the stored values")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # small batched solves: threads cost more than they save
+    return store(path, tuned(), args.check)

@@ -532,7 +532,8 @@ DIVERSITY_MODELS = {
 """The 3-layer LSAs of the task-diversity question, by the size K of their pool of training tasks (`iclbench train
 --task-pool K`; "inf": every training task fresh), all trained alike on linear/noisy."""
 DIVERSITY_FLOOR_DB = -20.0
-"""Errors below this (the pool's posterior mean on its own tasks, -34 to -116 dB) are drawn at it, their value written."""
+"""Errors below this (the pool's posterior mean on its own tasks, -34 to -116 dB) are drawn at it, their value
+written."""
 
 
 def _db_to(pred: torch.Tensor, reference: torch.Tensor, target: torch.Tensor) -> float:

@@ -117,7 +117,8 @@ TRAINING: dict[str, Check] = {
     "task_pool": (
         False,
         lambda v: v is None or isinstance(v, dict),
-        "a mapping tasks + size + seed: the pool of tasks the training prompts were drawn from (Model.task_pool), or null",
+        "a mapping tasks + size + seed: the pool of tasks the training prompts were drawn from (Model.task_pool), "
+        "or null",
     ),
 }
 CHECKPOINT_FILE: dict[str, Check] = {
@@ -355,8 +356,9 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
     pool = meta["training"].get("task_pool") if isinstance(meta.get("training"), dict) else None
     if pool != model.get("task_pool"):
         problems.append(
-            f"{where}: model.task_pool is {results.shown(model.get('task_pool'))}, submission.yaml's training.task_pool "
-            f"{results.shown(pool)}: the pool the model declares (Model.task_pool) is the one submission.yaml states"
+            f"{where}: model.task_pool is {results.shown(model.get('task_pool'))}, submission.yaml's "
+            f"training.task_pool {results.shown(pool)}: the pool the model declares (Model.task_pool) is the one "
+            "submission.yaml states"
         )
     if meta.get("checkpoint", ...) is None and model.get("checkpoint_sha256") is not None:
         problems.append(

@@ -85,7 +85,8 @@ class Family(ABC):
         """Draw `batch` prompts of `n` context pairs and `q` queries."""
 
     def classifies(self, spec: TaskSpec) -> bool:
-        """Whether some of the task's labels are classes (+-1) whose target is a logit, not the labels' noiseless value."""
+        """Whether some of the task's labels are classes (+-1) whose target is a logit, not the labels' noiseless
+        value."""
         return False
 
     def prior(self, spec: TaskSpec, rng: np.random.Generator, count: int) -> np.ndarray:
@@ -202,7 +203,8 @@ class Task:
         With a `pool` (`task_pool`), each prompt's w is a row of it, drawn uniformly (not with `dims`)."""
         q = n_queries or self.spec.n_queries
         if pool is not None and dims not in (None, self.spec.d):
-            raise ValueError(f"{self.spec.name}: prompts from a task pool are drawn at the task's dimension {self.spec.d}")
+            raise ValueError(
+                f"{self.spec.name}: prompts from a task pool are drawn at the task's dimension {self.spec.d}")
         spec = self.spec if dims is None else self.in_dimension(dims)
         draw = self._draw(generator, spec, batch_size, n, q, pool)
         target = self.family.target(spec, draw, n)
