@@ -65,6 +65,11 @@ class Model(ABC):
 
     name: str = ""
     checkpoint: str | None = None
+    task_pool: dict[str, Any] | None = None
+    """Set (by `setup` at the latest) by a model trained on a finite pool of tasks: {"tasks": [task names], "size": K,
+    "seed": S}, each task's prompts drawn with w from its `Task.task_pool(K, S)` (`iclbench train --task-pool K --seed
+    S`; `TrainedModel` reads it from its checkpoint). `iclbench run` then also scores the model on in-pool prompts
+    of those tasks (`iclbench.tasks.pool`). None: no pool (every task drawn afresh)."""
 
     def setup(self, device: torch.device) -> None:
         """Prepare to run on `device` (load weights, move buffers)."""

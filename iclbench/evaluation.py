@@ -53,13 +53,16 @@ def _score(entry: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def summary_table(doc: dict[str, Any]) -> str:
-    """One row per task: nominal-length error in dB with its 90% interval, and the time taken."""
+    """One row per task: nominal-length error in dB with its 90% interval, and the time taken; for a model with a
+    declared task pool, the error on in-pool prompts too (the task's own error is then the out-of-pool one)."""
     rows = []
+    pooled = any("in_pool" in entry for entry in doc["tasks"].values())
     for name, entry in doc["tasks"].items():
         nominal = entry["spec"]["nominal"]
         m = entry.get("lengths", {}).get(str(nominal)) if entry["status"] == "ok" else None
         err = m["rel_err"] if m else None
         rate = m.get("error_rate") if m else None
+        in_pool = entry.get("in_pool", {}).get("lengths", {}).get(str(nominal)) if entry["status"] == "ok" else None
         rows.append(
             [
                 name,
@@ -67,11 +70,13 @@ def summary_table(doc: dict[str, Any]) -> str:
                 nominal,
                 f"{err['db']:.1f}" if err else "",
                 f"[{err['ci90_db'][0]:.1f}, {err['ci90_db'][1]:.1f}]" if err else "",
+                *([f"{in_pool['rel_err']['db']:.1f}" if in_pool else ""] if pooled else []),
                 f"{100 * rate['value']:.1f}%" if rate else "",
                 f"{entry['seconds']:.2f}" if "seconds" in entry else "",
             ]
         )
-    headers = ["task", "status", "n", "error (dB)", "90% CI (dB)", "error rate", "time (s)"]
+    headers = ["task", "status", "n", "error (dB)", "90% CI (dB)", *(["in pool (dB)"] if pooled else []), "error rate",
+               "time (s)"]
     return tabulate(rows, headers, disable_numparse=True)
 
 

@@ -21,6 +21,7 @@ import torch
 from iclbench.api import (
     Answer, Batch, Model, Prediction, Request, TaskFailure, by_length, check_prediction, in_turn, predicts_lengths,
 )
+from iclbench.tasks.pool import TaskPool
 
 if TYPE_CHECKING:
     from iclbench.tasks import TaskSpec
@@ -47,6 +48,8 @@ class LoadedModel:
     path: Path | None
     args: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    task_pool: TaskPool | None = None
+    """The model's checked `task_pool`, once set up."""
 
     @property
     def name(self) -> str:
@@ -71,12 +74,17 @@ class LoadedModel:
         return self.model.checkpoint
 
     def setup(self, device: torch.device) -> None:
-        """The model's `setup(device)`; `TaskFailure` with what it raised."""
+        """The model's `setup(device)`; `TaskFailure` with what it raised, or with what is wrong with its
+        `task_pool`."""
         self.device = device
         try:
             self.model.setup(device)
         except Exception as exc:
             raise TaskFailure(f"setup raised {type(exc).__name__}: {exc}") from exc
+        try:
+            self.task_pool = TaskPool.parse(self.model.task_pool, f"{type(self.model).__name__}.task_pool")
+        except ValueError as exc:
+            raise TaskFailure(str(exc)) from None
 
     def begin_task(self) -> None:
         """Nothing to do in this process: no limits apply."""

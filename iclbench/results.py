@@ -58,12 +58,13 @@ def non_finite(obj: Any, where: str = "") -> str | None:
 
 
 IDENTITY = {
-    "model": ("name", "class", "args", "file_sha256", "checkpoint_sha256", "files_sha256"),
+    "model": ("name", "class", "args", "file_sha256", "checkpoint_sha256", "files_sha256", "task_pool"),
     "run": ("device", "dtype", "prompts", "torch_version"),
 }
 """What a results file's tasks depend on, besides `iclbench_version`, `suite_version` and each task's data."""
-ABSENT = {"args": {}}
-"""What an identity field missing from a file means: files written before model arguments existed had none."""
+ABSENT: dict[str, Any] = {"args": {}, "task_pool": None}
+"""What an identity field missing from a file means: files written before model arguments or task pools existed
+had none."""
 
 
 def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
@@ -75,7 +76,7 @@ def changes(previous: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
     ]
     for part, keys in IDENTITY.items():
         for key in keys:
-            old, new = previous[part].get(key, ABSENT.get(key)), fresh[part][key]
+            old, new = previous[part].get(key, ABSENT.get(key)), fresh[part].get(key, ABSENT.get(key))
             if old == new:
                 continue
             if key == "files_sha256" and isinstance(old, dict):
@@ -368,6 +369,7 @@ MODEL_FIELDS = {
     "args": (False, _model_args, "an object of keyword arguments (identifiers to strings, numbers, booleans or null)"),
     "file_sha256": _SHA,
     "checkpoint_sha256": _SHA,
+    "task_pool": (False, lambda v: v is None or isinstance(v, dict), "an object (tasks, size, seed) or null"),
 }
 RUN_FIELDS = {
     "dtype": (True, lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
@@ -392,6 +394,13 @@ TASK_FIELDS = {
     "seconds": (False, lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
     "alignment": (False, lambda v: isinstance(v, dict), "an object"),
     "sandboxed": (False, lambda v: isinstance(v, bool), "true or false: whether the model ran in the sandbox"),
+    "in_pool": (False, lambda v: isinstance(v, dict), "an object: the scores on in-pool prompts"),
+}
+IN_POOL_FIELDS = {
+    "size": (True, _count(1), "a positive integer: the pool's size"),
+    "seed": (True, _count(0), "a non-negative integer: the pool's seed"),
+    "n_prompts": (True, _count(1), "a positive integer"),
+    "lengths": (True, lambda v: isinstance(v, dict), "an object of metrics per prompt length"),
 }
 
 
@@ -424,15 +433,22 @@ def _task(entry: Any, where: str) -> None:
         _typed(entry, where, {"error": (True, _str, "a string: why the task failed")})
     if status != "ok":
         return
-    lengths = entry.get("lengths")
-    _need(isinstance(lengths, dict), f"{where}.lengths", "an object of metrics per prompt length", lengths)
+    _lengths(entry.get("lengths"), f"{where}.lengths")
+    if "in_pool" in entry:
+        _typed(entry["in_pool"], f"{where}.in_pool", IN_POOL_FIELDS)
+        _lengths(entry["in_pool"]["lengths"], f"{where}.in_pool.lengths", ("rel_err",))
+
+
+def _lengths(lengths: Any, where: str, known: tuple[str, ...] = tuple(METRICS)) -> None:
+    """Metrics per prompt length, each one of `known` with its fields."""
+    _need(isinstance(lengths, dict), where, "an object of metrics per prompt length", lengths)
     for n, metrics in lengths.items():
-        at = f"{where}.lengths[{n!r}]"
+        at = f"{where}[{n!r}]"
         _need(re.fullmatch(r"[1-9][0-9]{0,5}", n) is not None, at, "keyed by a prompt length", n)
         _need(isinstance(metrics, dict) and "rel_err" in metrics, at, "an object of metrics with rel_err", metrics)
         for metric, value in metrics.items():
-            if metric not in METRICS:
-                raise ResultsError(f"{at}: unknown metric {metric!r}; known metrics: {', '.join(METRICS)}")
+            if metric not in known:
+                raise ResultsError(f"{at}: unknown metric {metric!r}; known metrics: {', '.join(known)}")
             METRICS[metric](value, f"{at}.{metric}")
 
 

@@ -27,6 +27,7 @@ from iclbench.cache import eval_set, export_in_use, held_for
 from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
 from iclbench.provenance import cpu_model, provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
+from iclbench.tasks.pool import TaskPool
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class ScoredModel(Protocol):
 
     @property
     def checkpoint(self) -> str | None: ...
+
+    @property
+    def task_pool(self) -> TaskPool | None:
+        """The model's declared pool of training tasks (`iclbench.api.Model.task_pool`), checked, once set up."""
 
     def setup(self, device: torch.device) -> None:
         """The model's `setup`; `TaskFailure` saying what went wrong."""
@@ -250,6 +255,7 @@ def run_task(
     With `references` (set-up baselines by name), the entry's `alignment` compares the model's
     per-layer predictions at the nominal length with each reference's steps (`iclbench.alignment`).
     With `samples`, every scored length's per-prompt outputs are added to it (`iclbench.samples`).
+    A task of the model's declared pool (`ScoredModel.task_pool`) is also scored on in-pool prompts (`in_pool`).
     """
     spec = task.spec
     entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict(), "sandboxed": model.sandboxed}
@@ -305,6 +311,30 @@ def _score_task(
                 samples.update(samples_file.task_tensors(spec.name, n, out.y, data.targets[n]))
             if out.steps is not None:
                 entry["alignment"] = alignment.with_references(references, spec, data, inputs, n, out.steps, cfg)
+    pool = model.task_pool
+    if pool is not None and spec.name in pool.tasks:
+        entry["in_pool"] = _score_in_pool(model, task, pool, scored, cfg, progress)
+
+
+def _score_in_pool(model: ScoredModel, task: Task, pool: TaskPool, scored: list[int], cfg: RunConfig,
+                   progress: bool) -> dict[str, Any]:
+    """The relative error at each length of `scored` on in-pool prompts: `Task.pool_set` of the pool's size and seed
+    (as many prompts as the evaluation set, or `cfg.prompts`), drawn on the training stream."""
+    spec, dtype = task.spec, cfg.torch_dtype()
+    data = task.pool_set(pool.size, pool.seed)
+    if cfg.prompts is not None and cfg.prompts < data.n_prompts:
+        data = data.head(cfg.prompts)
+    inputs = EvalSet(data.x.to(dtype), data.y.to(dtype), data.x_query.to(dtype), {}, {}, {})
+    lengths: dict[str, Any] = {}
+    chunks = -(-data.n_prompts // cfg.batch_size) * len(scored)
+    with tqdm(total=chunks, desc=f"{spec.name} in pool", leave=False, disable=not progress or None) as bar:
+        for n, out in predict_all(model, spec, inputs, scored, cfg, bar):
+            scores = {"rel_err": metrics.relative_error(out.y, data.targets[n])}
+            if (where := results.non_finite(scores)) is not None:
+                raise TaskFailure(f"in-pool prompts, n={n}: {where} is not a finite number: the predictions are too "
+                                  f"large to score (largest magnitude {out.largest():.3g})")
+            lengths[str(n)] = scores
+    return {"size": pool.size, "seed": pool.seed, "n_prompts": data.n_prompts, "lengths": lengths}
 
 
 def model_info(model: ScoredModel, out: Path | None = None) -> dict[str, Any]:
@@ -323,6 +353,7 @@ def model_info(model: ScoredModel, out: Path | None = None) -> dict[str, Any]:
         "args": model.args,
         "file_sha256": regular_file_sha256(path),
         "checkpoint_sha256": regular_file_sha256(model.checkpoint),
+        "task_pool": None if model.task_pool is None else model.task_pool.to_dict(),
         "files_sha256": folder_sha256(path.parent, outputs) if path is not None else {},
     }
 

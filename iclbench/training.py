@@ -14,9 +14,9 @@ round(n k / d) (at least 1), the nominal length included (Garg et al.'s curve at
 
 The loss is the mean squared error of the query predictions against the sampled query label
 ("label"), the noiseless target the benchmark scores ("target"), or the logistic loss on the +-1
-labels ("logistic"); "auto" is "target" on logistic tasks (the regularised optimum's logit, which the benchmark scores:
-label regression would bound predictions to [-1, 1] and the logistic loss drives them to
-+-infinity on separable prompts) and "label" elsewhere. With `all_layers` the loss is
+labels ("logistic"); "auto" is "target" on tasks with classification prompts (logistic, select/reg-cls: the
+regularised optimum's logit, which the benchmark scores: label regression would bound predictions to [-1, 1] and
+the logistic loss drives them to +-infinity on separable prompts) and "label" elsewhere. With `all_layers` the loss is
 averaged over the read-out of every layer. With `every_prefix` (gpt2) the loss also covers the
 prediction of every context label y_t from the t - 1 pairs before it (t = 2 to n), read out at the
 context x tokens, weighted like the q queries: n - 1 + q predictions per prompt instead of q, as
@@ -28,6 +28,13 @@ train it: one forward pass predicts every context label y_t from the pairs befor
 from the whole context, and the loss is the mean squared error against the sampled labels over all
 of them (positions 2 to n, the first having no pair before it, and the queries). `--weight-decay`
 makes the optimiser AdamW (the papers': AdamW at 3e-4 with weight decay 0.05); without it, Adam.
+
+Task pools (Raventós et al. 2023, task diversity): with `task_pool` K, every training prompt's hidden w is a row,
+drawn uniformly, of the task's pool of K tasks (`Task.task_pool(K, seed)`, drawn from the task's prior on the
+training stream of `seed`; tasks whose prompts are one hidden vector only: the linear family). The pool is
+recorded (`task_pool`: tasks, size, seed) in log.json and the checkpoint's metadata, from which the trained model
+declares it (`iclbench.api.Model.task_pool`); each validation also scores prompts of the pool's tasks
+(`in_pool`), while early stopping follows the fresh tasks.
 
 Output folder: model.safetensors (weights, config and training info in its metadata),
 state.safetensors (weights, Adam state, step and generator states, for `--resume`),
@@ -97,6 +104,7 @@ from iclbench.models import ATTENTIONS, InContextModel, build
 from iclbench.models.weights import atomic_save, read_metadata, save_weights
 from iclbench.runner import resolve_device
 from iclbench.tasks import EvalSet, Sample, Task, TaskSpec, UnknownTaskError
+from iclbench.tasks.pool import TaskPool
 
 STATE_FORMAT = "iclbench-train-state-1"
 LOSSES = ("auto", "label", "target", "logistic")
@@ -145,6 +153,7 @@ class TrainConfig:
     compile: bool = False
     fused: bool = False
     patience: int | None = None
+    task_pool: int | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_CHOICES:
@@ -187,6 +196,10 @@ class TrainConfig:
         if self.every_prefix and self.arch != "gpt2":
             raise TrainError(f"--every-prefix reads out the context tokens of --arch gpt2, not {self.arch}"
                              + (" (which is always trained on every position)" if self.arch == "causal-lsa" else ""))
+        if self.task_pool is not None and self.task_pool < 1:
+            raise TrainError(f"--task-pool must be at least 1 task, got {self.task_pool}")
+        if self.task_pool is not None and (self.dim_curriculum or self.dims is not None):
+            raise TrainError("--task-pool draws the tasks at the tasks' dimension: no --dim-curriculum or --dims")
         if self.held_out_seed == self.seed:
             raise TrainError(f"--val-seed must differ from --seed ({self.seed}): validation is on held-out prompts")
 
@@ -242,6 +255,25 @@ def lengths_at(spec: TaskSpec, dims: int | None) -> tuple[tuple[int, ...], int]:
     return tuple(dict.fromkeys(scale(n) for n in spec.lengths)), scale(spec.nominal)
 
 
+def task_pools(cfg: TrainConfig, tasks: list[Task]) -> list[np.ndarray | None]:
+    """Each task's pool of `cfg.task_pool` tasks (`Task.task_pool`, seed `cfg.seed`), or None per task without one."""
+    if cfg.task_pool is None:
+        return [None] * len(tasks)
+    for t in tasks:
+        if not t.family.pooled:
+            raise TrainError(f"--task-pool: {t.spec.name}: the {t.spec.family} family has no task vector to draw a "
+                             "pool of (the linear family has)")
+    return [t.task_pool(cfg.task_pool, cfg.seed) for t in tasks]
+
+
+def declared_pool(cfg: TrainConfig, tasks: list[Task]) -> dict[str, Any] | None:
+    """The task pool a model trained by `cfg` on `tasks` declares (`iclbench.tasks.pool.TaskPool`; in log.json and the
+    checkpoint's metadata, from which `TrainedModel` declares it)."""
+    if cfg.task_pool is None:
+        return None
+    return TaskPool(tuple(t.spec.name for t in tasks), cfg.task_pool, cfg.seed).to_dict()
+
+
 def length_range(cfg: TrainConfig, tasks: list[Task]) -> tuple[int, int]:
     """(n_min, n_max) of training prompts: by default the shortest scored length to the longest all tasks allow."""
     lo = cfg.n_min if cfg.n_min is not None else min(t.spec.lengths[0] for t in tasks)
@@ -275,7 +307,7 @@ def make_model(cfg: TrainConfig, tasks: list[Task]) -> InContextModel:
 
 def loss_kind(cfg: TrainConfig, task: Task) -> str:
     if cfg.loss == "auto":
-        return "target" if task.spec.family == "logistic" else "label"
+        return "target" if task.family.classifies(task.spec) else "label"
     return cfg.loss
 
 
@@ -362,24 +394,36 @@ def command_line(cfg: TrainConfig, out: Path) -> str:
 
 class Validation:
     """Held-out prompts at every scored length of every task (at dimension `cfg.dims`, `lengths_at`), drawn once
-    from `val_seed`."""
+    from `val_seed`: of fresh tasks and, with task `pools`, also of tasks of the pools (`in_pool`)."""
 
-    def __init__(self, cfg: TrainConfig, tasks: list[Task], model: InContextModel, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, tasks: list[Task], model: InContextModel, device: torch.device,
+                 pools: list[np.ndarray | None] | None = None) -> None:
         self.sets: list[tuple[Task, int, bool, Sample]] = []
-        for task in tasks:
+        self.pool_sets: list[tuple[Task, int, bool, Sample]] = []
+        for task, pool in zip(tasks, pools or [None] * len(tasks), strict=True):
             gen = task.train_generator(cfg.held_out_seed)
             lengths, nominal = lengths_at(task.spec, cfg.dims)
-            for n in lengths:
-                if model.supports_length(n):
-                    sample = task.sample(cfg.val_prompts, n, gen, device=device, dims=cfg.dims)
-                    self.sets.append((task, n, n == nominal, sample))
+            lengths = [n for n in lengths if model.supports_length(n)]
+            self.sets += [(task, n, n == nominal, task.sample(cfg.val_prompts, n, gen, device=device, dims=cfg.dims))
+                          for n in lengths]
+            if pool is not None:
+                self.pool_sets += [(task, n, n == nominal, task.sample(cfg.val_prompts, n, gen, device=device,
+                                                                       pool=pool)) for n in lengths]
 
-    @torch.no_grad()
     def __call__(self, model: InContextModel) -> dict[str, Any]:
-        """Relative error in dB per task and length, per layer at each task's nominal length."""
+        """Relative error in dB per task and length, per layer at each task's nominal length (fresh tasks)."""
+        return self.score(model, self.sets)
+
+    def in_pool(self, model: InContextModel) -> dict[str, Any]:
+        """The same on prompts of the pools' tasks (empty without pools)."""
+        return self.score(model, self.pool_sets)
+
+    @staticmethod
+    @torch.no_grad()
+    def score(model: InContextModel, sets: list[tuple[Task, int, bool, Sample]]) -> dict[str, Any]:
         model.eval()
         out: dict[str, Any] = {}
-        for task, n, nominal, sample in self.sets:
+        for task, n, nominal, sample in sets:
             b = sample.batch
             y, steps = model(b.x, b.y, b.x_query)
             data = EvalSet(b.x.cpu(), b.y.cpu(), b.x_query.cpu(), {n: sample.target.cpu()},
@@ -534,14 +578,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     (d_min, d), d_input = dimension_range(cfg, tasks), tasks[0].spec.d
     if cfg.every_prefix and any(loss_kind(cfg, t) != "label" for t in tasks):
         raise TrainError("--every-prefix is trained on the context labels: it needs --loss label (or auto on "
-                         "tasks other than logistic)")
+                         "tasks without classification prompts)")
     model = make_model(cfg, tasks).to(device)
     if cfg.arch == "gpt2" and not model.supports_length(n_max):
         raise TrainError(f"--n-max {n_max} is longer than the model's {model.max_len}")
     opt = make_optimizer(cfg, model)
     schedule = np.random.Generator(np.random.PCG64(cfg.seed))
     gens = [t.train_generator(cfg.seed, rank) for t in tasks]
-    validate = Validation(cfg, tasks, model, device) if lead else None
+    pools = task_pools(cfg, tasks)
+    validate = Validation(cfg, tasks, model, device, pools) if lead else None
     names = [t.spec.name for t in tasks]
     log: dict[str, Any] = {
         "iclbench_version": iclbench.__version__,
@@ -551,6 +596,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         "parameters": sum(p.numel() for p in model.parameters()),
         "tasks": names,
         "seeds": {"init": cfg.seed, "train_stream": cfg.seed, "validation_stream": cfg.held_out_seed},
+        "task_pool": declared_pool(cfg, tasks),
         "world_size": world,
         "effective_batch_size": world * cfg.batch_size,
         "lengths": {"n_min": n_min, "n_max": n_max, "curriculum_steps": cfg.curriculum},
@@ -573,7 +619,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         kept = ("started", "finished", "seconds", "validations", "resumed_at", "final", "stopped_early")
         log.update({k: previous[k] for k in kept if k in previous})
         log["resumed_at"] = [*log["resumed_at"], start]
-    info = {"tasks": names, "train_config": asdict(cfg)}
+    info = {"tasks": names, "train_config": asdict(cfg), "task_pool": declared_pool(cfg, tasks)}
     plugin = out / "model.py"
     if lead:
         out.mkdir(parents=True, exist_ok=True)
@@ -602,7 +648,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             which = int(schedule.integers(len(tasks)))
             n = int(schedule.integers(n_min, hi + 1))
             task = tasks[which]
-            sample = task.sample(cfg.batch_size, n, gens[which], device=device, dims=dims)
+            sample = task.sample(cfg.batch_size, n, gens[which], device=device, dims=dims, pool=pools[which])
             try:
                 running += train_step(cfg, net, opt, sample, loss_kind(cfg, task))
             except Exception as exc:
@@ -631,6 +677,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     val = validate(model)
                     record = {"step": done, "n_max": hi, "d": dims, "train_loss": round(float(running) / count, 6),
                               "val_nominal_db": nominal_mean_db(val), "tasks": val}
+                    if cfg.task_pool is not None:
+                        record["in_pool"] = validate.in_pool(model)
                     log["validations"].append(record)
                     improved = best is None or record["val_nominal_db"] < best["val_nominal_db"]
                     best, since = (record, 0) if improved else (best, since + 1)
@@ -697,9 +745,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if log["stopped_early"]:
         print(f"  stopped early at step {log['stopped_early']}: {cfg.patience} validations without improvement; "
               f"kept the best, step {final['step']}")
-    for task, entry in final["tasks"].items():
-        lengths = ", ".join(f"n={n}: {v:.1f}" for n, v in entry["rel_err_db"].items())
-        print(f"  {task}: validation error (dB) {lengths}")
+    for what, key in (("validation error (dB)", "tasks"), ("in-pool validation error (dB)", "in_pool")):
+        for task, entry in final.get(key, {}).items():
+            lengths = ", ".join(f"n={n}: {v:.1f}" for n, v in entry["rel_err_db"].items())
+            print(f"  {task}: {what} {lengths}")
     print(f"written to {args.out} (score it with: iclbench run --model {args.out / 'model.py'})")
     return 0
 
@@ -729,7 +778,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, help="AdamW with this weight decay (default: Adam, no decay)")
     p.add_argument("--clip", type=float, default=d.clip, help="gradient norm clip (0: none)")
     p.add_argument("--loss", default=d.loss, choices=LOSSES,
-                   help="auto: target on logistic tasks, label elsewhere")
+                   help="auto: target on tasks with classification prompts (logistic, select/reg-cls), label elsewhere")
     p.add_argument("--all-layers", action="store_true", help="average the loss over every layer's read-out")
     p.add_argument("--n-min", type=int, help="shortest training prompt (default: the tasks' shortest length)")
     p.add_argument("--n-max", type=int, help="longest training prompt (default: the tasks' longest length)")
@@ -755,6 +804,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused", action="store_true", help="fused Adam/AdamW kernel (GPU and CPU)")
     p.add_argument("--patience", type=int,
                    help="early stopping: stop after K validations without improvement, keeping the best weights")
+    p.add_argument("--task-pool", type=int, metavar="K",
+                   help="draw every training prompt's task (w) from a fixed pool of K tasks, seeded by --seed "
+                        "(linear tasks); validation on fresh and on in-pool tasks")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is often fastest)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--name", help="model name written in <out>/model.py (default: the folder's name)")
@@ -777,6 +829,8 @@ TRAIN_EXAMPLES = """examples:
                                        --compile and --patience may change)
   iclbench train --task linear --arch gpt2 --layers 12 --width 256 --heads 8 --device cuda --precision bf16 \
       --compile --fused --patience 10 --out runs/gpt2-gpu      the fast path on a GPU, with early stopping
+  iclbench train --task linear/noisy --arch lsa --layers 3 --steps 4000 --lr 0.001 --curriculum 2000 \
+      --task-pool 16 --out runs/pool16    every training task from a pool of 16 (task diversity)
   iclbench run --model runs/lsa1/model.py
 
 With output redirected (not a terminal), one line per validation goes to stderr. Ctrl-C keeps

@@ -73,6 +73,7 @@ from iclbench.distributed import RENDEZVOUS
 from iclbench.plugins import PluginError, check_model_args
 from iclbench.sandbox import ALLOWED_ENV, TMP, choose, command, exposed, hub_cache, max_tasks
 from iclbench.tasks import TaskSpec
+from iclbench.tasks.pool import TaskPool
 
 _FRAME = struct.Struct("<QQ")
 MAX_HEADER = 1 << 20
@@ -343,6 +344,7 @@ class IsolatedModel:
             raise PluginError(str(exc)) from None
         self.sandboxed = choose(sandbox)
         self.checkpoint: str | None = None
+        self.task_pool: TaskPool | None = None
         self._device = torch.device(device)
         self._proc: subprocess.Popen[bytes] | None = None
         self._deadline: float | None = None
@@ -502,6 +504,10 @@ class IsolatedModel:
             raise TaskFailure(str(reply["error"]))
         checkpoint = reply.get("checkpoint")
         self.checkpoint = checkpoint if isinstance(checkpoint, str) else None
+        try:
+            self.task_pool = TaskPool.parse(reply.get("task_pool"), "the model's task_pool")
+        except ValueError as exc:
+            raise TaskFailure(str(exc)) from None
 
     def begin_task(self) -> None:
         """Start the clock of a task; a worker that died or was stopped is started and set up again, as is one whose
@@ -696,9 +702,11 @@ class _Worker:
             try:
                 self._limit_gpu_memory()
                 model.setup(self.device)
+                pool = TaskPool.parse(model.task_pool, f"{type(model).__name__}.task_pool")
             except (Exception, SystemExit) as exc:
                 return {"error": _describe("setup", exc, self.limits)}, None
-            return {"checkpoint": None if model.checkpoint is None else str(Path(model.checkpoint).resolve())}, None
+            return {"checkpoint": None if model.checkpoint is None else str(Path(model.checkpoint).resolve()),
+                    "task_pool": None if pool is None else pool.to_dict()}, None
         spec = _spec(header["task"])
         if op == "supports":
             try:

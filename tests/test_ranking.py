@@ -348,7 +348,7 @@ def test_summary_columns(board: dict[str, Entry]) -> None:
         "key", "name", "kind", "ranked", "budget_steps", "coverage", "resolved", "families", "tasks", "lasso_gap_db",
         "parameters", "date", "paper", "code", "verification", "command", "detail",
     }
-    task_keys = {"db", "ci90_db", "score", "rank", "by_length", "depth", "error_rate"}
+    task_keys = {"db", "ci90_db", "score", "rank", "by_length", "depth", "error_rate", "in_pool"}
     family_keys = {"rank", "pool", "score", "worst_length", "by_length", "coverage"}
     for m in summary["models"]:
         assert set(m) == model_keys and all(set(t) == task_keys for t in m["tasks"].values())

@@ -37,11 +37,12 @@ ROUTES: dict[str, dict[str, str]] = {
 QUICK_ROUTES = ("mkl-compatible", "openblas-prescott", "numpy-baseline-simd", "torch-scalar-kernels")
 """The default run's routes: one of each kind of code path (MKL, OpenBLAS, NumPy's SIMD, torch's kernels)."""
 QUICK_TASKS = ("linear/kappa100", "logistic/kappa1", "lasso/shift0.5", "kernel/exp", "kernel/relu", "ar/noisy",
-               "garg/sparse-linear", "garg/decision-tree", "garg/relu2nn", "garg/quadratic")
+               "select/noise-mix", "select/reg-cls", "garg/sparse-linear", "garg/decision-tree", "garg/relu2nn",
+               "garg/quadratic")
 """The default run's tasks: one of each way the data are made (a Haar rotation and spectrum, a Newton solve, a
-mixed matrix, the portable exp, arccos and Cholesky, a recurrence with noise, and Garg et al.'s classes: a support
-from sorted uniforms, integer draws and comparisons, a product of matrices with ReLU, squares); the slow run takes
-every task."""
+mixed matrix, the portable exp, arccos and Cholesky, a recurrence with noise, a noise level drawn per prompt, a
+Newton solve on the prompts a draw makes classification prompts, and Garg et al.'s classes: a support from sorted
+uniforms, integer draws and comparisons, a product of matrices with ReLU, squares); the slow run takes every task."""
 
 SCRIPT = """
 import json, sys

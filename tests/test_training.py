@@ -217,7 +217,8 @@ def test_a_state_from_before_the_switches_resumes(tmp_path) -> None:
     path = tmp_path / "run" / "state.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "dims", "every_prefix")
+    added = ("precision", "compile", "fused", "patience", "dim_curriculum", "d_min", "dims", "every_prefix",
+             "task_pool")
     old = {k: v for k, v in json.loads(meta["config"]).items() if k not in added}
     save_file(load_file(str(path)), str(path), {**meta, "config": json.dumps(old)})
     assert train(replace(cfg, steps=6), tmp_path / "run", resume=True, progress=False)["final"]["step"] == 6
@@ -322,8 +323,8 @@ def test_curriculum_and_prefix_settings_that_cannot_apply_get_one_line(tmp_path,
             "--every-prefix reads out the context tokens of --arch gpt2, not causal-lsa (which is always trained on "
             "every position)",
         ("--task", "logistic/kappa1", "--arch", "gpt2", "--every-prefix"):
-            "--every-prefix is trained on the context labels: it needs --loss label (or auto on tasks other than "
-            "logistic)",
+            "--every-prefix is trained on the context labels: it needs --loss label (or auto on tasks without "
+            "classification prompts)",
     }
     for args, message in cases.items():
         assert main([*base, *args]) == 2

@@ -30,4 +30,7 @@ REGISTRY: dict[str, str] = {
         for name in ("gd", "ista", "fista", "newton", "newton3")
         for k in (1, 4, 16)
     },
+    "noise-oracle": "oracles:NoiseOracle",
+    "select-bayes": "selection:SelectBayes",
+    "ridge-fixed": "selection:RidgeFixed",
 }

@@ -11,7 +11,7 @@ import torch
 from iclbench import Batch, Model, Prediction, TaskSpec
 from iclbench.baselines.ridge import apply
 
-FAMILIES = ("linear", "logistic", "ar", "garg")
+FAMILIES = ("linear", "logistic", "ar", "select", "garg")
 
 
 class Averaging(Model):

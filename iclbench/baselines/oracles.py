@@ -1,4 +1,5 @@
-"""Exact solutions in float64: the regularised logistic optimum and the GP posterior mean; the true-W oracle."""
+"""Exact solutions in float64: the regularised logistic optimum and the GP posterior mean; the oracles that read hidden
+values of the pinned evaluation sets: true W (ar) and the noise level (select/noise-mix)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 
 from iclbench import Batch, Model, Prediction, TaskSpec
-from iclbench.baselines.ridge import apply
+from iclbench.baselines.ridge import apply, solve
 from iclbench.kernels import gram
 from iclbench.solvers import logistic_optimum
 from iclbench.tasks import EvalSet, get
@@ -67,26 +68,46 @@ class GPPosterior(Model):
         return gp_posterior_mean(batch.x, batch.y, batch.x_query, params["kernel"], params["jitter"]).to(batch.x.dtype)
 
 
-class TrueW(Model):
-    """W x_query with each prompt's true W on the ar tasks: their target itself, the 0-error reference line.
+def pool_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, pool: torch.Tensor, noise: float,
+                        chunk: int = 128) -> torch.Tensor:
+    """The posterior mean prediction (B, q) when the prompt's w is one of the K rows of `pool` (K, d), uniformly a
+    priori, and y = x^T w + `noise` eps (Raventós et al.'s dMMSE): sum_k p(k | x, y) x_query^T w_k with
+    log p(k | x, y) = -||y - X w_k||^2 / (2 noise^2) + const, in float64, `chunk` prompts at a time (memory
+    chunk x K x d)."""
+    pool = pool.to(x.device, torch.float64)
+    out = []
+    for start in range(0, x.shape[0], chunk):
+        xs, ys, qs = (t[start:start + chunk].double() for t in (x, y, x_query))
+        gram = xs.mT @ xs
+        fit = torch.einsum("bnd,bn->bd", xs, ys) @ pool.T  # (b, K): w_k^T X^T y
+        quad = ((pool @ gram) * pool).sum(-1)  # (b, K): w_k^T X^T X w_k
+        residual = (ys * ys).sum(-1, keepdim=True) - 2 * fit + quad  # ||y - X w_k||^2
+        post = torch.softmax(-residual / (2 * noise**2), -1)
+        out.append(torch.einsum("bqk,bk->bq", qs @ pool.T, post))
+    return torch.cat(out)
 
-    A model is shown no hidden parameter, so this oracle takes W where anyone can for the pinned
-    evaluation sets, which are public: it regenerates the task's set and finds each prompt by its
-    first state. It knows no other prompt (a training sample, a fresh verification set) and fails on
-    one with a line saying so: it is a reference, never ranked, and it cannot pass `iclbench verify`.
-    """
 
-    name = "true-w"
+def gaussian_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, cov: torch.Tensor,
+                            noise: float) -> torch.Tensor:
+    """The posterior mean prediction (B, q) when w ~ N(0, `cov`) (d, d), possibly singular, and y = x^T w + `noise`
+    eps: x_query^T cov X^T (X cov X^T + noise^2 I)^-1 y, in float64 (ridge at penalty noise^2 / v when cov = v I)."""
+    x, y, x_query, cov = x.double(), y.double(), x_query.double(), cov.to(x.device, torch.float64)
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    coef = torch.linalg.solve(x @ cov @ x.mT + noise**2 * eye, y.unsqueeze(-1)).squeeze(-1)  # (B, n)
+    return torch.einsum("bqd,de,bne,bn->bq", x_query, cov, x, coef)
+
+
+class PinnedOracle(Model):
+    """An oracle that reads a hidden value of each prompt where anyone can for the pinned evaluation sets, which
+    are public: it regenerates the task's set and finds each prompt by its first input. It knows no other prompt
+    (a training sample, a fresh verification set) and fails on one with a line saying so: a reference, never
+    ranked, that cannot pass `iclbench verify`."""
 
     def __init__(self) -> None:
         self._sets: dict[str, EvalSet] = {}
 
-    def supports(self, task: TaskSpec) -> bool:
-        return task.family == "ar"
-
-    def predict(self, batch: Batch) -> Prediction:
-        if not self.supports(batch.task):
-            raise ValueError(f"{self.name}: task {batch.task.name} is not an ar task")
+    def pinned(self, batch: Batch, key: str) -> torch.Tensor:
+        """The hidden `key` of each prompt of `batch` in its task's pinned evaluation set, on the CPU."""
         name = batch.task.name
         data = self._sets.setdefault(name, get(name).generate())
         index = find_rows(data.x[:, 0], batch.x[:, 0].to("cpu", torch.float32))
@@ -96,10 +117,43 @@ class TrueW(Model):
         if not known.all():
             raise ValueError(
                 f"{self.name}: prompt {int((~known).nonzero()[0])} of this batch is not in the pinned evaluation set "
-                f"of {name}; the oracle knows only those prompts' W"
+                f"of {name}; the oracle knows only those prompts' {key}"
             )
-        true_w = data.hidden["w"][index].to(batch.x.device, torch.float64)
+        return data.hidden[key][index]
+
+
+class TrueW(PinnedOracle):
+    """W x_query with each prompt's true W on the ar tasks: their target itself, the 0-error reference line
+    (`PinnedOracle`: W from the pinned evaluation sets only)."""
+
+    name = "true-w"
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.family == "ar"
+
+    def predict(self, batch: Batch) -> Prediction:
+        if not self.supports(batch.task):
+            raise ValueError(f"{self.name}: task {batch.task.name} is not an ar task")
+        true_w = self.pinned(batch, "w").to(batch.x.device, torch.float64)
         return Prediction(apply(batch.x_query.double(), true_w).to(batch.x.dtype), w=true_w.to(batch.x.dtype))
+
+
+class NoiseOracle(PinnedOracle):
+    """Ridge at each prompt's own Bayes penalty d s^2, s the prompt's hidden noise level, on select/noise-mix: the
+    Bayes-optimal predictor given s, the reference line of algorithm selection (`PinnedOracle`: s from the pinned
+    evaluation set only)."""
+
+    name = "noise-oracle"
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.family == "select" and task.params["mode"] == "noise"
+
+    def predict(self, batch: Batch) -> Prediction:
+        if not self.supports(batch.task):
+            raise ValueError(f"{self.name}: task {batch.task.name} is not a select task with noise levels")
+        noise = self.pinned(batch, "noise").to(batch.x.device, torch.float64)
+        w = solve(batch.x, batch.y, batch.task.d * noise**2)
+        return Prediction(apply(batch.x_query.double(), w).to(batch.x.dtype), w=w.to(batch.x.dtype))
 
 
 def _row_bytes(t: torch.Tensor) -> np.ndarray:

@@ -33,10 +33,11 @@ ILL_CONDITIONED = 1e8
 (estimated from its Cholesky factor): there the normal equations would lose more than half the digits."""
 
 
-def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+def solve(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     """argmin_w ||y - x w||^2 + lam ||w||^2 per prompt (minimum-norm when lam = 0), in float64.
 
     y (B, n) gives w (B, d); y (B, n, m) gives W (B, m, d), one such regression per label coordinate.
+    `lam` is one penalty, or a positive penalty per prompt (B,).
     By the normal equations (X^T X + lam I) w = X^T y, or for n < d by w = X^T z with
     (X X^T + lam I) z = y (the minimum-norm solution at lam = 0), solved by Cholesky with one step of
     iterative refinement against X itself (the corrected semi-normal equations: a QR solve's accuracy
@@ -44,32 +45,33 @@ def solve(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
     ill-conditioned (`ILL_CONDITIONED`) is solved by QR instead (`qr_solve`).
     """
     x, rhs = x.double(), (y.unsqueeze(-1) if y.dim() == 2 else y).double()
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(len(x))
     dual = x.shape[1] < x.shape[2]
     normal = x @ x.mT if dual else x.mT @ x
-    normal.diagonal(dim1=-2, dim2=-1).add_(lam)
+    normal.diagonal(dim1=-2, dim2=-1).add_(lam.unsqueeze(-1))
     factor, info = torch.linalg.cholesky_ex(normal)
     diag = factor.diagonal(dim1=-2, dim2=-1)
     poor = (info != 0) | ~((diag.amax(-1) / diag.amin(-1)) ** 2 <= ILL_CONDITIONED)
     if dual:
         z = torch.cholesky_solve(rhs, factor)
-        z += torch.cholesky_solve(rhs - x @ (x.mT @ z) - lam * z, factor)
+        z += torch.cholesky_solve(rhs - x @ (x.mT @ z) - lam[:, None, None] * z, factor)
         sol = x.mT @ z
     else:
         sol = torch.cholesky_solve(x.mT @ rhs, factor)
-        sol += torch.cholesky_solve(x.mT @ (rhs - x @ sol) - lam * sol, factor)
+        sol += torch.cholesky_solve(x.mT @ (rhs - x @ sol) - lam[:, None, None] * sol, factor)
     if bool(poor.any()):
-        sol[poor] = qr_solve(x[poor], rhs[poor], lam)
+        sol[poor] = qr_solve(x[poor], rhs[poor], lam[poor])
     return sol.squeeze(-1) if y.dim() == 2 else sol.mT
 
 
-def qr_solve(x: torch.Tensor, rhs: torch.Tensor, lam: float) -> torch.Tensor:
-    """The (B, d, k) ridge solution of float64 x (B, n, d) and rhs (B, n, k) as the least-squares solution of
-    [X; sqrt(lam) I] w = [rhs; 0]: LAPACK's gelsy (a complete orthogonal factorisation) on the CPU, the
-    pseudo-inverse elsewhere."""
-    if lam > 0:
-        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).expand(len(x), -1, -1)
+def qr_solve(x: torch.Tensor, rhs: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The (B, d, k) ridge solution of float64 x (B, n, d), rhs (B, n, k) and penalties lam (B,) as the
+    least-squares solution of [X; sqrt(lam) I] w = [rhs; 0]: LAPACK's gelsy (a complete orthogonal
+    factorisation) on the CPU, the pseudo-inverse elsewhere."""
+    if bool((lam > 0).any()):  # zero rows where lam = 0 leave the minimum-norm solution as it is
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device) * lam.sqrt()[:, None, None]
         zeros = rhs.new_zeros(len(x), x.shape[-1], rhs.shape[-1])
-        x, rhs = torch.cat([x, lam**0.5 * eye], 1), torch.cat([rhs, zeros], 1)
+        x, rhs = torch.cat([x, eye], 1), torch.cat([rhs, zeros], 1)
     if x.device.type == "cpu":
         return torch.linalg.lstsq(x, rhs, driver="gelsy").solution
     return torch.linalg.pinv(x) @ rhs

@@ -38,6 +38,7 @@ from iclbench.leaderboard.ranking import (
     Entry,
     LeaderboardError,
     family_order,
+    in_pool,
     length_db,
     rank,
     rank_text,
@@ -251,6 +252,11 @@ def readme(entries: list[Entry], built: str) -> str:
     ]
     for fam in FAMILIES:
         parts += [f"## {fam}", t[fam]]
+    pools = pool_table(entries)
+    if pools:
+        parts += ["## Task pools", "Models trained on a finite pool of tasks (`iclbench train --task-pool K`), at "
+                  "the nominal length: the error on prompts of the pool's tasks, and on the evaluation set, whose "
+                  "tasks are all new (the task's column above).", pools]
     return "\n\n".join(parts) + "\n"
 
 
@@ -263,6 +269,15 @@ def links(repository: str | None, findings: bool) -> dict[str, str]:
         "submitting": base + "SUBMITTING.md",
         "findings": "findings.html" if findings else base + "docs/findings.md",
     }
+
+
+def pool_table(entries: list[Entry]) -> str:
+    """A Markdown table of the in-pool and out-of-pool errors of the models that declare a pool of tasks ("" if
+    none)."""
+    rows = [[e.name, task, pool["size"], pool["seed"], _fmt(pool["db"], 2), _fmt(e.scores[task], 2)]
+            for e in entries for task in TASKS if (pool := in_pool(e, task)) is not None]
+    headers = ["model", "task", "pool size", "pool seed", "in pool (dB)", "out of pool (dB)"]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True) if rows else ""
 
 
 def build(

@@ -591,6 +591,100 @@ def question7(docs: Docs, out: Path) -> dict[str, Any]:
     return found
 
 
+DIVERSITY_TASK = "linear/noisy"
+DIVERSITY_MODELS = {
+    "16": "lsa-3l-noisy-pool16",
+    "256": "lsa-3l-noisy-pool256",
+    "4096": "lsa-3l-noisy-pool4096",
+    "inf": "lsa-3l-noisy",
+}
+"""The 3-layer LSAs of the task-diversity question, by the size K of their pool of training tasks (`iclbench train
+--task-pool K`; "inf": every training task fresh), all trained alike on linear/noisy."""
+DIVERSITY_FLOOR_DB = -20.0
+"""Errors below this (the pool's posterior mean on its own tasks, -34 to -116 dB) are drawn at it, their value
+written."""
+
+
+def _db_to(pred: torch.Tensor, reference: torch.Tensor, target: torch.Tensor) -> float:
+    """sum (pred - reference)^2 / sum target^2 in dB: how far two predictors are apart, on the target's scale."""
+    return round(metrics.db(float(((pred.double() - reference.double()) ** 2).sum() / (target.double() ** 2).sum())), 2)
+
+
+def diversity_references(task: Task, data: EvalSet, n: int, pool: np.ndarray | None) -> dict[str, torch.Tensor]:
+    """The predictions (P, q) at length `n` on `data` of ridge at the task's Bayes penalty (the posterior mean under
+    the Gaussian prior of fresh tasks) and, with a `pool`, of the pool's posterior mean (dMMSE) and of the posterior
+    mean under a Gaussian prior with the pool's second moment, w ~ N(0, mean_k w_k w_k^T) ("pool_gaussian": the Bayes
+    predictor that knows the pool only through its covariance)."""
+    from iclbench.baselines.oracles import gaussian_posterior_mean, pool_posterior_mean
+    from iclbench.baselines.ridge import apply, bayes_lambda, solve
+
+    x, y, xq = data.x[:, :n], data.y[:, :n], data.x_query
+    refs = {"ridge": apply(xq.double(), solve(x, y, bayes_lambda(task.spec)))}
+    if pool is not None:
+        vectors = torch.from_numpy(pool)
+        refs["dmmse"] = pool_posterior_mean(x, y, xq, vectors, task.spec.noise)
+        refs["pool_gaussian"] = gaussian_posterior_mean(x, y, xq, vectors.T @ vectors / len(vectors), task.spec.noise)
+    return refs
+
+
+def question8(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]:
+    """Task diversity (Raventós et al. 2023): the LSAs trained on K tasks, on fresh and on in-pool tasks, against
+    ridge (Bayes for fresh tasks), the pool's posterior mean (dMMSE, Bayes for the pool's tasks) and the posterior
+    mean under the pool's covariance (`diversity_references`), at the nominal length. With `submissions`, the models'
+    checkpoints give how far their predictions are from each reference."""
+    from iclbench.cache import eval_set
+    from iclbench.models.weights import load_weights
+
+    task = get(DIVERSITY_TASK)
+    n = task.spec.nominal
+    found: dict[str, Any] = {"task": DIVERSITY_TASK, "n": n, "ridge_fresh_db": None, "models": {}}
+    present = {k: m for k, m in DIVERSITY_MODELS.items() if entry(docs, m, DIVERSITY_TASK) is not None}
+    fresh = eval_set(task)[0] if present else None
+    for k, model in present.items():
+        e = entry(docs, model, DIVERSITY_TASK)
+        declared = docs[model]["model"].get("task_pool")
+        row: dict[str, Any] = {"model": model, "task_pool": declared, "fresh_db": err_db(docs, model, DIVERSITY_TASK)}
+        sets = {"fresh": (fresh, None)}
+        if declared is not None:
+            row["in_pool_db"] = round(e["in_pool"]["lengths"][str(n)]["rel_err"]["db"], 2)
+            pool = task.task_pool(declared["size"], declared["seed"])
+            sets = {"fresh": (fresh, pool), "in_pool": (task.pool_set(declared["size"], declared["seed"]), pool)}
+        weights = submissions / model / "weights.safetensors" if submissions else None
+        net = load_weights(weights)[0].double() if weights is not None and weights.exists() else None
+        for where, (data, pool) in sets.items():
+            refs = diversity_references(task, data, n, pool)
+            goal = data.targets[n].double()
+            for name, pred in refs.items():
+                row[f"{name}_{where}_db"] = round(metrics.relative_error(pred, goal)["db"], 2)
+            found["ridge_fresh_db"] = row["ridge_fresh_db"]
+            if net is not None:
+                mine = per_layer(net, data, n)[:, -1]
+                row.update({f"to_{name}_{where}_db": _db_to(mine, pred, goal) for name, pred in refs.items()})
+        found["models"][k] = row
+    rows = found["models"]
+    x_of = {k: (np.log2(int(k)) if k != "inf" else 16.0) for k in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, where, title in ((axes[0], "fresh", "fresh tasks (the evaluation set)"),
+                             (axes[1], "in_pool", "tasks of the training pool")):
+        for key, label, style in ((f"{where}_db", "LSA", "o-"),
+                                  (f"ridge_{where}_db", "ridge (Bayes for fresh tasks)", ":"),
+                                  (f"dmmse_{where}_db", "dMMSE (Bayes for the pool)", "v--"),
+                                  (f"pool_gaussian_{where}_db", "Gaussian prior with the pool's covariance", "s-.")):
+            pts = [(x_of[k], r[key]) for k, r in rows.items() if r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, np.maximum(ys, DIVERSITY_FLOOR_DB), style, label=label)
+                for x, y in pts:
+                    if y < DIVERSITY_FLOOR_DB:  # the pool's posterior mean finds the task: drawn at the floor, labelled
+                        ax.annotate(f"{y:.0f}", (x, DIVERSITY_FLOOR_DB), textcoords="offset points", xytext=(0, 5),
+                                    ha="center", fontsize=7)
+        ticks = sorted(x_of.values())
+        ax.set_xticks(ticks, ["∞" if t == 16.0 else f"2^{int(t)}" for t in ticks])
+        _label(ax, "tasks in the training pool K", f"{DIVERSITY_TASK}, n = {n}: {title}")
+    _save(fig, out / "q8_diversity.png")
+    return found
+
+
 def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = True) -> dict[str, Any]:
     """Write the figures and numbers.json to `out`; return the numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -604,6 +698,7 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
         "q5": question5(docs, out, sorted(TRAINED_TASKS)),
         "q6": question6(docs, out, submissions if checkpoints else None),
         "q7": question7(docs, out),
+        "q8": question8(docs, out, submissions if checkpoints else None),
     }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers

@@ -24,7 +24,7 @@ from typing import Any
 from iclbench.submissions.rerun import FLOOR_DB, db_close
 from iclbench.tasks import SUITE_VERSION, TASKS
 
-SOURCES = ("ridge", "ols", "lasso-exact", "logistic-optimum", "gp-posterior")
+SOURCES = ("ridge", "ols", "lasso-exact", "logistic-optimum", "gp-posterior", "select-bayes")
 """The exact references whose best error at a task and length is the level a score of 1 reaches."""
 UNSCALED_FAMILIES = ("garg",)
 """Families without a level: no exact reference computed from the prompt alone reaches below 0 dB on most of

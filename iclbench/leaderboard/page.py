@@ -185,11 +185,16 @@ function render(d) {
       'depth (steps)', 'error rate'].map(h => el('th', {}, h)))), el('tbody', {}, ...rows)));
   const gap = d.lasso_gap_db ? el('p', {}, 'Lasso robustness gap from lasso/fixed (dB): ' +
     Object.entries(d.lasso_gap_db).map(([k, v]) => k + ' ' + fmt(v, 2)).join(', ')) : null;
+  const pools = Object.entries(d.tasks).filter(([, t]) => t && t.in_pool).map(([name, t]) => name + ': ' +
+    fmt(t.in_pool.db, 2) + ' dB in pool (' + t.in_pool.size + ' tasks, seed ' + t.in_pool.seed + '), ' +
+    fmt(t.db, 2) + ' dB out of pool');
+  const pool = pools.length ?
+    el('p', {}, 'Trained on a pool of tasks, at the nominal length: ' + pools.join('; ')) : null;
   const figs = [d.plots.lengths, d.plots.steps].filter(Boolean).map(src =>
     el('figure', {}, el('img', {src: src, loading: 'lazy', alt: d.name + ' plot'})));
   const box = document.getElementById('detail');
   box.replaceChildren(el('h2', {id: 'detail-title'}, d.name), dl, el('p', {}, 'Reproduce:'),
-    el('pre', {}, el('code', {}, d.command)), tasks, ...(gap ? [gap] : []), ...figs,
+    el('pre', {}, el('code', {}, d.command)), tasks, ...(gap ? [gap] : []), ...(pool ? [pool] : []), ...figs,
     el('p', {}, el('a', {href: '#top'}, 'back to the top')));
   box.scrollIntoView();
 }

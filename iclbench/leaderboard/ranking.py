@@ -50,6 +50,8 @@ REFERENCES = {
     "logistic-optimum": "the regularised logistic optimum, from which the logistic target is made",
     "gp-posterior": "the GP posterior mean: the Bayes-optimal predictor of the kernel tasks",
     "true-w": "W x_query with the true W: the ar tasks' target itself (error 0 up to round-off)",
+    "noise-oracle": "ridge at each prompt's own Bayes penalty, from its hidden noise level (select/noise-mix)",
+    "select-bayes": "the Bayes-optimal predictor of the select tasks, from the prompt alone",
 }
 """Baselines that are reference lines: exact solvers and oracles, shown and never ranked."""
 SOLVERS = ("gd", "newton", "newton3", "ista", "fista")
@@ -88,9 +90,9 @@ FINDINGS_LINK = "../docs/findings.md"
 """Where the findings page lies, relative to the leaderboard folder."""
 
 RANKING_RULE = (
-    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, true-w, zero) are reference "
-    "lines, never ranked; so are the iterative solvers run to convergence (gd, newton, newton3, ista, fista and "
-    "their tuned versions), which converge onto them. Ranked comparators: gd, ista and fista given a budget of "
+    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, select-bayes, true-w, "
+    "noise-oracle, zero) are reference lines, never ranked; so are the iterative solvers run to convergence (gd, "
+    "newton, newton3, ista, fista and their tuned versions), which converge onto them. Ranked comparators: gd, ista and fista given a budget of "
     f"{', '.join(map(str, BUDGETS))} steps (steps = layers), each budget with its own step, tuned for exactly that "
     "many steps on the training stream, and newton and newton3 cut at those steps; the same, cut at each "
     "submission's other depths, are shown unranked. Submissions and the other baselines are ranked, except a "
@@ -99,7 +101,8 @@ RANKING_RULE = (
     "Score: at every prompt length of a task, the error in dB (raised to the round-off floor of the run's dtype: "
     f"{FLOOR_DB['float32']:.1f} dB in float32) closes a fraction of the gap between 0 dB, the zero predictor, and "
     "the task's reference level at that length, the best exact reference's error raised to float32's floor "
-    "(ridge, ols, lasso-exact, logistic-optimum or gp-posterior; pinned, so no ranked model moves it): the "
+    "(ridge, ols, lasso-exact, logistic-optimum, gp-posterior or select-bayes; pinned, so no ranked model moves "
+    "it): the "
     "fraction is error / level, clipped to 0..1, so a divergence costs the whole length and no more. A task's "
     "score is the mean over all its prompt lengths, each weighing the same; a family's, the mean over its tasks; a "
     "length or task not scored counts 0, so declaring it unsupported never helps. A score depends on the model's "
@@ -120,7 +123,7 @@ RANKING_EXAMPLE = (
     "reference levels there are -2.82, -6.42, -85.87, -138.47 and -138.47 dB (ols, raised to float32's floor), so "
     "its cell scores are 0.00, 0.00, 11.69, 9.83 and 11.25 %: a task score of 6.55 %, where the nominal length "
     "alone would give 9.83 %. Its task scores are linear/kappa1 32.18 %, linear/kappa10 24.28 %, linear/kappa100 "
-    "6.55 % and linear/noisy 71.32 %: a linear score of 33.58 %, one of 20 models ranked in the family."
+    "6.55 % and linear/noisy 71.32 %: a linear score of 33.58 %, one of 24 models ranked in the family."
 )
 """A worked example of `RANKING_RULE` on the results of the committed submissions (checked in
 tests/test_ranking.py)."""
@@ -403,7 +406,19 @@ def task_columns(entry: Entry, task: str, solvers: dict[str, Entry], limits: dic
         },
         "depth": depth(entry, task, solvers, limits),
         "error_rate": None if rate is None or entry.budget is not None else _r(rate["value"], 4),
+        "in_pool": in_pool(entry, task),
     }
+
+
+def in_pool(entry: Entry, task: str) -> dict[str, Any] | None:
+    """The error at the nominal length on in-pool prompts of a model trained on a declared pool of tasks (its size,
+    seed, dB and 90% interval; `db` of the task is then the out-of-pool error), or None."""
+    t = entry.results["tasks"].get(task, {})
+    m = t.get("in_pool", {}).get("lengths", {}).get(str(TASKS[task].spec.nominal)) if t.get("status") == "ok" else None
+    if m is None or entry.budget is not None:
+        return None
+    return {"size": t["in_pool"]["size"], "seed": t["in_pool"]["seed"], "db": _r(m["rel_err"]["db"]),
+            "ci90_db": [_r(v) for v in m["rel_err"]["ci90_db"]]}
 
 
 def _date(entry: Entry) -> str | None:

@@ -59,6 +59,7 @@ class TrainedModel(Model):
             raise FileNotFoundError(f"{type(self).__name__}: checkpoint {path} not found")
         self.net, info = load_weights(path, device)
         self.trained_on = list(info.get("tasks", []))
+        self.task_pool = info.get("task_pool")
         if self.loops is not None:
             if not getattr(self.net, "tied", False):
                 raise ValueError(f"{type(self).__name__}: loops is set but {path} is not a looped (tied) model")

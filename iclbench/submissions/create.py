@@ -104,7 +104,8 @@ def trained_run(run_dir: Path, staged: Path, name: str, parameters: int | None) 
     return {
         "architecture": describe(config),
         "parameters": count,
-        "training": {"tasks": list(tasks), "sampler_seeds": seeds, "steps": steps, "command": command},
+        "training": {"tasks": list(tasks), "sampler_seeds": seeds, "steps": steps, "command": command,
+                     **({"task_pool": log["task_pool"]} if log.get("task_pool") else {})},
         "checkpoint": {"file": CHECKPOINT_NAME, "sha256": sha256_file(staged / CHECKPOINT_NAME)},
     }
 

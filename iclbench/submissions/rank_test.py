@@ -30,7 +30,7 @@ The threshold is set for the way verification is used: the public sets are drawn
 model is verified again and again on new fresh sets, so what matters is its false-alarm rate
 given its public errors. Half of each statistic's variance comes from each set (z = z_public +
 z_fresh, each about N(0, 1/2)). `Z` adds the `ALPHA` quantiles of both halves, sqrt(2) x the
-normal ALPHA quantile (5.50 in suite v4): for all public sets but a fraction ALPHA of them, the fresh half
+normal ALPHA quantile (5.53 in suite v4): for all public sets but a fraction ALPHA of them, the fresh half
 then exceeds what is left with probability at most ALPHA. With `ALPHA` = `FALSE_ALARM` /
 (`COMPARISONS` x 2) (Bonferroni over both tests and the suite's prompt lengths, which covers the
 dependence of one prompt's prefixes), an honest model's public sets are, with probability at
@@ -63,7 +63,7 @@ from iclbench.tasks import TASKS
 FALSE_ALARM = 0.01
 """Target probability that an honest model fails a verification of the whole suite."""
 COMPARISONS = sum(len(t.spec.lengths) for t in TASKS.values())
-"""Prompt lengths compared on a full verification (77 in suite v3, 99 in v4)."""
+"""Prompt lengths compared on a full verification (77 in suite v3, 109 in v4)."""
 TESTS = 2
 """Tests per prompt length: the rank test and the tail test."""
 ALPHA = FALSE_ALARM / (COMPARISONS * TESTS)
@@ -72,7 +72,7 @@ them (6.5e-5 in suite v3)."""
 
 
 Z = math.sqrt(2) * NormalDist().inv_cdf(1 - ALPHA)
-"""Both tests' threshold on z (5.41 in suite v3, 5.50 in v4): ALPHA's quantile for the public set's half of the statistic's
+"""Both tests' threshold on z (5.41 in suite v3, 5.53 in v4): ALPHA's quantile for the public set's half of the statistic's
 variance, plus ALPHA's quantile for the fresh set's half."""
 SHIFT_TOLERANCE_DB = 1e-4
 """How closely `shift_db` locates the Hodges-Lehmann shift."""

@@ -75,12 +75,24 @@ def compare_task(name: str, old: dict[str, Any], new: dict[str, Any], dtype: str
             f"{name}: unsupported lengths {old.get('unsupported_lengths')} in results.json, "
             f"{new.get('unsupported_lengths')} on re-run"
         ]
-    if sorted(old.get("lengths", {})) != sorted(new.get("lengths", {})):
-        scored = sorted(new.get("lengths", {}))
-        return [f"{name}: lengths {sorted(old.get('lengths', {}))} in results.json, {scored} on re-run"]
+    problems = compare_lengths(name, old.get("lengths", {}), new.get("lengths", {}), dtype)
+    pool_old, pool_new = old.get("in_pool"), new.get("in_pool")
+    declared = lambda p: None if p is None else (p["size"], p["seed"], p["n_prompts"])  # noqa: E731
+    if declared(pool_old) != declared(pool_new):
+        problems.append(f"{name}: in-pool prompts (size, seed, prompts) {declared(pool_old)} in results.json, "
+                        f"{declared(pool_new)} on re-run")
+    elif pool_new is not None:
+        problems += compare_lengths(f"{name} (in pool)", pool_old["lengths"], pool_new["lengths"], dtype)
+    return problems
+
+
+def compare_lengths(name: str, old: dict[str, Any], new: dict[str, Any], dtype: str) -> list[str]:
+    """Differences between submitted metrics per length `old` and their re-run `new`, beyond the tolerances."""
+    if sorted(old) != sorted(new):
+        return [f"{name}: lengths {sorted(old)} in results.json, {sorted(new)} on re-run"]
     problems = []
-    for n, metrics in new.get("lengths", {}).items():
-        submitted = old["lengths"].get(n, {})
+    for n, metrics in new.items():
+        submitted = old.get(n, {})
         if set(submitted) != set(metrics):
             problems.append(f"{name} n={n}: metrics {sorted(submitted)} in results.json, {sorted(metrics)} on re-run")
             continue
@@ -160,7 +172,7 @@ def rerun_and_compare(
     problems = [
         f"{model_file}: re-run model.{k} is {v!r}, results.json has {submitted['model'].get(k)!r}"
         for k, v in fresh["model"].items()
-        if k in ("name", "file_sha256", "checkpoint_sha256") and v != submitted["model"].get(k)
+        if k in ("name", "file_sha256", "checkpoint_sha256", "task_pool") and v != submitted["model"].get(k)
     ]
     for name, entry in fresh["tasks"].items():
         old = submitted["tasks"][name]

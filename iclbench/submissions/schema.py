@@ -147,6 +147,12 @@ TRAINING: dict[str, Check] = {
     ),
     "steps": (True, lambda v: _int(v, 1), "a positive integer: the number of training steps"),
     "command": (False, _text, "the command that trained the checkpoint"),
+    "task_pool": (
+        False,
+        lambda v: v is None or isinstance(v, dict),
+        "a mapping tasks + size + seed: the pool of tasks the training prompts were drawn from (Model.task_pool), "
+        "or null",
+    ),
 }
 CHECKPOINT_FILE: dict[str, Check] = {
     "file": (
@@ -421,6 +427,13 @@ def load(folder: str | Path) -> tuple[Submission | None, list[str]]:
         problems.append(
             f"{where}: model.checkpoint_sha256 is {model.get('checkpoint_sha256')!r}, not the declared "
             "checkpoint's: set Model.checkpoint to the path checkpoint.resolve(__file__) returns"
+        )
+    pool = meta["training"].get("task_pool") if isinstance(meta.get("training"), dict) else None
+    if pool != model.get("task_pool"):
+        problems.append(
+            f"{where}: model.task_pool is {results.shown(model.get('task_pool'))}, submission.yaml's "
+            f"training.task_pool {results.shown(pool)}: the pool the model declares (Model.task_pool) is the one "
+            "submission.yaml states"
         )
     if meta.get("checkpoint", ...) is None and model.get("checkpoint_sha256") is not None:
         problems.append(

@@ -11,11 +11,18 @@ from iclbench.tasks.kernel import Kernel
 from iclbench.tasks.lasso import Lasso
 from iclbench.tasks.linear import Linear
 from iclbench.tasks.logistic import Logistic
+from iclbench.tasks.selection import Select
 from iclbench.tasks.spec import EvalSet, TaskSpec
 from iclbench.tasks.suite import FINGERPRINTS, SPECS, SUITE_VERSION
 
 FAMILIES: dict[str, Family] = {
-    "linear": Linear(), "logistic": Logistic(), "lasso": Lasso(), "kernel": Kernel(), "ar": AR(), "garg": Garg(),
+    "linear": Linear(),
+    "logistic": Logistic(),
+    "lasso": Lasso(),
+    "kernel": Kernel(),
+    "ar": AR(),
+    "select": Select(),
+    "garg": Garg(),
 }
 TASKS: dict[str, Task] = {s.name: Task(s, FAMILIES[s.family]) for s in SPECS}
 

@@ -13,6 +13,7 @@ import torch
 
 from iclbench.api import Batch
 from iclbench.tasks import portable
+from iclbench.tasks.pool import MAX_POOL
 from iclbench.tasks.spec import EvalSet, TaskSpec, f32
 
 EVAL_STREAM = 0
@@ -24,6 +25,9 @@ VERIFY_SEED_BITS = 128
 seed below 2^`VERIFY_SEED_BITS`, a fresh verification set. `SeedSequence` hashes its first argument,
 as 32-bit words zero-padded to 4, followed by the key's words: the fifth word is 0, 1 or 2 in the
 three streams, so none can reproduce another's."""
+POOL_KEY = 0x706F6F6C
+"""The spawn-key word of task pools on the training stream (`Task.task_pool`, `Task.pool_set`): `(TRAIN_STREAM, seed,
+POOL_KEY)` is a rank's training stream only for rank 0x706F6F6C of a data-parallel run, which no run has."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,26 @@ class Family(ABC):
     the `Draw.hidden` and `Draw.extra` entries that run over the coordinates, padded with x. None where
     the family has no such draws (a fixed matrix or a label dimension tied to d)."""
 
+    pooled: ClassVar[bool] = False
+    """Set where a prompt's task is one hidden vector w, drawn by `prior` and given to `draw_given`: tasks that
+    can be drawn from a finite pool (`Task.task_pool`, `iclbench train --task-pool`)."""
+
     @abstractmethod
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         """Draw `batch` prompts of `n` context pairs and `q` queries."""
+
+    def classifies(self, spec: TaskSpec) -> bool:
+        """Whether some of the task's labels are classes (+-1) whose target is a logit, not the labels' noiseless
+        value."""
+        return False
+
+    def prior(self, spec: TaskSpec, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` hidden task vectors w (count, d) drawn from the prior of `draw` (`pooled` families only)."""
+        raise ValueError(f"{spec.name}: the {spec.family} family has no task vector to draw a pool of")
+
+    def draw_given(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int, w: np.ndarray) -> Draw:
+        """`draw` with each prompt's hidden task vector given, w (B, d), instead of drawn (`pooled` families only)."""
+        raise ValueError(f"{spec.name}: the {spec.family} family has no task vector to draw prompts of")
 
     def target(self, spec: TaskSpec, draw: Draw, n: int) -> np.ndarray:
         """The noiseless target scored for the queries of the length-`n` prefix."""
@@ -113,7 +134,10 @@ class Task:
         if seed is not None and not 0 <= seed < 2**VERIFY_SEED_BITS:
             raise ValueError(f"a verification seed is an integer from 0 to 2^{VERIFY_SEED_BITS} - 1, got {seed}")
         rng = stream(s.seed, EVAL_STREAM) if seed is None else stream(seed, VERIFY_STREAM, s.seed)
-        draw = self.family.draw(s, rng, s.n_prompts, s.max_length, s.n_queries)
+        return self._evaluation_set(self.family.draw(s, rng, s.n_prompts, s.max_length, s.n_queries))
+
+    def _evaluation_set(self, draw: Draw) -> EvalSet:
+        s = self.spec
         as32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         hidden = {"y_query": draw.y_query, **draw.hidden}
         hidden.pop("f_query", None)
@@ -125,6 +149,31 @@ class Task:
             {k: as32(a) for k, a in hidden.items()},
             {k: t.to(torch.float32).contiguous() for k, t in self.public.items()},
         )
+
+    def task_pool(self, size: int, seed: int) -> np.ndarray:
+        """The pool of `size` tasks of seed `seed`: `size` hidden vectors w (size, d) drawn from the family's prior on
+        the training stream `(TRAIN_STREAM, seed, POOL_KEY)` of the task (`pooled` families only). Pools of one seed
+        are nested: the pool of size K is the first K rows of every larger one."""
+        if not self.family.pooled:
+            raise ValueError(f"{self.spec.name}: the {self.spec.family} family has no task vector to draw a pool of")
+        if not 1 <= size <= MAX_POOL:
+            raise ValueError(f"a task pool holds 1 to {MAX_POOL} tasks, got {size}")
+        return self.family.prior(self.spec, stream(self.spec.seed, TRAIN_STREAM, seed, POOL_KEY), size)
+
+    def pool_set(self, size: int, seed: int) -> EvalSet:
+        """In-pool prompts: an evaluation set of the task's size and lengths whose every prompt's w is drawn uniformly
+        from `task_pool(size, seed)`, on the training stream `(TRAIN_STREAM, seed, POOL_KEY, 1)`, disjoint from the
+        evaluation sets, from the pool itself and from the training batches of any seed."""
+        s, pool = self.spec, self.task_pool(size, seed)
+        rng = stream(s.seed, TRAIN_STREAM, seed, POOL_KEY, 1)
+        return self._evaluation_set(self._draw(rng, s, s.n_prompts, s.max_length, s.n_queries, pool))
+
+    def _draw(self, rng: np.random.Generator, spec: TaskSpec, batch: int, n: int, q: int,
+              pool: np.ndarray | None) -> Draw:
+        """The family's draw; with a `pool` (K, d), each prompt's w is a row of it, drawn uniformly first."""
+        if pool is None:
+            return self.family.draw(spec, rng, batch, n, q)
+        return self.family.draw_given(spec, rng, batch, n, q, pool[rng.integers(len(pool), size=batch)])
 
     def train_generator(self, seed: int, rank: int = 0) -> np.random.Generator:
         """A generator on the training seed stream, disjoint from the evaluation stream; `rank` r > 0
@@ -140,6 +189,7 @@ class Task:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         dims: int | None = None,
+        pool: np.ndarray | None = None,
     ) -> Sample:
         """Draw a training batch of `batch_size` prompts of length `n` (and `n_queries` queries, by default
         the task's) from the task's distribution, with `generator` (`train_generator(seed)`), as
@@ -148,10 +198,15 @@ class Task:
 
         With `dims` k < d (families with `Family.dimension_axes` only), the prompts are the family's at
         dimension k, zero-padded to d: inputs in the span of the first k coordinates (Garg et al.'s
-        dimension curriculum)."""
+        dimension curriculum).
+
+        With a `pool` (`task_pool`), each prompt's w is a row of it, drawn uniformly (not with `dims`)."""
         q = n_queries or self.spec.n_queries
+        if pool is not None and dims not in (None, self.spec.d):
+            raise ValueError(
+                f"{self.spec.name}: prompts from a task pool are drawn at the task's dimension {self.spec.d}")
         spec = self.spec if dims is None else self.in_dimension(dims)
-        draw = self.family.draw(spec, generator, batch_size, n, q)
+        draw = self._draw(generator, spec, batch_size, n, q, pool)
         target = self.family.target(spec, draw, n)
         if spec.d < self.spec.d:
             draw = padded(draw, self.spec.d, self.family.dimension_axes or {})

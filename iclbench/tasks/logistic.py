@@ -20,6 +20,9 @@ class Logistic(Family):
 
     dimension_axes = MappingProxyType({"w": (-1,), "sigma": (-2, -1)})
 
+    def classifies(self, spec: TaskSpec) -> bool:
+        return True
+
     def draw(self, spec: TaskSpec, rng: np.random.Generator, batch: int, n: int, q: int) -> Draw:
         d = spec.d
         sigma, root = covariance_root(rng, batch, d, spec.params["kappa"])

@@ -67,7 +67,7 @@ class TaskSpec:
             "n_queries": self.n_queries,
             "noise": self.noise,
             "seed": self.seed,
-            "params": dict(self.params),
+            "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()},  # as JSON reads it
         }
 
 

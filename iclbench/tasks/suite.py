@@ -16,6 +16,7 @@ AR_LENGTHS = (5, 10, 20, 30, 50)
 AR_D = 10
 GARG_SHORT_LENGTHS = (5, 10, 15, 20, 30, 40)
 GARG_LONG_LENGTHS = (10, 25, 50, 75, 100)
+SELECT_NOISE_LEVELS = (0.1, 0.5, 1.0)
 
 
 def _linear(name: str, seed: int, kappa: float, noise: float = 0.0) -> TaskSpec:
@@ -40,6 +41,10 @@ def _ar(name: str, seed: int, init: str, noise: float = 0.0) -> TaskSpec:
     return TaskSpec(name, "ar", AR_D, AR_LENGTHS, 20, n_queries=1, noise=noise, seed=seed, params={"init": init}, m=AR_D)
 
 
+def _select(name: str, seed: int, d: int, nominal: int, noise: float = 0.0, **params: object) -> TaskSpec:
+    return TaskSpec(name, "select", d, LINEAR_LENGTHS, nominal, noise=noise, seed=seed, params=params)
+
+
 def _garg(name: str, seed: int, lengths: tuple[int, ...], nominal: int, **params: object) -> TaskSpec:
     return TaskSpec(name, "garg", 20, lengths, nominal, seed=seed, params={"function": name.split("/")[1], **params})
 
@@ -61,6 +66,8 @@ SPECS: tuple[TaskSpec, ...] = (
     _ar("ar/uniform", 5001, "uniform"),
     _ar("ar/gaussian", 5002, "gaussian"),
     _ar("ar/noisy", 5003, "uniform", noise=0.01),
+    _select("select/noise-mix", 6001, 20, 40, mode="noise", noise_levels=SELECT_NOISE_LEVELS),
+    _select("select/reg-cls", 6002, 10, 20, noise=1.0, mode="reg-cls", classification=0.5, mu=LOGISTIC_MU),
     _garg("garg/sparse-linear", 7001, GARG_SHORT_LENGTHS, 10, k=3),
     _garg("garg/decision-tree", 7002, GARG_LONG_LENGTHS, 100, depth=4),
     _garg("garg/relu2nn", 7003, GARG_LONG_LENGTHS, 100, hidden=100),
@@ -84,6 +91,8 @@ FINGERPRINTS: dict[str, str] = {
     "ar/uniform": "0b3f82c266bbb9a230182c9921b1e4f9cf3aa8f1304f371b5e42e6343c023845",
     "ar/gaussian": "649bc4f18bd94f6fe7b5ac9ec387204334388f03ed6b90748fbaea7edfd76a18",
     "ar/noisy": "e50996d3bb0eed1e362a0ccc54ea26a267fd2bcb660526af367c888f52879280",
+    "select/noise-mix": "743f37cd2ef2cf8972080eba0780333c7a1851b07e4c064f92ecfce4b64a37b2",
+    "select/reg-cls": "63a9f1e9dcce8d3c63ac9b62888ffe0a23ee4ad01c3710f01716212a2c75f436",
     "garg/sparse-linear": "b66cb9322dbd7f797c17ccd990536d169a40739318f32b1b1010dafc82c66cf8",
     "garg/decision-tree": "e682e4b43293b1c6f95554057b128ca3f03b574cfd2b71e961debce079ebbedd",
     "garg/relu2nn": "e7993f00b999fe21147c8d2359cea9383d5e696a72d3ca3f30e920566c639768",
