@@ -14,16 +14,20 @@ running the model's code.
 - **Predictions** (`predict`, `iclbench predict`): one safetensors file holding, for every task and prompt length
   scored, the tensors `<task>/<n>/y`, and `<task>/<n>/steps` and `<task>/<n>/w` when the model returns them, in
   the run's dtype, for every prompt of the inputs; its metadata `HEADER_KEY` holds a JSON header: `format`
-  (`FORMAT`), the versions, `model` (name, source, class, args, file_sha256, checkpoint_sha256, as the runner
-  records them, `iclbench.runner.model_info`), `run` (dtype, batch_size, prompts, threads, and sandboxed: whether
-  the model ran in the sandbox), `setup_error` and, per task, `status` ("ok", "unsupported" or "failed"), `inputs` (the fingerprint of the inputs answered),
-  `lengths` (those scored) and `error` (a failed task's). The file is at most `MAX_BYTES`.
+  (`FORMAT`), the versions, `model` (name, source, class, args, file_sha256, checkpoint_sha256 and task_pool, as
+  the runner records them, `iclbench.runner.model_info`), `run` (dtype, batch_size, prompts, threads, and
+  sandboxed: whether the model ran in the sandbox), `setup_error` and, per task, `status` ("ok", "unsupported" or
+  "failed"), `inputs` (the fingerprint of the inputs answered), `lengths` (those scored) and `error` (a failed
+  task's). A task of the pool the model declares (`iclbench.api.Model.task_pool`) is also answered on its in-pool
+  prompts (`Task.pool_set`, which the predicting step draws itself: they hold no target), as
+  `<task>/in_pool/<n>/...` tensors and the entry's `in_pool` (size, seed, the fingerprint of those inputs,
+  lengths). The file is at most `MAX_BYTES`.
 - **Replay** (`read`, `ReplayedModel`): the scorer reads a predictions file as a submitter controls it, checking
   every field, name, dtype and shape before it loads a tensor (`PredictionsError`, one line), and
   `ReplayedModel` answers the runner's requests from it: `iclbench.runner.run` then scores it with the code and
   the numbers of a direct run. The model is asked for every length with `predict` alone, one call per length
-  and chunk, as `validate --rerun` asks it; a failed task is replayed with its error, not the partial fields a
-  direct run records before failing.
+  and chunk, as `validate --rerun` asks it, the in-pool prompts after the evaluation set's; a failed task is
+  replayed with its error, not the partial fields a direct run records before failing.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from iclbench.cache import ExportError, eval_set, fresh_sets, held_for, read_man
 from iclbench.models.weights import atomic_save
 from iclbench.runner import RunConfig, ScoredModel, model_info, predict_all
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
+from iclbench.tasks.pool import TaskPool
 from iclbench.untrusted import UntrustedError, parse_json
 
 INPUTS_FORMAT = "iclbench-inputs"
@@ -58,7 +63,7 @@ MAX_STEPS = 4096
 """Most steps (`Prediction.steps`) a prediction may hold."""
 MAX_TEXT = 2000
 """Longest string of a predictions header (an error message, the model's source)."""
-IDENTITY = ("name", "source", "class", "args", "file_sha256", "checkpoint_sha256")
+IDENTITY = ("name", "source", "class", "args", "file_sha256", "checkpoint_sha256", "task_pool")
 """The fields of the model's identity a predictions header records (`iclbench.runner.model_info`)."""
 
 
@@ -188,13 +193,12 @@ def predict(
             if lengths is None:
                 entry["status"] = "unsupported"
                 continue
-            data = inputs.load(task)
-            data = EvalSet(*(t.to(cfg.torch_dtype()) for t in (data.x, data.y, data.x_query)), {}, {}, {})
-            chunks = -(-data.n_prompts // cfg.batch_size) * len(lengths)
-            with tqdm(total=chunks, desc=spec.name, leave=False, disable=not progress or None) as bar:
-                for n, out in predict_all(model, spec, data, lengths, cfg, bar, keep_steps=lengths):
-                    outputs = zip(KINDS, (out.y, out.steps, out.w))
-                    found.update({f"{spec.name}/{n}/{k}": t for k, t in outputs if t is not None})
+            found.update(_answered(model, spec, inputs.load(task), lengths, cfg, spec.name, progress))
+            pool = model.task_pool
+            if pool is not None and spec.name in pool.tasks:
+                pooled = inputs_of(task.pool_set(pool.size, pool.seed).head(prompts_scored(spec, inputs.prompts)))
+                found.update(_answered(model, spec, pooled, lengths, cfg, f"{spec.name}/in_pool", progress))
+                entry["in_pool"] = {"size": pool.size, "seed": pool.seed, "inputs": pooled.fingerprint()}
             grown = size + sum(t.nbytes for t in found.values())
             if grown > MAX_BYTES:
                 raise TaskFailure(f"its predictions would take the predictions file to {grown} bytes, over the "
@@ -208,9 +212,23 @@ def predict(
             entry.update(status="failed", error=_text(f"{type(exc).__name__}: {exc}"))
             continue
         entry.update(status="ok", lengths=lengths)
+        if "in_pool" in entry:
+            entry["in_pool"]["lengths"] = lengths
         tensors.update(found)
         size = grown
     return header, tensors
+
+
+def _answered(model: ScoredModel, spec: TaskSpec, data: EvalSet, lengths: list[int], cfg: RunConfig, key: str,
+              progress: bool) -> dict[str, torch.Tensor]:
+    """The model's outputs on `data` at each of `lengths`, in the run's dtype, as tensors `<key>/<n>/<kind>`."""
+    data = EvalSet(*(t.to(cfg.torch_dtype()) for t in (data.x, data.y, data.x_query)), {}, {}, {})
+    found: dict[str, torch.Tensor] = {}
+    chunks = -(-data.n_prompts // cfg.batch_size) * len(lengths)
+    with tqdm(total=chunks, desc=key, leave=False, disable=not progress or None) as bar:
+        for n, out in predict_all(model, spec, data, lengths, cfg, bar, keep_steps=lengths):
+            found.update({f"{key}/{n}/{k}": t for k, t in zip(KINDS, (out.y, out.steps, out.w)) if t is not None})
+    return found
 
 
 def write(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -262,7 +280,12 @@ def _check_header(header: Any) -> str | None:
     if not (isinstance(model, dict) and set(model) == set(IDENTITY) and model["args"] == {}
             and all(_short(model[k]) for k in ("name", "source", "class"))
             and _sha(model["file_sha256"]) and _sha(model["checkpoint_sha256"])):
-        return f"model must hold exactly {', '.join(IDENTITY)}: strings, no args, SHA-256 hex digests or null"
+        return (f"model must hold exactly {', '.join(IDENTITY)}: strings, no args, SHA-256 hex digests or null, and "
+                "the declared task pool or null")
+    try:
+        pool = TaskPool.parse(model["task_pool"], "model.task_pool")
+    except ValueError as exc:
+        return str(exc)
     if not (isinstance(run, dict) and run.get("dtype") in ("float32", "float64") and _count(run.get("batch_size"), 1)
             and _count(run.get("threads"), 1) and (run.get("prompts") is None or _count(run.get("prompts"), 1))
             and isinstance(run.get("sandboxed"), bool)):
@@ -285,6 +308,16 @@ def _check_header(header: Any) -> str | None:
             return f"tasks[{name!r}].lengths must be prompt lengths of {name}, ascending, once each"
         if status == "failed" and not _short(entry.get("error")):
             return f"tasks[{name!r}].error must be a string of at most {MAX_TEXT} characters"
+        declared = status == "ok" and pool is not None and name in pool.tasks
+        in_pool = entry.get("in_pool")
+        if declared and not (isinstance(in_pool, dict) and set(in_pool) == {"size", "seed", "inputs", "lengths"}
+                             and (in_pool["size"], in_pool["seed"]) == (pool.size, pool.seed)
+                             and isinstance(in_pool["inputs"], str) and _sha(in_pool["inputs"])
+                             and in_pool["lengths"] == lengths):
+            return (f"tasks[{name!r}].in_pool must hold the declared pool's size and seed, the fingerprint of its "
+                    "in-pool inputs and the task's lengths")
+        if not declared and in_pool is not None:
+            return f"tasks[{name!r}].in_pool is there, but the model declares no pool of this task scored"
     return None
 
 
@@ -315,9 +348,10 @@ def read(path: Path) -> Predictions:
         raise PredictionsError(f"{path}: {problem}")
     dtype = {"float32": "F32", "float64": "F64"}[header["run"]["dtype"]]
     allowed = {
-        f"{name}/{n}/{kind}": (TASKS[name].spec, kind)
+        f"{key}/{n}/{kind}": (TASKS[name].spec, kind)
         for name, entry in header["tasks"].items()
         if entry["status"] == "ok"
+        for key in (name, f"{name}/in_pool") if key == name or "in_pool" in entry
         for n in entry["lengths"]
         for kind in KINDS
     }
@@ -346,7 +380,8 @@ class ReplayedModel:
 
     `path` and `checkpoint` are the model file and checkpoint whose SHA-256 the results record (the judge's own
     copies, checked by the caller to be those the predictions name). A task's predictions are replayed only on
-    the inputs they answer: the runner's set, cut to its first prompts, must have the recorded fingerprint.
+    the inputs they answer: the runner's set, cut to its first prompts, must have the recorded fingerprint, and so
+    must the in-pool prompts of a task of the declared pool (`task_pool`), replayed once the set's are.
     """
 
     source: str
@@ -369,6 +404,11 @@ class ReplayedModel:
     @property
     def threads(self) -> int:
         return self.predictions.header["run"]["threads"]
+
+    @property
+    def task_pool(self) -> TaskPool | None:
+        """The pool of training tasks the model declared when it made the predictions (checked by `read`)."""
+        return TaskPool.parse(self.predictions.identity["task_pool"])
 
     @property
     def sandboxed(self) -> bool:
@@ -401,20 +441,32 @@ class ReplayedModel:
             raise TaskFailure(entry["error"])
         if entry["status"] == "unsupported":  # as in a run, the set is not loaded
             return None
+        prompts = prompts_scored(spec, self.predictions.prompts)
         data, _ = eval_set(TASKS[spec.name])
-        fingerprint = inputs_of(data.head(prompts_scored(spec, self.predictions.prompts))).fingerprint()
-        if entry["inputs"] != fingerprint:
-            raise TaskFailure(
-                f"{self.predictions.path} answers inputs of fingerprint {entry['inputs'][:16]}..., not those scored "
-                f"here ({fingerprint[:16]}...): predictions made on other inputs"
-            )
+        self._answers(entry["inputs"], inputs_of(data.head(prompts)).fingerprint(), "")
+        if "in_pool" in entry:
+            pooled = TASKS[spec.name].pool_set(entry["in_pool"]["size"], entry["in_pool"]["seed"])
+            self._answers(entry["in_pool"]["inputs"], inputs_of(pooled.head(prompts)).fingerprint(), "in-pool ")
         return entry["lengths"]
 
+    def _answers(self, recorded: str, fingerprint: str, what: str) -> None:
+        """A `TaskFailure` unless the predictions answer inputs of this fingerprint."""
+        if recorded != fingerprint:
+            raise TaskFailure(
+                f"{self.predictions.path} answers {what}inputs of fingerprint {recorded[:16]}..., not those scored "
+                f"here ({fingerprint[:16]}...): predictions made on other inputs"
+            )
+
     def predict(self, batch: Batch) -> Prediction:
-        """The recorded predictions of the batch's prompts: the next ones at its length."""
-        key = f"{batch.task.name}/{batch.n}"
-        start = self._done.get(key, 0)
-        stop = self._done[key] = start + batch.x.shape[0]
+        """The recorded predictions of the batch's prompts: the next ones at its length, those of the in-pool prompts
+        once the evaluation set's are all given."""
+        name, n = batch.task.name, batch.n
+        start = self._done.get(f"{name}/{n}", 0)
+        self._done[f"{name}/{n}"] = start + batch.x.shape[0]
+        given = prompts_scored(batch.task, self.predictions.prompts)
+        key = f"{name}/{n}" if start < given else f"{name}/in_pool/{n}"
+        start -= 0 if start < given else given
+        stop = start + batch.x.shape[0]
         tensors = self.predictions.tensors
         return Prediction(*(tensors[f"{key}/{k}"][start:stop] if f"{key}/{k}" in tensors else None for k in KINDS))
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,57 @@ def test_replayed_predictions_score_as_a_direct_run(model: str, returns: str, tm
     for name, entry in direct["tasks"].items():
         assert {**entry, "seconds": 0} == {**replay["tasks"][name], "seconds": 0}, name
     assert any(returns in m for e in replay["tasks"].values() for m in e.get("lengths", {}).values())
+
+
+POOLED = """
+from iclbench import TaskSpec
+from iclbench.baselines.ridge import Ridge
+
+
+class PooledRidge(Ridge):
+    name = "pooled-ridge"
+    task_pool = {"tasks": ["linear/noisy"], "size": 16, "seed": 3}
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.name in ("linear/noisy", "kernel/linear")
+"""
+
+
+def test_in_pool_prompts_are_predicted_and_replayed_as_a_direct_run(tmp_path: Path) -> None:
+    """A model that declares a pool of tasks answers the in-pool prompts of its pool's tasks in the predictions file
+    (the predicting step draws them: they hold no target), and the replay scores them as a direct run does;
+    predictions of other in-pool prompts, or in-pool answers without a declared pool, are not scored."""
+    (tmp_path / "pooled.py").write_text(POOLED)
+    chosen = select(["linear/noisy", "kernel/linear"])
+    cfg = RunConfig("cpu", "float32", 40, 64)
+    predictions.write_inputs(tmp_path / "in", chosen, prompts=64)
+    header, tensors = predictions.predict(load_model(str(tmp_path / "pooled.py")), Inputs.read(tmp_path / "in"), cfg)
+    assert header["model"]["task_pool"] == {"tasks": ["linear/noisy"], "size": 16, "seed": 3}
+    pooled = get("linear/noisy").pool_set(16, 3).head(64)
+    assert header["tasks"]["linear/noisy"]["in_pool"] == {
+        "size": 16, "seed": 3, "inputs": predictions.inputs_of(pooled).fingerprint(), "lengths": [5, 10, 20, 40, 80]}
+    assert "in_pool" not in header["tasks"]["kernel/linear"]
+    path = tmp_path / "p.safetensors"
+    predictions.write(path, header, tensors)
+    replay = run(ReplayedModel(predictions.read(path), None, None), chosen, cfg, progress=False)
+    direct = run(load_model(str(tmp_path / "pooled.py")), chosen, cfg, progress=False)
+    assert replay["model"]["task_pool"] == direct["model"]["task_pool"] == header["model"]["task_pool"]
+    for name, entry in direct["tasks"].items():
+        assert {**entry, "seconds": 0} == {**replay["tasks"][name], "seconds": 0}, name
+    assert replay["tasks"]["linear/noisy"]["in_pool"]["lengths"] != replay["tasks"]["linear/noisy"]["lengths"]
+    other = forged(path, tmp_path / "other.safetensors", _set("tasks.linear/noisy.in_pool.inputs", "0" * 64))
+    entry = run(ReplayedModel(predictions.read(other), None, None), chosen, cfg, progress=False)["tasks"]
+    assert entry["linear/noisy"]["status"] == "failed" and entry["kernel/linear"]["status"] == "ok"
+    assert entry["linear/noisy"]["error"] == (
+        f"linear/noisy: {other} answers in-pool inputs of fingerprint {'0' * 16}..., not those scored here "
+        f"({header['tasks']['linear/noisy']['in_pool']['inputs'][:16]}...): predictions made on other inputs")
+    for change, message in [
+        (_set("model.task_pool", None), "tasks['linear/noisy'].in_pool is there, but the model declares no pool"),
+        (_set("model.task_pool.seed", 4), "tasks['linear/noisy'].in_pool must hold the declared pool's size and seed"),
+        (lambda h, t: t.pop("linear/noisy/in_pool/40/y"), "no prediction y for linear/noisy/in_pool/40"),
+    ]:
+        with pytest.raises(PredictionsError, match=re.escape(message)):
+            predictions.read(forged(path, tmp_path / "forged.safetensors", change))
 
 
 def test_score_judges_without_importing_the_model(judged: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

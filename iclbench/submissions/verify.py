@@ -59,8 +59,8 @@ FORMAT = "iclbench-verification"
 REPORT = "verification.json"
 RULE = "rank-and-tail-1"
 """The name of the comparison rule (`iclbench.submissions.rank_test`), recorded in every report."""
-IDENTITY = ("name", "file_sha256", "checkpoint_sha256")
-"""The fields of `model` in results that name the files scored."""
+IDENTITY = ("name", "file_sha256", "checkpoint_sha256", "task_pool")
+"""The fields of `model` in results that name the files scored and the pool of training tasks the model declares."""
 
 TaskReport = Callable[[str, dict[str, Any], float], None]
 """Called with each task's name, its entry in the report and the seconds it took, as it is done."""
