@@ -392,6 +392,8 @@ class ReplayedModel:
         self.source, self.args = predictions.identity["source"], {}
         self._path, self.checkpoint = path, checkpoint_path
         self._done: dict[str, int] = {}
+        self._inputs: dict[str, EvalSet] = {}
+        """The inputs each set of recorded answers was checked to answer, by tensor key prefix."""
 
     @property
     def name(self) -> str:
@@ -443,32 +445,36 @@ class ReplayedModel:
             return None
         prompts = prompts_scored(spec, self.predictions.prompts)
         data, _ = eval_set(TASKS[spec.name])
-        self._answers(entry["inputs"], inputs_of(data.head(prompts)).fingerprint(), "")
+        self._answers(spec.name, entry["inputs"], inputs_of(data.head(prompts)), "")
         if "in_pool" in entry:
             pooled = TASKS[spec.name].pool_set(entry["in_pool"]["size"], entry["in_pool"]["seed"])
-            self._answers(entry["in_pool"]["inputs"], inputs_of(pooled.head(prompts)).fingerprint(), "in-pool ")
+            in_pool = inputs_of(pooled.head(prompts))
+            self._answers(f"{spec.name}/in_pool", entry["in_pool"]["inputs"], in_pool, "in-pool ")
         return entry["lengths"]
 
-    def _answers(self, recorded: str, fingerprint: str, what: str) -> None:
-        """A `TaskFailure` unless the predictions answer inputs of this fingerprint."""
-        if recorded != fingerprint:
+    def _answers(self, key: str, recorded: str, inputs: EvalSet, what: str) -> None:
+        """Keep `inputs` as those the answers under `key` answer; a `TaskFailure` unless they have the recorded
+        fingerprint."""
+        if recorded != (fingerprint := inputs.fingerprint()):
             raise TaskFailure(
                 f"{self.predictions.path} answers {what}inputs of fingerprint {recorded[:16]}..., not those scored "
                 f"here ({fingerprint[:16]}...): predictions made on other inputs"
             )
+        self._inputs[key] = inputs
 
     def predict(self, batch: Batch) -> Prediction:
-        """The recorded predictions of the batch's prompts: the next ones at its length, those of the in-pool prompts
-        once the evaluation set's are all given."""
-        name, n = batch.task.name, batch.n
-        start = self._done.get(f"{name}/{n}", 0)
-        self._done[f"{name}/{n}"] = start + batch.x.shape[0]
-        given = prompts_scored(batch.task, self.predictions.prompts)
-        key = f"{name}/{n}" if start < given else f"{name}/in_pool/{n}"
-        start -= 0 if start < given else given
-        stop = start + batch.x.shape[0]
-        tensors = self.predictions.tensors
-        return Prediction(*(tensors[f"{key}/{k}"][start:stop] if f"{key}/{k}" in tensors else None for k in KINDS))
+        """The recorded predictions of the batch's prompts: the next ones at its length of the checked inputs (the
+        evaluation set's or the in-pool prompts') whose next prompts the batch's are; a `TaskFailure` if none."""
+        name, n, size = batch.task.name, batch.n, batch.x.shape[0]
+        for prefix in (name, f"{name}/in_pool"):
+            inputs, start = self._inputs.get(prefix), self._done.get(f"{prefix}/{n}", 0)
+            if inputs is not None and torch.equal(batch.x, inputs.x[start:start + size, :n].to(batch.x.dtype)):
+                self._done[f"{prefix}/{n}"] = start + size
+                tensors, key = self.predictions.tensors, f"{prefix}/{n}"
+                return Prediction(*(tensors[f"{key}/{k}"][start:start + size] if f"{key}/{k}" in tensors else None
+                                    for k in KINDS))
+        raise TaskFailure(f"{self.predictions.path} holds no answers to these prompts of {name} at n={n}: asked "
+                          "about prompts other than those the predictions answer, in their order")
 
     def predict_lengths(self, batch: Batch, lengths: list[int]) -> dict[int, Prediction]:
         raise TaskFailure("a replay answers predict alone")

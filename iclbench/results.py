@@ -439,6 +439,31 @@ def _task(entry: Any, where: str) -> None:
         _lengths(entry["in_pool"]["lengths"], f"{where}.in_pool.lengths", ("rel_err",))
 
 
+def _in_pool(results: dict[str, Any]) -> None:
+    """The declared pool is one a model can declare (`TaskPool.parse`), and in-pool scores are where it says: on
+    exactly the tasks of the pool scored ok, of its size and seed, at the task's lengths, on its number of prompts."""
+    from iclbench.tasks.pool import TaskPool  # the pool's check reads the suite's tasks
+
+    try:
+        pool = TaskPool.parse(results["model"].get("task_pool"), "model.task_pool")
+    except ValueError as exc:
+        raise ResultsError(str(exc)) from None
+    for name, entry in results["tasks"].items():
+        where, found = f"tasks[{name!r}].in_pool", entry.get("in_pool")
+        declared = pool is not None and name in pool.tasks and entry["status"] == "ok"
+        _need(declared == (found is not None), where,
+              "there exactly on the tasks of the declared pool (model.task_pool) scored ok", found)
+        if found is None:
+            continue
+        assert pool is not None
+        _need((found["size"], found["seed"]) == (pool.size, pool.seed), where,
+              f"of the declared pool's size {pool.size} and seed {pool.seed}", [found["size"], found["seed"]])
+        _need(sorted(found["lengths"]) == sorted(entry["lengths"]), f"{where}.lengths",
+              f"at the task's lengths {sorted(entry['lengths'])}", sorted(found["lengths"]))
+        _need(found["n_prompts"] == entry.get("n_prompts"), f"{where}.n_prompts",
+              f"the task's number of prompts, {entry.get('n_prompts')}", found["n_prompts"])
+
+
 def _lengths(lengths: Any, where: str, known: tuple[str, ...] = tuple(METRICS)) -> None:
     """Metrics per prompt length, each one of `known` with its fields."""
     _need(isinstance(lengths, dict), where, "an object of metrics per prompt length", lengths)
@@ -472,5 +497,6 @@ def check(results: Any, where: str = "results") -> None:
         _typed(results["run"], "run", RUN_FIELDS)
         for name, entry in results["tasks"].items():
             _task(entry, f"tasks[{name!r}]")
+        _in_pool(results)
     except ResultsError as exc:
         raise ResultsError(f"{where}: {exc}") from None

@@ -17,7 +17,8 @@ from fixtures.cheaters import write_cheater
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from iclbench import plugins, predictions, worker
+from iclbench import Batch, plugins, predictions, worker
+from iclbench.api import TaskFailure
 from iclbench.cli import main
 from iclbench.plugins import load_model
 from iclbench.predictions import Inputs, PredictionsError, ReplayedModel
@@ -163,6 +164,15 @@ def test_in_pool_prompts_are_predicted_and_replayed_as_a_direct_run(tmp_path: Pa
     for name, entry in direct["tasks"].items():
         assert {**entry, "seconds": 0} == {**replay["tasks"][name], "seconds": 0}, name
     assert replay["tasks"]["linear/noisy"]["in_pool"]["lengths"] != replay["tasks"]["linear/noisy"]["lengths"]
+    fewer = RunConfig("cpu", "float32", 16, 32)  # a replay of the first prompts answers the prompts asked about
+    replay = run(ReplayedModel(predictions.read(path), None, None), chosen, fewer, progress=False)
+    direct = run(load_model(str(tmp_path / "pooled.py")), chosen, fewer, progress=False)
+    assert {**direct["tasks"]["linear/noisy"], "seconds": 0} == {**replay["tasks"]["linear/noisy"], "seconds": 0}
+    replayed = ReplayedModel(predictions.read(path), None, None)
+    replayed.supported_lengths(chosen[0].spec)
+    data = get("linear/noisy").generate(SEED).head(8)  # prompts the predictions do not answer
+    with pytest.raises(TaskFailure, match="holds no answers to these prompts of linear/noisy at n=5"):
+        replayed.predict(Batch(chosen[0].spec, data.x[:, :5], data.y[:, :5], data.x_query))
     other = forged(path, tmp_path / "other.safetensors", _set("tasks.linear/noisy.in_pool.inputs", "0" * 64))
     entry = run(ReplayedModel(predictions.read(other), None, None), chosen, cfg, progress=False)["tasks"]
     assert entry["linear/noisy"]["status"] == "failed" and entry["kernel/linear"]["status"] == "ok"

@@ -52,3 +52,24 @@ def test_singular_and_ill_conditioned_prompts_are_solved_by_qr(monkeypatch: pyte
     assert solved_by_qr == [2]
     for i in range(6):
         np.testing.assert_allclose(w[i].numpy(), reference(x[i].numpy(), y[i].numpy(), 0.0), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [3, 8, 20])
+def test_a_penalty_per_prompt_is_each_prompts_own_solve(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Penalties (B,), zero for some prompts, below, at and above the dimension, with two ill-conditioned prompts
+    (a column scaled by 1e-6, penalties 0 and 1e-9) that take the QR solve from n = d on (below, X X^T is
+    well-conditioned): each prompt gets NumPy's solution at its own penalty."""
+    gen = torch.Generator().manual_seed(n + 100)
+    x = torch.randn(6, n, 8, generator=gen, dtype=torch.float64)
+    y = torch.randn(6, n, generator=gen, dtype=torch.float64)
+    x[3, :, 1] *= 1e-6
+    x[4, :, 2] *= 1e-6
+    lam = torch.tensor([0.0, 0.5, 3.0, 0.0, 1e-9, 1e-3], dtype=torch.float64)
+    penalties = []
+    qr_solve = ridge.qr_solve
+    monkeypatch.setattr(ridge, "qr_solve", lambda x, rhs, lam: penalties.append(lam.tolist()) or qr_solve(x, rhs, lam))
+    w = ridge.solve(x, y, lam)
+    assert penalties == ([[0.0, 1e-9]] if n >= 8 else [])
+    for i in range(6):
+        ref = reference(x[i].numpy(), y[i].numpy(), float(lam[i]))
+        np.testing.assert_allclose(w[i].numpy(), ref, rtol=1e-7, atol=1e-9)

@@ -4,6 +4,7 @@ submission and of the leaderboard; the pool's posterior mean (dMMSE) and the tas
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import numpy as np
@@ -184,6 +185,37 @@ def test_a_submission_states_the_pool_its_model_declares(tmp_path) -> None:
     problems = schema.load(folder)[1]
     assert len(problems) == 1
     assert "model.task_pool is dict {'tasks': ['linear/noisy'], 'size': 16, 'seed': 1}" in problems[0]
+    meta["training"]["task_pool"] = {"tasks": [TASK, TASK], "size": 16, "seed": 1}
+    (folder / "submission.yaml").write_text(yaml.safe_dump(meta))
+    assert any("training.task_pool" in problem for problem in schema.load(folder)[1])
+
+
+def test_pool_fields_of_a_results_file_are_checked() -> None:
+    """results.json's declared pool must be one a model can declare, and its in-pool scores must be exactly on the
+    pool's tasks scored, of its size and seed, at the task's lengths and number of prompts."""
+    doc = results_doc("pooled", {TASK: -4.0, "linear/kappa1": -5.0})
+    doc["model"]["task_pool"] = {"tasks": [TASK], "size": 16, "seed": 0}
+    entry = doc["tasks"][TASK]
+    entry["in_pool"] = {"size": 16, "seed": 0, "n_prompts": entry["n_prompts"],
+                        "lengths": json.loads(json.dumps(entry["lengths"]))}
+    results.check(doc)
+    cases = {
+        "in_pool": (lambda d: d["model"].update(task_pool=None), "there exactly on the tasks of the declared pool"),
+        "missing": (lambda d: d["tasks"][TASK].pop("in_pool"), "there exactly on the tasks of the declared pool"),
+        "other task": (lambda d: d["tasks"]["linear/kappa1"].update(in_pool=d["tasks"][TASK]["in_pool"]),
+                       "there exactly on the tasks of the declared pool"),
+        "seed": (lambda d: d["tasks"][TASK]["in_pool"].update(seed=99), "of the declared pool's size 16 and seed 0"),
+        "lengths": (lambda d: d["tasks"][TASK]["in_pool"]["lengths"].pop("5"), "at the task's lengths"),
+        "prompts": (lambda d: d["tasks"][TASK]["in_pool"].update(n_prompts=7), "the task's number of prompts"),
+        "twice": (lambda d: d["model"]["task_pool"].update(tasks=[TASK, TASK]), "a task named twice"),
+        "size": (lambda d: d["model"]["task_pool"].update(size=10**15), "task_pool must be null or"),
+        "family": (lambda d: d["model"]["task_pool"].update(tasks=["garg/relu2nn"]), "can come from a pool"),
+    }
+    for case, (change, message) in cases.items():
+        bad = json.loads(json.dumps(doc))
+        change(bad)
+        with pytest.raises(results.ResultsError, match=re.escape(message)):
+            results.check(bad)
 
 
 def test_the_diversity_question_reads_the_pool_models_and_computes_the_references(tmp_path) -> None:
@@ -215,9 +247,9 @@ def test_the_diversity_question_reads_the_pool_models_and_computes_the_reference
 def test_the_leaderboard_shows_the_in_pool_and_out_of_pool_errors(tmp_path) -> None:
     pooled, plain = results_doc("pooled", {TASK: -4.0}), results_doc("plain", {TASK: -6.0})
     pooled["model"]["task_pool"] = {"tasks": [TASK], "size": 16, "seed": 0}
-    metric = json.loads(json.dumps(pooled["tasks"][TASK]["lengths"]["40"]))
-    metric["rel_err"].update(db=-9.5, ci90_db=[-9.75, -9.25])
-    pooled["tasks"][TASK]["in_pool"] = {"size": 16, "seed": 0, "n_prompts": 2048, "lengths": {"40": metric}}
+    lengths = json.loads(json.dumps(pooled["tasks"][TASK]["lengths"]))
+    lengths["40"]["rel_err"].update(db=-9.5, ci90_db=[-9.75, -9.25])
+    pooled["tasks"][TASK]["in_pool"] = {"size": 16, "seed": 0, "n_prompts": 2048, "lengths": lengths}
     folder = tmp_path / "baselines"
     folder.mkdir()
     for doc in (pooled, plain):

@@ -24,6 +24,7 @@ from iclbench.plugins import baseline_names, sha256_file
 from iclbench.sandbox import refusal
 from iclbench.submissions import payload
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, UnknownTaskError, select
+from iclbench.tasks.pool import TaskPool
 from iclbench.untrusted import UntrustedError, load_json, load_yaml, read_limited
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,62}[a-z0-9]")
@@ -76,6 +77,15 @@ Check = tuple[bool, Callable[[Any], bool], str]
 
 def _text(v: Any) -> bool:
     return isinstance(v, str) and v.strip() != ""
+
+
+def _declared_pool(v: Any) -> bool:
+    """A pool of training tasks a model can declare (`TaskPool.parse`), or null."""
+    try:
+        TaskPool.parse(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _int(v: Any, least: int) -> bool:
@@ -149,7 +159,7 @@ TRAINING: dict[str, Check] = {
     "command": (False, _text, "the command that trained the checkpoint"),
     "task_pool": (
         False,
-        lambda v: v is None or isinstance(v, dict),
+        _declared_pool,
         "a mapping tasks + size + seed: the pool of tasks the training prompts were drawn from (Model.task_pool), "
         "or null",
     ),

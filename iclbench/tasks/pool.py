@@ -45,6 +45,8 @@ class TaskPool:
                 and whole(value["size"], MAX_POOL + 1) and value["size"] >= 1 and whole(value["seed"], MAX_SEED)):
             raise ValueError(f"{where} must be null or {{\"tasks\": [task names], \"size\": 1 to {MAX_POOL}, "
                              f"\"seed\": 0 to 2^63 - 1}}, got {str(value)[:200]}")
+        if len(set(value["tasks"])) != len(value["tasks"]):
+            raise ValueError(f"{where}: a task named twice in {value['tasks']}")
         for name in value["tasks"]:
             if name not in TASKS or not TASKS[name].family.pooled:
                 pooled = [n for n, t in TASKS.items() if t.family.pooled]
