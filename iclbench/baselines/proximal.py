@@ -135,8 +135,8 @@ def duality_gap(x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, lam: float | 
     """
     x, y, b = x.double(), y.double(), b.double()
     lam = penalties(lam, x.shape[0], x).squeeze(-1)
-    r = y - (x @ b.unsqueeze(-1)).squeeze(-1)
-    corr = (x.mT @ r.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
+    r = y - _matvec(x, b)
+    corr = _matvec(x.mT, r).abs().amax(-1)
     scale = torch.where(corr > lam, lam / corr, torch.ones_like(corr))
     primal = 0.5 * (r * r).sum(-1) + lam * b.abs().sum(-1)
     dual = 0.5 * (y * y).sum(-1) - 0.5 * ((y - scale.unsqueeze(-1) * r) ** 2).sum(-1)
@@ -345,8 +345,8 @@ def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol
     The `homotopy` solution, then `_refine` for any prompt whose duality gap is above
     `tol` (1/2)||y||^2 (on the suite's data, none is).
     """
-    b, _ = homotopy(x, y, lam)
     x, y = _checked(x, y)
+    b, _ = homotopy(x, y, lam)
     return _refine(x, y, penalties(lam, x.shape[0], x).squeeze(-1), b, tol)
 
 
@@ -446,5 +446,5 @@ class LassoExact(Model):
 
     def predict(self, batch: Batch) -> Prediction:
         b = lasso_exact(batch.x, batch.y, lasso_lambda(batch.task, batch.n))
-        y = (batch.x_query.double() @ b.unsqueeze(-1)).squeeze(-1)
+        y = _matvec(batch.x_query.double(), b)
         return Prediction(y.to(batch.x.dtype), w=b.to(batch.x.dtype))
