@@ -116,6 +116,22 @@ def test_homotopy_with_a_tiny_penalty_fills_every_slot(name: str, n: int) -> Non
     assert bool((duality_gap(batch.x, batch.y, b, 1e-6) <= GAP_TOL * 0.5 * (batch.y**2).sum(-1)).all())
 
 
+def test_widening_the_slots_leaves_the_solution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path starts with FIRST_SLOTS slots for the active set and doubles them as prompts need more: from one
+    slot (widened to 2, 4, 8, then min(n, d) = 10) the solutions are those with all 10 slots from the start, up to
+    the round-off of sums over more zeros (measured at most 4 eps relative; allowed 2^10 eps)."""
+    batch = prompts("lasso/fixed", 10, 64)
+    lam = lasso_lambda(batch.task, 10)
+    monkeypatch.setattr(proximal, "FIRST_SLOTS", 10)
+    wide, wide_failed = homotopy(batch.x, batch.y, lam)
+    monkeypatch.setattr(proximal, "FIRST_SLOTS", 1)
+    narrow, narrow_failed = homotopy(batch.x, batch.y, lam)
+    assert not bool(wide_failed.any() or narrow_failed.any())
+    assert int((wide != 0).sum(-1).max()) > 8, "the sample must need the last widening"
+    atol = 2**10 * torch.finfo(torch.float64).eps * float(wide.abs().max())
+    torch.testing.assert_close(narrow, wide, rtol=0, atol=atol)
+
+
 def test_paths_cut_short_are_flagged() -> None:
     batch = prompts("lasso/fixed", 10, 64)
     lam = lasso_lambda(batch.task, 10)

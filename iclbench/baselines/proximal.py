@@ -1,10 +1,13 @@
 """ISTA, FISTA and the exact lasso solution of (1/2)||y - X b||^2 + lambda ||b||_1.
 
 ISTA and FISTA share one proximal-gradient step, batched over prompts in float64, with
-step 1/L per prompt, L = ||X||_2^2; the exact solution follows the homotopy path
-(`homotopy`). On the lasso tasks (`is_lasso`: the lasso family and garg/sparse-linear) lambda
-is the penalty tuned for the task and prompt length (`lasso_lambda`); on the linear family ISTA
-and FISTA run with lambda = 0, that is gradient descent on least squares with step 1/L.
+step 1/L per prompt, L = ||X||_2^2. The exact solution follows the homotopy (LARS-lasso)
+path from b = 0 at lambda_max = ||X^T y||_inf down to lambda, event by event for all
+prompts at once, with rank-one updates of the inverse Gram matrix of the active set
+(`homotopy`); `lasso_exact` certifies it by its duality gap. On the lasso tasks (`is_lasso`:
+the lasso family and garg/sparse-linear) lambda is the penalty tuned for the task and prompt
+length (`lasso_lambda`); on the linear family ISTA and FISTA run with lambda = 0, that is
+gradient descent on least squares with step 1/L.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ GAP_TOL = 1e-12
 
 LAMBDA_FILE = Path(__file__).with_name("lasso_lambda.json")
 """The tuned lasso penalties, written by `python -m iclbench.baselines.tune_lasso`."""
+
+FIRST_SLOTS = 4
+"""The homotopy starts with room for FIRST_SLOTS active coordinates and doubles it when a prompt needs more."""
 
 BARRIER = 1e200
 """Added, in the homotopy, to an active coordinate's distance to the penalty level: no join for it."""
@@ -135,8 +141,8 @@ def duality_gap(x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, lam: float | 
     """
     x, y, b = x.double(), y.double(), b.double()
     lam = penalties(lam, x.shape[0], x).squeeze(-1)
-    r = y - (x @ b.unsqueeze(-1)).squeeze(-1)
-    corr = (x.mT @ r.unsqueeze(-1)).squeeze(-1).abs().amax(-1)
+    r = y - _matvec(x, b)
+    corr = _matvec(x.mT, r).abs().amax(-1)
     scale = torch.where(corr > lam, lam / corr, torch.ones_like(corr))
     primal = 0.5 * (r * r).sum(-1) + lam * b.abs().sum(-1)
     dual = 0.5 * (y * y).sum(-1) - 0.5 * ((y - scale.unsqueeze(-1) * r) ** 2).sum(-1)
@@ -166,11 +172,13 @@ def _pick(v: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
 class _Path:
     """The homotopy's state on the prompts `rows` of the batch that have not stopped.
 
-    The active set A lives in k = min(n, d) slots: `coord` (R, k) holds the coordinate
-    of each slot in use (`used`) and `cols` (R, k, d) its Gram row G_j: (zero for a free
-    slot); `inverse` (R, k, k) is the inverse M of G_AA (zero on free slots); `b`,
-    `signs` and `direction` (R, k) are the coefficients, their signs s and M s, the
-    derivative of b_A as the penalty falls.
+    The active set A lives in k slots, k <= min(n, d) (`FIRST_SLOTS` at the start, doubled by
+    `widen` when a prompt has filled them): `coord` (R, k) holds the coordinate of each slot
+    in use (`used`) and `cols` (R, k, d) its Gram row G_j:; `inverse` (R, k, k) is the
+    inverse M of G_AA; `b`, `signs` and `direction` (R, k) are the coefficients, their signs
+    s and M s, the derivative of b_A as the penalty falls. M, `b` and `direction` are zero
+    on a free slot; its `coord`, `cols` and `signs` keep what was last written there (M
+    being zero, they never count).
 
     Over coordinates (R, d), `corr` is X^T (y - X b): |corr| = `level` on A and <= `level`
     off it; `barrier` is `BARRIER` on A and 0 off it.
@@ -217,62 +225,75 @@ class _Path:
         )
 
     def select(self, keep: torch.Tensor) -> _Path:
-        return _Path(*(getattr(self, f.name)[keep] for f in fields(self)))
+        """The path of the prompts where the (R,) mask `keep` is set."""
+        keep = keep.nonzero().squeeze(-1)
+        return _Path(*(getattr(self, f.name).index_select(0, keep) for f in fields(self)))
 
     def solution(self, stopped: torch.Tensor, xty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch rows of the `stopped` prompts and their b (S, d).
 
         On A, b is M (X_A^T y - lambda s_A) at the target, with one step of iterative
         refinement against G_AA (M carries the round-off of its updates); where the path
-        failed, it is the path's last point.
+        failed, it is the path's last point. Formed on every prompt of the path, then picked
+        (no copies of M or of the Gram rows); G_AA b is G_A: b with b spread over the coordinates.
         """
-        rows, coord, used, inverse = self.rows[stopped], self.coord[stopped], self.used[stopped], self.inverse[stopped]
-        rhs = (xty[rows].gather(1, coord) - self.target[stopped].unsqueeze(-1) * self.signs[stopped]) * used
-        gram_aa = self.cols[stopped].gather(2, coord.unsqueeze(1).expand_as(inverse)) * used.unsqueeze(1)
-        b = _matvec(inverse, rhs) * used
-        b += _matvec(inverse, rhs - _matvec(gram_aa, b)) * used
-        b = torch.where(self.failed[stopped].unsqueeze(-1), self.b[stopped], b) * used
-        return rows, torch.zeros_like(xty[rows]).scatter_add_(1, coord, b)
+        rhs = (xty[self.rows].gather(1, self.coord) - self.target.unsqueeze(-1) * self.signs) * self.used
+        b = _matvec(self.inverse, rhs)  # zero on free slots, as M
+        spread = self.b.new_zeros(len(b), xty.shape[1]).scatter_add_(1, self.coord, b)
+        b += _matvec(self.inverse, rhs - _matvec(self.cols, spread))
+        b = torch.where(self.failed.unsqueeze(-1), self.b, b)
+        picked = stopped.nonzero().squeeze(-1)
+        coord, b = self.coord.index_select(0, picked), b.index_select(0, picked)
+        return self.rows.index_select(0, picked), xty.new_zeros(len(picked), xty.shape[1]).scatter_add_(1, coord, b)
 
-    def advance(self, gram: torch.Tensor) -> None:
-        """Move every prompt to its next event: a join, a drop or its target (`gram` the batch's X^T X)."""
-        slope = (self.direction.unsqueeze(-2) @ self.cols).squeeze(-2)
+    def widen(self, slots: int) -> None:
+        """Room for `slots` active coordinates, the new slots free (the slot-sized work of an event grows with k:
+        small active sets run on few slots)."""
+        extra, pad = slots - self.used.shape[1], torch.nn.functional.pad  # pads with zeros (False)
+        for name in ("coord", "used", "b", "signs", "direction"):
+            setattr(self, name, pad(getattr(self, name), (0, extra)))
+        self.cols = pad(self.cols, (0, 0, 0, extra))
+        self.inverse = pad(self.inverse, (0, extra, 0, extra))
+
+    def advance(self, gram: torch.Tensor, capacity: int) -> None:
+        """Move every prompt to its next event: a join, a drop or its target (`gram` the batch's X^T X), with
+        room for `capacity` active coordinates (min(n, d): more make X_A^T X_A singular)."""
+        if self.used.shape[1] < capacity and bool(self.used[:, -1].any()):  # a prompt has no free slot left
+            self.widen(min(2 * self.used.shape[1], capacity))
+        slope = (self.direction.unsqueeze(-1) * self.cols).sum(-2)  # on the CPU faster than bmm for k < d
         # Off A, corr_j - gamma slope_j reaches +level - gamma at gamma = (level - corr_j) / (1 - slope_j)
         # and -level + gamma at (level + corr_j) / (1 + slope_j); the first join has the largest
         # positive reciprocal. The barrier keeps A out. A coordinate that has just left A
         # starts at corr = s level, where its zero root has a negative rate (its slope exceeds 1
         # in s), so it can only join later, at the other side.
-        level = self.level.unsqueeze(-1)
-        reach = level + self.barrier
-        rate_up = (1 - slope) / (reach - self.corr)
-        rate_down = (1 + slope) / (reach + self.corr)
-        rate, j_join = torch.maximum(rate_up, rate_down).max(-1)
-        gamma_join = 1 / rate.clamp(min=0)
-        cross = -self.b / self.direction
-        eps = 1e-12 * level
-        gamma_drop, q_drop = torch.where(self.used & (cross > eps), cross, math.inf).min(-1)
-        remaining = self.level - self.target
-        gamma = torch.minimum(torch.minimum(gamma_join, gamma_drop), remaining)
-        self.b.addcmul_(gamma.unsqueeze(-1), self.direction)
-        self.corr.addcmul_(gamma.unsqueeze(-1), slope, value=-1)
+        reach = self.level.unsqueeze(-1) + self.barrier
+        rate, j_join = torch.maximum((1 - slope).div_(reach - self.corr), (1 + slope).div_(reach + self.corr)).max(-1)
+        gamma_join = rate.clamp_(min=0).reciprocal_()
+        # b_p crosses zero at -b_p / direction_p: not in a slot that has just joined (b_p = 0), nor in a free
+        # slot (b_p = direction_p = 0, and 0 / 0 is NaN).
+        cross = torch.div(self.b, self.direction).neg_()
+        gamma_drop, q_drop = torch.where(cross > 1e-12 * self.level.unsqueeze(-1), cross, math.inf).min(-1)
+        # The first event; on a tie the target comes first, then a join (torch.min returns the first minimum).
+        gamma, event = torch.stack([self.level - self.target, gamma_join, gamma_drop]).min(0)
+        step = gamma.unsqueeze(-1)
+        self.b.addcmul_(step, self.direction)
+        self.corr.addcmul_(step, slope, value=-1)
         self.level -= gamma
-        row = torch.arange(len(gamma), device=gamma.device)
-        joins = (gamma_join <= gamma_drop) & (gamma_join < remaining)
-        drops = (gamma_drop < gamma_join) & (gamma_drop < remaining)
         # Rank-one updates of M. A join of j into free slot p adds w w^T / s with w = M G_Aj - e_p
         # and s = G_jj - G_Aj^T M G_Aj (the Schur complement); a drop from slot q subtracts
         # w w^T / w_q with w = M_q. M s then changes by (w^T s) w / s, or by -(w^T s) w / w_q
         # (s the signs after the join, before the drop).
         g_j = gram[self.rows, j_join]
-        g_aj = g_j.gather(1, self.coord) * self.used
-        w_join = _matvec(self.inverse, g_aj)
+        g_aj = g_j.gather(1, self.coord)  # any value on a free slot, where M is zero
+        w = _matvec(self.inverse, g_aj)
         g_jj = _pick(g_j, j_join)
-        schur = g_jj - (g_aj * w_join).sum(-1)
-        free, p_join = (~self.used).to(torch.uint8).max(-1)
-        w_join[row, p_join] = -1.0
-        w_drop = self.inverse[row, q_drop]
-        singular = joins & ~((schur > 1e-10 * g_jj) & free.bool())
-        joins &= ~singular
+        schur = g_jj - (g_aj * w).sum(-1)
+        free, p_join = (~self.used).max(-1)
+        w.scatter_(1, p_join.unsqueeze(-1), -1.0)
+        joins = event == 1
+        regular = (schur > 1e-10 * g_jj) & free
+        singular = joins & ~regular
+        joins &= regular
         jr = joins.nonzero().squeeze(-1)
         if len(jr):
             jc, jp = j_join[jr], p_join[jr]
@@ -281,20 +302,23 @@ class _Path:
             self.cols[jr, jp] = g_j[jr]
             self.signs[jr, jp] = self.corr[jr, jc].sign()
             self.barrier[jr, jc] = BARRIER
-        coef = torch.where(joins, 1 / schur, torch.where(drops, -1 / _pick(w_drop, q_drop), 0.0))
-        w = torch.where(joins.unsqueeze(-1), w_join, w_drop)
-        self.inverse.addcmul_((coef.unsqueeze(-1) * w).unsqueeze(-1), w.unsqueeze(-2))
-        self.direction.addcmul_((coef * (w * self.signs).sum(-1)).unsqueeze(-1), w)
-        dr = drops.nonzero().squeeze(-1)
-        if len(dr):  # rarer than joins: most events skip these writes
+        scaled = torch.where(joins, 1 / schur, 0.0).unsqueeze(-1) * w
+        self.inverse.addcmul_(scaled.unsqueeze(-1), w.unsqueeze(-2))
+        self.direction.addcmul_((w * self.signs).sum(-1, keepdim=True), scaled)
+        dr = (event == 2).nonzero().squeeze(-1)
+        if len(dr):  # in most events, but on a few prompts
             dq = q_drop[dr]
+            w = self.inverse[dr, dq]
+            scaled = (-1 / _pick(w, dq)).unsqueeze(-1) * w
+            self.inverse.index_put_((dr,), scaled.unsqueeze(-1) * w.unsqueeze(-2), accumulate=True)
+            # w^T s = (M s)_q, the direction at q
+            self.direction.index_put_((dr,), self.direction[dr, dq].unsqueeze(-1) * scaled, accumulate=True)
             dc = self.coord[dr, dq]
             self.barrier[dr, dc] = 0.0
             self.corr[dr, dc] = self.signs[dr, dq] * self.level[dr]
             self.used[dr, dq] = False
-            for state in (self.signs, self.b, self.direction):
-                state[dr, dq] = 0.0
-            self.cols[dr, dq] = 0.0
+            self.b[dr, dq] = 0.0
+            self.direction[dr, dq] = 0.0
             self.inverse[dr, dq, :] = 0.0
             self.inverse[dr, :, dq] = 0.0
         self.failed |= singular | self.level.isnan()
@@ -310,7 +334,8 @@ def homotopy(
     target while b stays the solution, b_A(lambda) = (X_A^T X_A)^-1 (X_A^T y - lambda s_A);
     a coordinate joins the active set A when its correlation |x_j^T (y - X b)| reaches
     lambda and leaves it when b_j crosses zero. The inverse of X_A^T X_A follows A by
-    rank-one updates. Returns b (B, d) and a (B,) mask of the prompts whose path failed,
+    rank-one updates, in as many slots as the largest active set needs (`FIRST_SLOTS`,
+    doubled as needed up to min(n, d)). Returns b (B, d) and a (B,) mask of the prompts whose path failed,
     numerically (a nearly singular X_A^T X_A) or by not reaching the target within
     `max_events` events; their b is the path's last point.
     """
@@ -322,20 +347,21 @@ def homotopy(
         gram, xty = x.mT @ x, _matvec(x.mT, y)
         b = torch.zeros_like(xty)
         failed = torch.zeros_like(target, dtype=torch.bool)
-        path = _Path.start(gram, xty, target, min(x.shape[1:]))
+        capacity = min(x.shape[1:])
+        path = _Path.start(gram, xty, target, min(capacity, FIRST_SLOTS))
         for event in range(max_events + 1):
             done = path.level <= path.target
             if event == max_events:  # the prompts still on their way fail
                 path.failed |= ~done
                 done = torch.ones_like(done)
             stopped = int(done.sum())
-            if stopped == len(done) or stopped >= max(len(done) // 4, 64):  # stopped prompts leave in groups
+            if stopped == len(done) or stopped >= max(len(done) // 2, 64):  # stopped prompts leave in groups
                 rows, solved = path.solution(done, xty)
                 b[rows], failed[rows] = solved, path.failed[done]
                 path = path.select(~done)
             if len(path.rows) == 0:
                 break
-            path.advance(gram)
+            path.advance(gram, capacity)
     return b.clone(), failed.clone()  # ordinary tensors again
 
 
@@ -345,8 +371,8 @@ def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol
     The `homotopy` solution, then `_refine` for any prompt whose duality gap is above
     `tol` (1/2)||y||^2 (on the suite's data, none is).
     """
-    b, _ = homotopy(x, y, lam)
     x, y = _checked(x, y)
+    b, _ = homotopy(x, y, lam)
     return _refine(x, y, penalties(lam, x.shape[0], x).squeeze(-1), b, tol)
 
 
@@ -446,5 +472,5 @@ class LassoExact(Model):
 
     def predict(self, batch: Batch) -> Prediction:
         b = lasso_exact(batch.x, batch.y, lasso_lambda(batch.task, batch.n))
-        y = (batch.x_query.double() @ b.unsqueeze(-1)).squeeze(-1)
+        y = _matvec(batch.x_query.double(), b)
         return Prediction(y.to(batch.x.dtype), w=b.to(batch.x.dtype))
