@@ -30,7 +30,7 @@ STEP_BLOCK = 64
 """ISTA and FISTA keep their last STEP_BLOCK iterates, and make their predictions STEP_BLOCK steps at a time."""
 
 GAP_TOL = 1e-12
-"""`lasso_exact` checks that every duality gap is below GAP_TOL * (1/2)||y||^2 (the objective at b = 0)."""
+"""`lasso_exact` checks that every duality gap is below GAP_TOL times half of ||y||² (the objective at b = 0)."""
 
 LAMBDA_FILE = Path(__file__).with_name("lasso_lambda.json")
 """The tuned lasso penalties, written by `python -m iclbench.baselines.tune_lasso`."""
@@ -61,7 +61,7 @@ def _checked(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 @dataclass(frozen=True)
 class LassoProblem:
-    """(1/2)||y - X b||^2 + lambda ||b||_1 for a batch of prompts, in float64.
+    """The lasso objective of the module for a batch of prompts, in float64.
 
     `gram` (B, d, d) is X^T X, `xty` (B, d) X^T y, `lam` (B, 1) the penalty and
     `step` (B, 1) the step 1/L, L = ||X||_2^2 (0 where X = 0, which leaves b at 0). A (B, d) `gram`
@@ -136,8 +136,8 @@ class LassoProblem:
 def duality_gap(x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     """P(b) - D(theta) >= P(b) - P(b*) for each prompt, in float64 (B,).
 
-    P(b) = (1/2)||y - X b||^2 + lambda ||b||_1, D(theta) = (1/2)||y||^2 - (1/2)||y - theta||^2
-    with the dual-feasible theta = r min(1, lambda / ||X^T r||_inf), r = y - X b.
+    P is the lasso objective and D(theta) = (||y||² - ||y - theta||²) / 2, with the dual-feasible
+    theta = r min(1, lambda / ||X^T r||_inf), r = y - X b.
     """
     x, y, b = x.double(), y.double(), b.double()
     lam = penalties(lam, x.shape[0], x).squeeze(-1)
@@ -269,8 +269,8 @@ class _Path:
         reach = self.level.unsqueeze(-1) + self.barrier
         rate, j_join = torch.maximum((1 - slope).div_(reach - self.corr), (1 + slope).div_(reach + self.corr)).max(-1)
         gamma_join = rate.clamp_(min=0).reciprocal_()
-        # b_p crosses zero at -b_p / direction_p: not in a slot that has just joined (b_p = 0), nor in a free
-        # slot (b_p = direction_p = 0, and 0 / 0 is NaN).
+        # b_p crosses zero at -b_p / direction_p: not in a slot that has just joined (b_p is zero), nor in a free
+        # slot (b_p and direction_p are zero: their ratio is NaN).
         cross = torch.div(self.b, self.direction).neg_()
         gamma_drop, q_drop = torch.where(cross > 1e-12 * self.level.unsqueeze(-1), cross, math.inf).min(-1)
         # The first event; on a tie the target comes first, then a join (torch.min returns the first minimum).
@@ -366,10 +366,10 @@ def homotopy(
 
 
 def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol: float = GAP_TOL) -> torch.Tensor:
-    """argmin_b (1/2)||y - X b||^2 + lambda ||b||_1 per prompt, in float64 (B, d), lambda > 0.
+    """The minimiser b of the lasso objective per prompt, in float64 (B, d), lambda > 0.
 
     The `homotopy` solution, then `_refine` for any prompt whose duality gap is above
-    `tol` (1/2)||y||^2 (on the suite's data, none is).
+    `tol` times half of ||y||² (on the suite's data, none is).
     """
     x, y = _checked(x, y)
     b, _ = homotopy(x, y, lam)
@@ -379,7 +379,7 @@ def lasso_exact(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor, tol
 def _refine(
     x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, b: torch.Tensor, tol: float, rounds: int = 12
 ) -> torch.Tensor:
-    """`b` with every duality gap below `tol` (1/2)||y||^2.
+    """`b` with every duality gap below `tol` times half of ||y||².
 
     Prompts above it (where the homotopy failed: a nearly singular active set, or too many
     events) get rounds of FISTA from their point (50, 100, 200, ... steps), each
