@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -15,17 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_built_wheel_works_from_the_checkout_root(tmp_path: Path) -> None:
-    """`python -m build` makes a wheel holding the baselines and their data; installed alone (torch and the other
+    """`python -m build` makes a wheel holding the baselines and every data file of the package; installed alone (torch and the other
     dependencies from the system's site packages), its `iclbench run` and the model's worker both import the
     installed package, even with the checkout's source tree in the working directory."""
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+    dist, src = tmp_path / "dist", tmp_path / "src"
+    # the sources alone, as a fresh clone has them: an egg-info or build folder of an earlier build adds its files
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "tests", "submissions", "results", "docs"))
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
                    cwd=tmp_path, capture_output=True, text=True, check=True, timeout=300)
     wheel = next(dist.glob("iclbench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for data in ("iclbench/baselines/gd_steps.json", "iclbench/baselines/checkpoints/lista.safetensors",
-                 "iclbench/baselines/zero.py", "iclbench/leaderboard/ranking.py"):
-        assert data in names, data
+    data = [p.relative_to(ROOT).as_posix() for p in (ROOT / "iclbench").rglob("*")
+            if p.suffix in (".json", ".safetensors")]
+    assert len(data) > 5 and "iclbench/leaderboard/reference_levels.json" in data
+    for name in (*data, "iclbench/baselines/zero.py", "iclbench/leaderboard/ranking.py"):
+        assert name in names, name
     assert not any(name.startswith(("tests/", "baselines/", "submissions/")) for name in names)
 
     env_dir = tmp_path / "venv"
