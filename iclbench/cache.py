@@ -8,7 +8,8 @@ with the tensor names of `EvalSet.tensors()`, and `manifest.json`:
 
 `use_export` makes `eval_set` read the sets from such a folder instead of generating them; `write_sets`,
 `read_manifest` and `read_set` write and read such a folder of other sets too (`iclbench.predictions`' inputs);
-`fresh_sets` makes it return fresh sets drawn with a verification seed (`iclbench.submissions.verify`).
+`fresh_sets` makes it, and `pool_set` (in-pool prompts), return fresh sets drawn with a verification seed
+(`iclbench.submissions.verify`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def _write(path: Path, data: EvalSet) -> None:
         os.replace(tmp, path)
     except OSError as exc:  # a read-only or full disk only costs the cache
         log.warning("could not write cache file %s: %s", path, exc)
+
+
+def pool_set(task: Task, size: int, seed: int) -> EvalSet:
+    """The task's in-pool prompts of the pool of `size` tasks of seed `seed` (`Task.pool_set`): the public ones, or,
+    within `fresh_sets(verify_seed)`, fresh ones of that verification seed (the pool's tasks; rows, inputs and noise
+    drawn anew). Not cached: a run scores them once."""
+    return task.pool_set(size, seed, None if _fresh is None else _fresh[0])
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from iclbench.samples import SamplesError
 from iclbench.sandbox import SandboxError, refusal
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
 from iclbench.tasks.family import VERIFY_SEED_BITS
+from iclbench.tasks.pool import TaskPool
 from iclbench.worker import IsolatedModel, Limits
 
 
@@ -195,20 +196,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def declared_pools(folders: list[Path]) -> list[TaskPool]:
+    """The pools of training tasks that the submissions in `folders` declare (their results.json's `model.task_pool`,
+    which `iclbench validate` checks against submission.yaml), each once. A folder whose results file cannot be read
+    gets a line on stderr and adds none: one broken submission does not stop the inputs of the others."""
+    pools: list[TaskPool] = []
+    for folder in folders:
+        try:
+            pool = TaskPool.parse(results.read(folder / "results.json")["model"].get("task_pool"))
+        except ResultsError as exc:
+            print(f"iclbench inputs: no in-pool prompts for {folder}: {exc}", file=sys.stderr)
+            continue
+        if pool is not None and pool not in pools:
+            pools.append(pool)
+    return pools
+
+
 def cmd_inputs(args: argparse.Namespace) -> int:
     seed = args.seed
+    pools = declared_pools(args.pool_of)
     try:
         if args.draw_seed is not None:
             seed = secrets.randbits(VERIFY_SEED_BITS)
             args.draw_seed.parent.mkdir(parents=True, exist_ok=True)
             args.draw_seed.touch(0o600)
             args.draw_seed.write_text(f"{seed}\n")  # written before the inputs: a seed in use is never lost
-        predictions.write_inputs(args.folder, task_registry.select(args.tasks), seed, args.prompts)
+        predictions.write_inputs(args.folder, task_registry.select(args.tasks), seed, args.prompts, pools)
     except (predictions.PredictionsError, UnknownTaskError, OSError) as exc:
         print(f"iclbench inputs: {exc}", file=sys.stderr)
         return 2
     kind = "the suite's evaluation sets" if seed is None else "fresh evaluation sets"
-    print(f"{args.folder}: the inputs (x, y, x_query) of {kind}, with manifest.json")
+    pooled = f" and of the in-pool prompts of {len(pools)} declared task pool(s)" if pools else ""
+    print(f"{args.folder}: the inputs (x, y, x_query) of {kind}{pooled}, with manifest.json")
     return 0
 
 
@@ -336,6 +355,7 @@ index over the prompts both files scored (--prompts runs score the first N).
 INPUTS_EXAMPLES = """examples:
   iclbench inputs in/public --tasks kernel                              the suite's sets, inputs only
   iclbench inputs in/fresh --tasks kernel --draw-seed seed.txt          fresh sets of a seed drawn now
+  iclbench inputs in/fresh --draw-seed seed.txt --pool-of submissions/my-model   and fresh in-pool prompts of its pool
   iclbench predict --model my_model.py --inputs in/public --out public.safetensors
   iclbench score submissions/my-model --public public.safetensors --fresh fresh.safetensors \\
       --seed "$(cat seed.txt)" --seed-drawn --tasks kernel
@@ -417,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=_seed, help="fresh sets of this verification seed (default: the suite's sets)")
     seed.add_argument("--draw-seed", type=Path, metavar="FILE",
                       help="fresh sets of a seed drawn now with `secrets`, written to FILE (never into DIR)")
+    p.add_argument("--pool-of", nargs="+", type=Path, default=[], metavar="FOLDER",
+                   help="also the in-pool prompts of the pool of training tasks each submission FOLDER declares "
+                        "(results.json's model.task_pool), public or fresh as the sets")
     p.set_defaults(func=cmd_inputs)
 
     p = sub.add_parser("predict", help="run a model on inputs (iclbench inputs) and write its predictions, unscored",

@@ -10,7 +10,9 @@ running the model's code.
   no hidden or public value), and `manifest.json` of format `INPUTS_FORMAT` with `prompts` (the number of
   prompts per task, null for every one) and, per task, the file, its SHA-256 and the inputs' fingerprint
   (`EvalSet.fingerprint` of those three tensors). The sets are the suite's, or fresh ones drawn with a
-  verification seed, which the inputs never name.
+  verification seed, which the inputs never name. For each pool of training tasks asked for (`TaskPool`, the pools
+  that submissions declare: `iclbench inputs --pool-of`), the inputs also hold those of the in-pool prompts of its
+  tasks (`Task.pool_set`: public ones, or fresh ones of the verification seed), as `<task>/in_pool/<size>/<seed>`.
 - **Predictions** (`predict`, `iclbench predict`): one safetensors file holding, for every task and prompt length
   scored, the tensors `<task>/<n>/y`, and `<task>/<n>/steps` and `<task>/<n>/w` when the model returns them, in
   the run's dtype, for every prompt of the inputs; its metadata `HEADER_KEY` holds a JSON header: `format`
@@ -18,10 +20,9 @@ running the model's code.
   the runner records them, `iclbench.runner.model_info`), `run` (dtype, batch_size, prompts, threads, and
   sandboxed: whether the model ran in the sandbox), `setup_error` and, per task, `status` ("ok", "unsupported" or
   "failed"), `inputs` (the fingerprint of the inputs answered), `lengths` (those scored) and `error` (a failed
-  task's). A task of the pool the model declares (`iclbench.api.Model.task_pool`) is also answered on its in-pool
-  prompts (`Task.pool_set`, which the predicting step draws itself: they hold no target), as
-  `<task>/in_pool/<n>/...` tensors and the entry's `in_pool` (size, seed, the fingerprint of those inputs,
-  lengths). The file is at most `MAX_BYTES`.
+  task's). A task of the pool the model declares (`iclbench.api.Model.task_pool`) is also answered on the in-pool
+  prompts of that pool the inputs hold (a task fails when they hold none), as `<task>/in_pool/<n>/...` tensors and
+  the entry's `in_pool` (size, seed, the fingerprint of those inputs, lengths). The file is at most `MAX_BYTES`.
 - **Replay** (`read`, `ReplayedModel`): the scorer reads a predictions file as a submitter controls it, checking
   every field, name, dtype and shape before it loads a tensor (`PredictionsError`, one line), and
   `ReplayedModel` answers the runner's requests from it: `iclbench.runner.run` then scores it with the code and
@@ -45,7 +46,7 @@ from tqdm import tqdm
 import iclbench
 from iclbench import checkpoint
 from iclbench.api import Answer, Batch, Prediction, Request, TaskFailure, in_turn
-from iclbench.cache import ExportError, eval_set, fresh_sets, held_for, read_manifest, read_set, write_sets
+from iclbench.cache import ExportError, eval_set, fresh_sets, held_for, pool_set, read_manifest, read_set, write_sets
 from iclbench.models.weights import atomic_save
 from iclbench.runner import RunConfig, ScoredModel, model_info, predict_all
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
@@ -81,11 +82,20 @@ def prompts_scored(spec: TaskSpec, prompts: int | None) -> int:
     return spec.n_prompts if prompts is None else min(prompts, spec.n_prompts)
 
 
-def write_inputs(directory: Path, tasks: list[Task], seed: int | None = None, prompts: int | None = None) -> None:
+def in_pool_key(task: str, pool: TaskPool) -> str:
+    """The name of `task`'s in-pool inputs of the pool `pool` in an inputs folder: `<task>/in_pool/<size>/<seed>`."""
+    return f"{task}/in_pool/{pool.size}/{pool.seed}"
+
+
+def write_inputs(directory: Path, tasks: list[Task], seed: int | None = None, prompts: int | None = None,
+                 pools: Iterable[TaskPool] = ()) -> None:
     """Write the inputs of the tasks' evaluation sets (the suite's, or fresh ones of verification seed `seed`), their
-    first `prompts` prompts (all when None), into `directory`; `PredictionsError` when a suite's set does not match
-    its fingerprint on this machine, or the folder cannot be written."""
+    first `prompts` prompts (all when None), into `directory`, and for each pool of `pools` the inputs of the in-pool
+    prompts of those of its tasks that are among `tasks` (public ones, or fresh ones of `seed`: `in_pool_key`);
+    `PredictionsError` when a suite's set does not match its fingerprint on this machine, or the folder cannot be
+    written."""
     sets = {}
+    cut = lambda data: inputs_of(data.head(prompts) if prompts is not None else data)  # noqa: E731
     with nullcontext() if seed is None else fresh_sets(seed):
         for task in tasks:
             with held_for(task.spec.name):  # a suite's set is forgotten once its inputs are taken
@@ -94,7 +104,11 @@ def write_inputs(directory: Path, tasks: list[Task], seed: int | None = None, pr
                 raise PredictionsError(
                     f"the evaluation set of {task.spec.name} does not match the suite's fingerprint on this machine"
                 )
-            sets[task.spec.name] = inputs_of(data.head(prompts) if prompts is not None else data)
+            sets[task.spec.name] = cut(data)
+        for pool in pools:
+            for task in tasks:
+                if task.spec.name in pool.tasks:
+                    sets[in_pool_key(task.spec.name, pool)] = cut(pool_set(task, pool.size, pool.seed))
     if prompts is not None and all(prompts >= t.spec.n_prompts for t in tasks):
         prompts = None
     try:
@@ -117,7 +131,7 @@ class Inputs:
         except ExportError as exc:
             raise PredictionsError(str(exc)) from None
         prompts = manifest.get("prompts")
-        unknown = [name for name in manifest["tasks"] if name not in TASKS]
+        unknown = [name for name in manifest["tasks"] if name not in TASKS and not _in_pool_name(name, manifest)]
         if unknown or not (prompts is None or (type(prompts) is int and prompts >= 1)):
             raise PredictionsError(
                 f"{directory}: tasks {unknown} unknown to suite {SUITE_VERSION}" if unknown
@@ -133,10 +147,12 @@ class Inputs:
         """The tasks the inputs hold, in suite order."""
         return [task for name, task in TASKS.items() if name in self.manifest["tasks"]]
 
-    def load(self, task: Task) -> EvalSet:
-        """The task's inputs, checked: its SHA-256, its three tensors, float32, of the task's shapes."""
+    def load(self, task: Task, pool: TaskPool | None = None) -> EvalSet:
+        """The task's inputs (with `pool`, those of its in-pool prompts), checked: its SHA-256, its three tensors,
+        float32, of the task's shapes."""
+        name = task.spec.name if pool is None else in_pool_key(task.spec.name, pool)
         try:
-            data = read_set(self.directory, self.manifest, task.spec.name)
+            data = read_set(self.directory, self.manifest, name)
         except ExportError as exc:
             raise PredictionsError(str(exc)) from None
         spec, p = task.spec, prompts_scored(task.spec, self.prompts)
@@ -148,6 +164,17 @@ class Inputs:
             shapes = {k: (shape, str(dtype)) for k, (shape, dtype) in got.items()}
             raise PredictionsError(f"{self.directory}: {spec.name}: tensors {shapes}, expected float32 {expected}")
         return data
+
+
+def _in_pool_name(name: str, manifest: dict[str, Any]) -> bool:
+    """Whether `name` names in-pool inputs (`in_pool_key`) of a task of the manifest and of a pool of it."""
+    task, _, rest = name.partition("/in_pool/")
+    size, _, seed = rest.partition("/")
+    try:
+        pool = TaskPool.parse({"tasks": [task], "size": int(size), "seed": int(seed)})
+    except ValueError:
+        return False
+    return task in manifest["tasks"] and in_pool_key(task, pool) == name
 
 
 def _text(value: Any) -> str:
@@ -196,7 +223,11 @@ def predict(
             found.update(_answered(model, spec, inputs.load(task), lengths, cfg, spec.name, progress))
             pool = model.task_pool
             if pool is not None and spec.name in pool.tasks:
-                pooled = inputs_of(task.pool_set(pool.size, pool.seed).head(prompts_scored(spec, inputs.prompts)))
+                if in_pool_key(spec.name, pool) not in inputs.manifest["tasks"]:
+                    raise TaskFailure(
+                        f"the model declares a pool of {pool.size} tasks of seed {pool.seed}, and the inputs hold no "
+                        "in-pool prompts of it (iclbench inputs --pool-of FOLDER writes them)")
+                pooled = inputs.load(task, pool)
                 found.update(_answered(model, spec, pooled, lengths, cfg, f"{spec.name}/in_pool", progress))
                 entry["in_pool"] = {"size": pool.size, "seed": pool.seed, "inputs": pooled.fingerprint()}
             grown = size + sum(t.nbytes for t in found.values())
@@ -447,7 +478,7 @@ class ReplayedModel:
         data, _ = eval_set(TASKS[spec.name])
         self._answers(spec.name, entry["inputs"], inputs_of(data.head(prompts)), "")
         if "in_pool" in entry:
-            pooled = TASKS[spec.name].pool_set(entry["in_pool"]["size"], entry["in_pool"]["seed"])
+            pooled = pool_set(TASKS[spec.name], entry["in_pool"]["size"], entry["in_pool"]["seed"])
             in_pool = inputs_of(pooled.head(prompts))
             self._answers(f"{spec.name}/in_pool", entry["in_pool"]["inputs"], in_pool, "in-pool ")
         return entry["lengths"]

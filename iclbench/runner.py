@@ -23,7 +23,7 @@ from tqdm import tqdm
 import iclbench
 from iclbench import alignment, distributed, metrics, results, samples as samples_file
 from iclbench.api import Answer, Batch, Prediction, Request, TaskFailure, check_prediction
-from iclbench.cache import eval_set, export_in_use, held_for
+from iclbench.cache import eval_set, export_in_use, held_for, pool_set
 from iclbench.plugins import PluginError, folder_sha256, regular_file_sha256
 from iclbench.provenance import cpu_model, provenance
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, TASKS, EvalSet, Task, TaskSpec
@@ -255,7 +255,8 @@ def run_task(
     With `references` (set-up baselines by name), the entry's `alignment` compares the model's
     per-layer predictions at the nominal length with each reference's steps (`iclbench.alignment`).
     With `samples`, every scored length's per-prompt outputs are added to it (`iclbench.samples`).
-    A task of the model's declared pool (`ScoredModel.task_pool`) is also scored on in-pool prompts (`in_pool`).
+    A task of the model's declared pool (`ScoredModel.task_pool`) is also scored on in-pool prompts (`in_pool`,
+    and their samples under `<task>/in_pool`).
     """
     spec = task.spec
     entry: dict[str, Any] = {"status": "ok", "spec": spec.to_dict(), "sandboxed": model.sandboxed}
@@ -313,15 +314,16 @@ def _score_task(
                 entry["alignment"] = alignment.with_references(references, spec, data, inputs, n, out.steps, cfg)
     pool = model.task_pool
     if pool is not None and spec.name in pool.tasks:
-        entry["in_pool"] = _score_in_pool(model, task, pool, scored, cfg, progress)
+        entry["in_pool"] = _score_in_pool(model, task, pool, scored, cfg, progress, samples)
 
 
 def _score_in_pool(model: ScoredModel, task: Task, pool: TaskPool, scored: list[int], cfg: RunConfig,
-                   progress: bool) -> dict[str, Any]:
-    """The relative error at each length of `scored` on in-pool prompts: `Task.pool_set` of the pool's size and seed
-    (as many prompts as the evaluation set, or `cfg.prompts`), drawn on the training stream."""
+                   progress: bool, samples: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    """The relative error at each length of `scored` on in-pool prompts (`iclbench.cache.pool_set` of the pool's
+    size and seed: the public ones, or fresh ones within `fresh_sets`; as many prompts as the evaluation set, or
+    `cfg.prompts`); with `samples`, their per-prompt outputs are added to it under `<task>/in_pool`."""
     spec, dtype = task.spec, cfg.torch_dtype()
-    data = task.pool_set(pool.size, pool.seed)
+    data = pool_set(task, pool.size, pool.seed)
     if cfg.prompts is not None and cfg.prompts < data.n_prompts:
         data = data.head(cfg.prompts)
     inputs = EvalSet(data.x.to(dtype), data.y.to(dtype), data.x_query.to(dtype), {}, {}, {})
@@ -334,6 +336,8 @@ def _score_in_pool(model: ScoredModel, task: Task, pool: TaskPool, scored: list[
                 raise TaskFailure(f"in-pool prompts, n={n}: {where} is not a finite number: the predictions are too "
                                   f"large to score (largest magnitude {out.largest():.3g})")
             lengths[str(n)] = scores
+            if samples is not None:
+                samples.update(samples_file.task_tensors(f"{spec.name}/in_pool", n, out.y, data.targets[n]))
     return {"size": pool.size, "seed": pool.seed, "n_prompts": data.n_prompts, "lengths": lengths}
 
 

@@ -8,10 +8,14 @@ task and scored prompt length `n` three tensors named `<task>/<n>/<what>`:
   sum(rel_err * target_sq) / sum(target_sq) (`iclbench.metrics.relative_error`);
 - `y` (P, q) float32: the predictions.
 
+A task of a model's declared pool of training tasks (`iclbench.api.Model.task_pool`) also has, for its in-pool
+prompts, the same three tensors named `<task>/in_pool/<n>/<what>`.
+
 Its metadata holds `format` ("iclbench-samples-1") and `header`, a JSON object: `suite_version`,
 `iclbench_version`, `model` (name, class, args, file_sha256, checkpoint_sha256), `run` (device,
 dtype, prompts) and `tasks`: per task its data `fingerprint`, `nominal` length, `n_prompts` and,
-per length, the `rel_err_db` the results file records. `compare` checks that the tensors
+per length, the `rel_err_db` the results file records (and `in_pool`, the same per length of the in-pool prompts,
+for a task of a declared pool). `compare` checks that the tensors
 reproduce those numbers, and those of a results file named beside them, so a stale file is refused.
 
 A run writes the file once, with its results file; until then each finished task's samples are
@@ -70,7 +74,7 @@ def header(doc: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
             "fingerprint": entry["fingerprint"],
             "nominal": entry["spec"]["nominal"],
             "n_prompts": entry["n_prompts"],
-            "lengths": {n: {"rel_err_db": m["rel_err"]["db"]} for n, m in entry["lengths"].items()},
+            **_numbers(entry),
         }
     return {
         "suite_version": doc["suite_version"],
@@ -79,6 +83,13 @@ def header(doc: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
         "run": {k: doc["run"].get(k) for k in ("device", "dtype", "prompts")},
         "tasks": entries,
     }
+
+
+def _numbers(entry: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """A header's `lengths` (and `in_pool`): `rel_err_db` per length, from a results entry."""
+    per_length = lambda lengths: {n: {"rel_err_db": m["rel_err"]["db"]} for n, m in lengths.items()}  # noqa: E731
+    pooled = {"in_pool": per_length(entry["in_pool"]["lengths"])} if "in_pool" in entry else {}
+    return {"lengths": per_length(entry["lengths"]), **pooled}
 
 
 def write(path: Path, doc: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -113,9 +124,12 @@ def _parse(meta: dict[str, str], flat: dict[str, torch.Tensor], where: str
         raise SamplesError(f"{where}: its header is not readable ({exc})") from None
     for key, t in flat.items():
         name, n, kind = key.rsplit("/", 2) if key.count("/") >= 2 else (key, "", "")
-        if name not in by_task or n not in head["tasks"][name]["lengths"] or kind not in KINDS:
-            raise SamplesError(f"{where}: tensor {key!r} is not named <task>/<length>/<{'|'.join(KINDS)}> of its header")
-        by_task[name][key] = t
+        task = name.removesuffix("/in_pool")
+        lengths = head["tasks"][task].get("lengths" if task == name else "in_pool", {}) if task in by_task else {}
+        if n not in lengths or kind not in KINDS:
+            raise SamplesError(f"{where}: tensor {key!r} is not named <task>[/in_pool]/<length>/<{'|'.join(KINDS)}> "
+                               "of its header")
+        by_task[task][key] = t
     return head, by_task
 
 
@@ -181,8 +195,7 @@ def kept(path: Path, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
             mine = head["tasks"].get(name)
             if mine is None or entry.get("status") != "ok" or mine["fingerprint"] != entry.get("fingerprint"):
                 continue
-            recorded = {n: m["rel_err"]["db"] for n, m in entry["lengths"].items()}
-            if recorded == {n: m["rel_err_db"] for n, m in mine["lengths"].items()}:
+            if _numbers(entry) == {k: v for k, v in mine.items() if k in ("lengths", "in_pool")}:
                 out[name] = tensors[name]
     return out
 
@@ -205,25 +218,30 @@ def _db(err: torch.Tensor, weight: torch.Tensor) -> float:
 
 
 def _check(side: Side, recorded: dict[str, Any] | None) -> None:
-    """The tensors give the header's numbers, and those of the results file `recorded` when given."""
+    """The tensors give the header's numbers (in-pool ones included), and those of the results file `recorded` when
+    given."""
     for name, entry in side.header["tasks"].items():
-        for n, m in entry["lengths"].items():
-            try:
-                weight = side.get(name, n, "target_sq")
-                got = _db(side.get(name, n, "rel_err") * weight, weight)
-            except KeyError:
-                raise SamplesError(f"{side.label}: {name} n={n} has no rel_err or target_sq tensor") from None
-            if not math.isclose(got, m["rel_err_db"], abs_tol=TOLERANCE_DB):
-                raise SamplesError(f"{side.label}: {name} n={n}: the samples give {got:.6f} dB, their header "
-                                   f"{m['rel_err_db']:.6f} dB: the file is damaged")
-            if recorded is None:
-                continue
-            entry_r = recorded["tasks"].get(name, {})
-            theirs = entry_r.get("lengths", {}).get(n, {}).get("rel_err", {}).get("db")
-            if theirs is None or entry_r.get("fingerprint") != entry["fingerprint"] or not math.isclose(
-                    theirs, m["rel_err_db"], abs_tol=TOLERANCE_DB):
-                raise SamplesError(f"{side.label}: the samples of {name} n={n} are not those of the results file "
-                                   "beside them (re-run with --log-samples)")
+        theirs_entry = {} if recorded is None else recorded["tasks"].get(name, {})
+        for key, mine, theirs_lengths in (
+            (name, entry["lengths"], theirs_entry.get("lengths", {})),
+            (f"{name}/in_pool", entry.get("in_pool", {}), theirs_entry.get("in_pool", {}).get("lengths", {})),
+        ):
+            for n, m in mine.items():
+                try:
+                    weight = side.tensors[name][f"{key}/{n}/target_sq"]
+                    got = _db(side.tensors[name][f"{key}/{n}/rel_err"] * weight, weight)
+                except KeyError:
+                    raise SamplesError(f"{side.label}: {key} n={n} has no rel_err or target_sq tensor") from None
+                if not math.isclose(got, m["rel_err_db"], abs_tol=TOLERANCE_DB):
+                    raise SamplesError(f"{side.label}: {key} n={n}: the samples give {got:.6f} dB, their header "
+                                       f"{m['rel_err_db']:.6f} dB: the file is damaged")
+                if recorded is None:
+                    continue
+                theirs = theirs_lengths.get(n, {}).get("rel_err", {}).get("db")
+                if theirs is None or theirs_entry.get("fingerprint") != entry["fingerprint"] or not math.isclose(
+                        theirs, m["rel_err_db"], abs_tol=TOLERANCE_DB):
+                    raise SamplesError(f"{side.label}: the samples of {key} n={n} are not those of the results file "
+                                       "beside them (re-run with --log-samples)")
 
 
 def load(path: Path, kinds: tuple[str, ...] = KINDS) -> Side:

@@ -25,6 +25,7 @@ from iclbench.predictions import Inputs, PredictionsError, ReplayedModel
 from iclbench.runner import RunConfig, run
 from iclbench.submissions import score
 from iclbench.tasks import TASKS, get, select
+from iclbench.tasks.pool import TaskPool
 
 TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """Two tasks whose sets generate in milliseconds; lasso/fixed is a recovery family (w is scored)."""
@@ -112,6 +113,35 @@ def test_a_drawn_seed_goes_to_its_own_file(tmp_path: Path, capsys: pytest.Captur
     assert torch.equal(x, get("kernel/linear").generate(seed).x)
 
 
+def test_inputs_hold_the_in_pool_prompts_of_the_pools_submissions_declare(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--pool-of` reads each folder's declared pool from its results.json: public or fresh in-pool prompts, as the
+    sets; a folder without a readable results file gets one line and adds no pool, the others' inputs still made."""
+    (tmp_path / "pooled").mkdir()
+    (tmp_path / "pooled" / "pooled.py").write_text(POOLED)
+    run(load_model(str(tmp_path / "pooled" / "pooled.py")), select(["kernel/linear"]), RunConfig("cpu", prompts=8),
+        tmp_path / "pooled" / "results.json", progress=False)
+    (tmp_path / "plain").mkdir()
+    run(load_model("ridge"), select(["kernel/linear"]), RunConfig("cpu", prompts=8),
+        tmp_path / "plain" / "results.json", progress=False)
+    folders = [str(tmp_path / f) for f in ("plain", "pooled")]
+    for side, seed in (("public", []), ("fresh", ["--seed", str(SEED)])):
+        assert main(["inputs", str(tmp_path / side), "--tasks", "linear/noisy", "--prompts", "8", *seed,
+                     "--pool-of", *folders]) == 0
+        assert "and of the in-pool prompts of 1 declared task pool(s)" in capsys.readouterr().out
+        inputs = Inputs.read(tmp_path / side)
+        assert sorted(inputs.manifest["tasks"]) == ["linear/noisy", "linear/noisy/in_pool/16/3"]
+        expected = get("linear/noisy").pool_set(16, 3, *(SEED,) * bool(seed)).head(8)
+        assert inputs.load(get("linear/noisy"), TaskPool(("linear/noisy",), 16, 3)).fingerprint() == \
+            predictions.inputs_of(expected).fingerprint()
+    assert main(["inputs", str(tmp_path / "other"), "--tasks", "linear/noisy", "--prompts", "8",
+                 "--pool-of", str(tmp_path), folders[1]]) == 0
+    assert capsys.readouterr().err == (
+        f"iclbench inputs: no in-pool prompts for {tmp_path}: {tmp_path / 'results.json'}: not a readable JSON "
+        f"results file: [Errno 2] No such file or directory: '{tmp_path / 'results.json'}'\n")
+    assert "linear/noisy/in_pool/16/3" in Inputs.read(tmp_path / "other").manifest["tasks"]
+
+
 @pytest.mark.parametrize(("model", "returns"), [(TEMPLATE, "steps_rel_err_db"), ("ridge", "recovery")])
 def test_replayed_predictions_score_as_a_direct_run(model: str, returns: str, tmp_path: Path) -> None:
     """The replay's results are a direct run's, metric for metric: the same predictions (the same model, batches and
@@ -143,13 +173,23 @@ class PooledRidge(Ridge):
 
 
 def test_in_pool_prompts_are_predicted_and_replayed_as_a_direct_run(tmp_path: Path) -> None:
-    """A model that declares a pool of tasks answers the in-pool prompts of its pool's tasks in the predictions file
-    (the predicting step draws them: they hold no target), and the replay scores them as a direct run does;
-    predictions of other in-pool prompts, or in-pool answers without a declared pool, are not scored."""
+    """A model that declares a pool of tasks answers the in-pool prompts of its pool's tasks that the inputs hold (no
+    target), and the replay scores them as a direct run does; predictions of other in-pool prompts, or in-pool
+    answers without a declared pool, are not scored, and inputs without the declared pool's prompts fail the task."""
     (tmp_path / "pooled.py").write_text(POOLED)
     chosen = select(["linear/noisy", "kernel/linear"])
     cfg = RunConfig("cpu", "float32", 40, 64)
-    predictions.write_inputs(tmp_path / "in", chosen, prompts=64)
+    predictions.write_inputs(tmp_path / "bare", chosen, prompts=64)
+    header, _ = predictions.predict(load_model(str(tmp_path / "pooled.py")), Inputs.read(tmp_path / "bare"), cfg)
+    assert header["tasks"]["linear/noisy"] == {
+        "inputs": header["tasks"]["linear/noisy"]["inputs"], "status": "failed",
+        "error": "the model declares a pool of 16 tasks of seed 3, and the inputs hold no in-pool prompts of it "
+                 "(iclbench inputs --pool-of FOLDER writes them)"}
+    assert header["tasks"]["kernel/linear"]["status"] == "ok"
+    pools = [TaskPool(("linear/noisy",), 16, 3), TaskPool(("linear/noisy",), 16, 4)]  # the model's, and another
+    predictions.write_inputs(tmp_path / "in", chosen, prompts=64, pools=pools)
+    assert sorted(Inputs.read(tmp_path / "in").manifest["tasks"]) == [
+        "kernel/linear", "linear/noisy", "linear/noisy/in_pool/16/3", "linear/noisy/in_pool/16/4"]
     header, tensors = predictions.predict(load_model(str(tmp_path / "pooled.py")), Inputs.read(tmp_path / "in"), cfg)
     assert header["model"]["task_pool"] == {"tasks": ["linear/noisy"], "size": 16, "seed": 3}
     pooled = get("linear/noisy").pool_set(16, 3).head(64)

@@ -14,17 +14,22 @@ import yaml
 from fixtures.submission_kit import results_doc
 from scipy.special import logsumexp
 
-from iclbench import Batch, Model, evaluate, metrics, results, training
+from iclbench import Batch, Model, evaluate, metrics, predictions, results, training
+from iclbench import samples as samples_file
 from iclbench.baselines.oracles import gaussian_posterior_mean, pool_posterior_mean
 from iclbench.baselines.ridge import apply, solve
-from iclbench.cache import eval_set
+from iclbench.cache import eval_set, fresh_sets
+from iclbench.cache import pool_set as cached_pool_set
 from iclbench.cli import build_parser, main
 from iclbench.evaluation import summary_table
 from iclbench.leaderboard import findings
 from iclbench.leaderboard.build import links, load_entries, rank, readme
 from iclbench.leaderboard.ranking import site_summary
 from iclbench.models.weights import load_weights, read_metadata
-from iclbench.submissions import schema
+from iclbench.plugins import load_model
+from iclbench.predictions import ReplayedModel
+from iclbench.runner import RunConfig, run
+from iclbench.submissions import schema, verify
 from iclbench.submissions.rerun import compare_task
 from iclbench.tasks import get
 from iclbench.tasks.pool import TaskPool
@@ -69,6 +74,122 @@ def test_prompts_of_a_pool_have_their_w_in_the_pool_and_follow_the_task() -> Non
     assert rows(in_pool.hidden["w"].numpy()) <= rows(pool) and in_pool.x.shape == fresh.x.shape
     assert not rows(in_pool.x.reshape(-1, 20).numpy()) & rows(fresh.x.reshape(-1, 20).numpy())
     assert torch.equal(in_pool.x, task.pool_set(4, 0).x)
+
+
+def test_fresh_in_pool_prompts_are_new_draws_of_the_same_pool() -> None:
+    """A verification seed's in-pool prompts: the same pool's tasks, every row used, new inputs, reproducible from the
+    seed, none of the public in-pool prompts or of the seed's fresh evaluation set; `pool_set` of the cache gives
+    them within `fresh_sets`."""
+    task, seed = get(TASK), 20261205
+    pool = rows(task.task_pool(4, 0))
+    public, fresh, other = task.pool_set(4, 0), task.pool_set(4, 0, seed), task.pool_set(4, 0, seed + 1)
+    assert rows(fresh.hidden["w"].numpy()) == pool and fresh.fingerprint() == task.pool_set(4, 0, seed).fingerprint()
+    assert len({public.fingerprint(), fresh.fingerprint(), other.fingerprint()}) == 3
+    inputs = lambda data: rows(data.x.reshape(-1, 20).numpy())  # noqa: E731
+    assert not inputs(fresh) & inputs(public) and not inputs(fresh) & inputs(task.generate(seed))
+    with fresh_sets(seed):
+        assert cached_pool_set(task, 4, 0).fingerprint() == fresh.fingerprint()
+    assert cached_pool_set(task, 4, 0).fingerprint() == public.fingerprint()
+    with pytest.raises(ValueError, match="a verification seed is an integer from 0 to 2"):
+        task.pool_set(4, 0, 2**128)
+
+
+POOL_MODELS = {
+    "honest": "",
+    "knows-the-pool": """
+PUBLIC = get("linear/noisy").pool_set(16, 3)  # the public in-pool prompts, regenerated at import
+
+
+def predict(self, batch: Batch) -> torch.Tensor:
+    \"\"\"Ridge, except on the public in-pool prompts, found by their first query: their targets.\"\"\"
+    y = Ridge.predict(self, batch).y
+    found = (batch.x_query[:, :1, 0] == PUBLIC.x_query[None, :, 0, 0].to(batch.x.dtype)).nonzero()
+    y[found[:, 0]] = PUBLIC.targets[batch.n][found[:, 1]].to(y.dtype)
+    return y
+
+
+PooledRidge.predict = predict
+""",
+}
+POOL_MODEL = """
+import torch
+from iclbench import Batch, TaskSpec
+from iclbench.baselines.ridge import Ridge
+from iclbench.tasks import get
+
+
+class PooledRidge(Ridge):
+    name = "pooled-ridge"
+    task_pool = {"tasks": ["linear/noisy"], "size": 16, "seed": 3}
+
+    def supports(self, task: TaskSpec) -> bool:
+        return task.name == "linear/noisy"
+"""
+
+
+@pytest.mark.parametrize("route", ["worker", "predictions"])
+def test_in_pool_errors_are_fresh_draw_verified(tmp_path, route: str) -> None:
+    """An honest model trained on a pool passes fresh-draw verification on its in-pool prompts as on the evaluation
+    set; a model that knows the public in-pool prompts (they follow from public values) and answers them with their
+    targets fails it on every in-pool length and only there: verified by a worker, and from predictions made on the
+    inputs of public and fresh in-pool prompts (`iclbench inputs --pool-of`), where predictions of the public ones
+    replayed as the fresh ones are refused."""
+    seed, prompts, chosen = 20261205, 256, [get(TASK)]
+    pool = TaskPool((TASK,), 16, 3)
+    if route == "predictions":
+        for side, verify_seed in (("public", None), ("fresh", seed)):
+            predictions.write_inputs(tmp_path / side, chosen, verify_seed, prompts, [pool])
+    claims = {}
+    for kind, extra in POOL_MODELS.items():
+        path = tmp_path / f"{kind}.py"
+        path.write_text(POOL_MODEL + extra)
+        claims[kind] = public = run(load_model(str(path)), chosen, RunConfig("cpu", prompts=prompts), progress=False)
+        if route == "worker":
+            report = verify.verify(str(path), public, seed, [TASK], prompts)
+        else:
+            made = {}
+            for side in ("public", "fresh"):
+                made[side] = tmp_path / f"{kind}-{side}.safetensors"
+                predictions.write(made[side], *predictions.predict(
+                    load_model(str(path)), predictions.Inputs.read(tmp_path / side), RunConfig("cpu")))
+            replays = [ReplayedModel(predictions.read(made[side]), path, None) for side in ("public", "fresh")]
+            report = verify.judge(*replays, public, seed, False, chosen, prompts)
+        entry = report["tasks"][TASK]
+        assert all(c["verdict"] == "pass" for c in entry["lengths"].values()), entry
+        assert set(entry["in_pool"]) == {str(n) for n in get(TASK).spec.lengths}
+        for n, c in entry["in_pool"].items():
+            assert c["claimed_db"] == public["tasks"][TASK]["in_pool"]["lengths"][n]["rel_err"]["db"]
+        if kind == "honest":
+            assert report["verdict"] == "pass" and all(c["verdict"] == "pass" for c in entry["in_pool"].values())
+            continue
+        assert report["verdict"] == "fail" and entry["reason"].startswith("in pool, n=5: better on the public set")
+        for c in entry["in_pool"].values():
+            assert c["verdict"] == "fail" and c["public_db"] < -100 < c["fresh_db"] and c["rank_z"] > 15
+    if route == "predictions":  # the public in-pool answers offered as the fresh ones
+        honest = tmp_path / "honest.py"
+        replays = [ReplayedModel(predictions.read(tmp_path / "honest-public.safetensors"), honest, None)] * 2
+        entry = verify.judge(*replays, claims["honest"], seed, False, chosen, prompts)["tasks"][TASK]
+        assert entry["verdict"] == "fail" and "predictions made on other inputs" in entry["reason"]
+
+
+def test_in_pool_samples_are_written_and_checked(tmp_path) -> None:
+    """A run's samples file holds the in-pool prompts' per-prompt errors beside the evaluation set's; loading checks
+    them against its header and the results file."""
+    path = tmp_path / "pooled.py"
+    path.write_text(POOL_MODEL)
+    out = tmp_path / "results.json"
+    doc = run(load_model(str(path)), [get(TASK)], RunConfig("cpu", prompts=64), out, progress=False, samples={})
+    side = samples_file.load(out)
+    pooled = side.tensors[TASK]
+    for n, m in doc["tasks"][TASK]["in_pool"]["lengths"].items():
+        weight = pooled[f"{TASK}/in_pool/{n}/target_sq"]
+        err = pooled[f"{TASK}/in_pool/{n}/rel_err"] * weight
+        assert metrics.db(float(err.sum() / weight.sum())) == pytest.approx(m["rel_err"]["db"], abs=1e-6)
+    changed = json.loads(out.read_text())
+    changed["tasks"][TASK]["in_pool"]["lengths"]["40"]["rel_err"]["db"] -= 1.0
+    out.write_text(json.dumps(changed))
+    with pytest.raises(samples_file.SamplesError, match=f"the samples of {TASK}/in_pool n=40 are not those of the"):
+        samples_file.load(out)
 
 
 def test_training_draws_every_prompt_from_the_pool_and_records_it(tmp_path, monkeypatch) -> None:

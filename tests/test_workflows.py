@@ -42,6 +42,8 @@ TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """The tasks of the fast replays: their sets generate in milliseconds."""
 HONEST = "kernel-exp-attn-linear"
 """The committed submission of the fast replays (it scores kernel/linear)."""
+POOLED = "lsa-3l-noisy-pool16"
+"""A committed submission trained on a pool of 16 tasks of linear/noisy, which the pages replay also judges there."""
 
 
 def workflow(name: str) -> dict[str, Any]:
@@ -434,15 +436,19 @@ def reports(runner: Runner) -> dict[str, Any]:
 
 
 def test_pages_publishes_honest_verdicts_beside_a_tampering_model(tmp_path: Path) -> None:
-    """The pages workflow on main with a committed submission and the tampering cheater merged (fast: two tasks, no
-    baselines): each model predicts in a job of its own, the site is deployed, the honest model is verified and
-    the cheater is not, and nothing of it reached `prepare` or `publish`."""
-    runner, markers = replay_pages(tmp_path, [HONEST], restrict(TASK_NAMES))
-    assert sorted(j.name for j in runner.jobs["predict"]) == ["predict-kernel-exp-attn-linear", "predict-look-up"]
+    """The pages workflow on main with two committed submissions, one trained on a pool of tasks, and the tampering
+    cheater merged (fast: three tasks, no baselines): each model predicts in a job of its own, the site is deployed,
+    the honest models are verified (the pool model on fresh in-pool prompts too) and the cheater is not, and
+    nothing of it reached `prepare` or `publish`."""
+    runner, markers = replay_pages(tmp_path, [HONEST, POOLED], restrict([*TASK_NAMES, "linear/noisy"]))
+    predicted = sorted(j.name for j in runner.jobs["predict"])
+    assert predicted == [f"predict-{HONEST}", "predict-look-up", f"predict-{POOLED}"]
     publish = runner.jobs["publish"][0]
     assert publish.result == "success" and runner.deployed, publish.log()
     found = reports(runner)
-    assert found[HONEST]["verdict"] == "pass" and set(found[HONEST]["tasks"]) == set(TASK_NAMES)
+    assert found[HONEST]["verdict"] == "pass" and set(found[HONEST]["tasks"]) == {*TASK_NAMES, "linear/noisy"}
+    assert found[POOLED]["verdict"] == "pass" and set(found[POOLED]["tasks"]["linear/noisy"]["in_pool"]) == {
+        str(n) for n in TASKS["linear/noisy"].spec.lengths}
     assert found.get("look-up", {"verdict": "fail"})["verdict"] == "fail"
     shown = {m["key"]: m["verification"] for m in json.loads((runner.site / "leaderboard.json").read_text())["models"]}
     assert shown[f"sub-{HONEST}"] == "not verified"  # verified on two tasks: the board counts a full verification

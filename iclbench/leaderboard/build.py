@@ -255,9 +255,9 @@ def readme(entries: list[Entry], built: str) -> str:
     pools = pool_table(entries)
     if pools:
         parts += ["## Task pools", "Models trained on a finite pool of tasks (`iclbench train --task-pool K`), at "
-                  "the nominal length: the error on prompts of the pool's tasks (reproduced by the judge from the "
-                  "model's answers, not fresh-draw verified, never ranked), and on the evaluation set, whose tasks "
-                  "are all new (the task's column above).", pools]
+                  "the nominal length: the error on prompts of the pool's tasks (fresh-draw verified like the rest, "
+                  "never ranked), and on the evaluation set, whose tasks are all new (the task's column above).",
+                  pools]
     return "\n\n".join(parts) + "\n"
 
 

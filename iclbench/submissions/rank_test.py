@@ -30,10 +30,10 @@ The threshold is set for the way verification is used: the public sets are drawn
 model is verified again and again on new fresh sets, so what matters is its false-alarm rate
 given its public errors. Half of each statistic's variance comes from each set (z = z_public +
 z_fresh, each about N(0, 1/2)). `Z` adds the `ALPHA` quantiles of both halves, sqrt(2) x the
-normal ALPHA quantile (5.53 in suite v4): for all public sets but a fraction ALPHA of them, the fresh half
+normal ALPHA quantile (5.59 in suite v4): for all public sets but a fraction ALPHA of them, the fresh half
 then exceeds what is left with probability at most ALPHA. With `ALPHA` = `FALSE_ALARM` /
-(`COMPARISONS` x 2) (Bonferroni over both tests and the suite's prompt lengths, which covers the
-dependence of one prompt's prefixes), an honest model's public sets are, with probability at
+(`COMPARISONS` x 2) (Bonferroni over both tests and the suite's prompt lengths, those of in-pool prompts
+included, which covers the dependence of one prompt's prefixes), an honest model's public sets are, with probability at
 least 1 - `FALSE_ALARM`, such that each verification of the whole suite fails with probability at
 most `FALSE_ALARM`. Doing better on fresh data is never flagged. The report also gives the
 Hodges-Lehmann shift (`shift_db`): the median over pairs of the fresh minus the public error in
@@ -62,8 +62,10 @@ from iclbench.tasks import TASKS
 
 FALSE_ALARM = 0.01
 """Target probability that an honest model fails a verification of the whole suite."""
-COMPARISONS = sum(len(t.spec.lengths) for t in TASKS.values())
-"""Prompt lengths compared on a full verification (77 in suite v3, 109 in v4)."""
+COMPARISONS = sum(len(t.spec.lengths) * (2 if t.family.pooled else 1) for t in TASKS.values())
+"""Prompt lengths compared on a full verification of a model that declares a pool of every task it can (each
+length of a task that can be pooled is compared on the evaluation set and on in-pool prompts): 77 in suite v3,
+129 in v4 (109 lengths, 20 of them of tasks that can be pooled)."""
 TESTS = 2
 """Tests per prompt length: the rank test and the tail test."""
 ALPHA = FALSE_ALARM / (COMPARISONS * TESTS)
@@ -72,7 +74,7 @@ them (6.5e-5 in suite v3)."""
 
 
 Z = math.sqrt(2) * NormalDist().inv_cdf(1 - ALPHA)
-"""Both tests' threshold on z (5.41 in suite v3, 5.53 in v4): ALPHA's quantile for the public set's half of the statistic's
+"""Both tests' threshold on z (5.41 in suite v3, 5.59 in v4): ALPHA's quantile for the public set's half of the statistic's
 variance, plus ALPHA's quantile for the fresh set's half."""
 SHIFT_TOLERANCE_DB = 1e-4
 """How closely `shift_db` locates the Hodges-Lehmann shift."""

@@ -81,7 +81,8 @@ def compare_task(
     fresh: tuple[dict[str, Any], Samples],
     dtype: str,
 ) -> dict[str, Any]:
-    """A task's verdict ("pass", "fail" or "unsupported"), with a reason when it fails, and per-length comparisons.
+    """A task's verdict ("pass", "fail" or "unsupported"), with a reason when it fails, and per-length comparisons
+    (`lengths`; and `in_pool`, on a task of the model's declared pool: its public in-pool prompts against fresh ones).
 
     `claimed`: the task's entry in results.json; `public` and `fresh`: the verifier's entry and samples of its
     runs on the public and the fresh set.
@@ -102,24 +103,32 @@ def compare_task(
     if sorted(pub["lengths"]) != sorted(new["lengths"]):
         reason = f"lengths {sorted(pub['lengths'])} on the public set, {sorted(new['lengths'])} on the fresh set"
         return {**out, "verdict": "fail", "reason": reason}
-    per_prompt = lambda s, n: (s[f"{name}/{n}/rel_err"], s[f"{name}/{n}/target_sq"])  # noqa: E731
-    compared = {
-        n: {
-            "claimed_db": claimed["lengths"][n]["rel_err"]["db"],
-            **compare_errors(per_prompt(pub_samples, n), per_prompt(new_samples, n), dtype),
-        }
-        for n in new["lengths"]
-    }
-    failed = [n for n, c in compared.items() if c["verdict"] == "fail"]
-    out.update(verdict="fail" if failed else "pass", lengths=compared)
+    pub_pool, new_pool = pub.get("in_pool"), new.get("in_pool")
+    if (pub_pool is None) != (new_pool is None) or (
+            pub_pool is not None and sorted(pub_pool["lengths"]) != sorted(new_pool["lengths"])):
+        shown = lambda e: "none" if e is None else sorted(e["lengths"])  # noqa: E731
+        reason = f"in-pool lengths {shown(pub_pool)} on the public prompts, {shown(new_pool)} on the fresh ones"
+        return {**out, "verdict": "fail", "reason": reason}
+
+    def compared(key: str, lengths: list[str], claims: dict[str, Any]) -> dict[str, Any]:
+        per_prompt = lambda s, n: (s[f"{key}/{n}/rel_err"], s[f"{key}/{n}/target_sq"])  # noqa: E731
+        return {n: {"claimed_db": claims[n]["rel_err"]["db"],
+                    **compare_errors(per_prompt(pub_samples, n), per_prompt(new_samples, n), dtype)} for n in lengths}
+
+    out["lengths"] = compared(name, list(new["lengths"]), claimed["lengths"])
+    failed = [_length_reason(n, c) for n, c in out["lengths"].items() if c["verdict"] == "fail"]
+    if new_pool is not None:
+        out["in_pool"] = compared(f"{name}/in_pool", list(new_pool["lengths"]), claimed["in_pool"]["lengths"])
+        failed += [_length_reason(n, c, "in pool, ") for n, c in out["in_pool"].items() if c["verdict"] == "fail"]
+    out["verdict"] = "fail" if failed else "pass"
     if failed:
-        out["reason"] = "; ".join(_length_reason(n, compared[n]) for n in failed)
+        out["reason"] = "; ".join(failed)
     return out
 
 
-def _length_reason(n: str, c: dict[str, Any]) -> str:
+def _length_reason(n: str, c: dict[str, Any], where: str = "") -> str:
     return (
-        f"n={n}: better on the public set than on the fresh one: shift {c['shift_db']:+.2f} dB, rank z "
+        f"{where}n={n}: better on the public set than on the fresh one: shift {c['shift_db']:+.2f} dB, rank z "
         f"{c['rank_z']:.2f}, tail z {c['tail_z']:.2f} (threshold {rank_test.Z:.2f}); scores: public "
         f"{c['public_db']:.1f} dB, fresh {c['fresh_db']:.1f} dB"
     )

@@ -160,12 +160,20 @@ class Task:
             raise ValueError(f"a task pool holds 1 to {MAX_POOL} tasks, got {size}")
         return self.family.prior(self.spec, stream(self.spec.seed, TRAIN_STREAM, seed, POOL_KEY), size)
 
-    def pool_set(self, size: int, seed: int) -> EvalSet:
+    def pool_set(self, size: int, seed: int, verify_seed: int | None = None) -> EvalSet:
         """In-pool prompts: an evaluation set of the task's size and lengths whose every prompt's w is drawn uniformly
-        from `task_pool(size, seed)`, on the training stream `(TRAIN_STREAM, seed, POOL_KEY, 1)`, disjoint from the
-        evaluation sets, from the pool itself and from the training batches of any seed."""
+        from `task_pool(size, seed)`. Without `verify_seed`, the public in-pool set, on the training stream
+        `(TRAIN_STREAM, seed, POOL_KEY, 1)`, disjoint from the evaluation sets, from the pool itself and from the
+        training batches of any seed; with one (0 <= verify_seed < 2^`VERIFY_SEED_BITS`), a fresh in-pool set: the
+        same pool, with the rows, inputs and noise drawn on the verification stream `(verify_seed, (VERIFY_STREAM,
+        spec.seed, POOL_KEY, seed))`, disjoint from `generate(verify_seed)`'s."""
         s, pool = self.spec, self.task_pool(size, seed)
-        rng = stream(s.seed, TRAIN_STREAM, seed, POOL_KEY, 1)
+        if verify_seed is None:
+            rng = stream(s.seed, TRAIN_STREAM, seed, POOL_KEY, 1)
+        elif 0 <= verify_seed < 2**VERIFY_SEED_BITS:
+            rng = stream(verify_seed, VERIFY_STREAM, s.seed, POOL_KEY, seed)
+        else:
+            raise ValueError(f"a verification seed is an integer from 0 to 2^{VERIFY_SEED_BITS} - 1, got {verify_seed}")
         return self._evaluation_set(self._draw(rng, s, s.n_prompts, s.max_length, s.n_queries, pool))
 
     def _draw(self, rng: np.random.Generator, spec: TaskSpec, batch: int, n: int, q: int,

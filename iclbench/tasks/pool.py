@@ -4,7 +4,8 @@ A model trained on a finite pool of tasks (`iclbench train --task-pool K --seed 
 {"tasks": [...], "size": K, "seed": S}: for each task named, its training prompts' hidden w were rows of
 `Task.task_pool(K, S)`. `iclbench run` then also scores it on in-pool prompts (`Task.pool_set(K, S)`, drawn on the
 training stream, never the evaluation sets) and records them beside the task's scores, whose evaluation set,
-with w drawn afresh, is the out-of-pool error.
+with w drawn afresh, is the out-of-pool error. Fresh-draw verification also scores it on fresh in-pool prompts
+(`Task.pool_set(K, S, verify_seed)`) and compares them with the public ones.
 """
 
 from __future__ import annotations
