@@ -33,6 +33,7 @@ from iclbench.sandbox import SandboxError, refusal
 from iclbench.tasks import FINGERPRINTS, SUITE_VERSION, UnknownTaskError
 from iclbench.tasks.family import VERIFY_SEED_BITS
 from iclbench.tasks.pool import TaskPool
+from iclbench.untrusted import UntrustedError, load_json
 from iclbench.worker import IsolatedModel, Limits
 
 
@@ -198,13 +199,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def declared_pools(folders: list[Path]) -> list[TaskPool]:
     """The pools of training tasks that the submissions in `folders` declare (their results.json's `model.task_pool`,
-    which `iclbench validate` checks against submission.yaml), each once. A folder whose results file cannot be read
-    gets a line on stderr and adds none: one broken submission does not stop the inputs of the others."""
+    read and checked as `iclbench validate` reads it, which checks it against submission.yaml), each once. A folder
+    whose results cannot be read gets a line on stderr and adds none: one broken submission does not stop the
+    inputs of the others."""
     pools: list[TaskPool] = []
     for folder in folders:
+        path = folder / "results.json"
         try:
-            pool = TaskPool.parse(results.read(folder / "results.json")["model"].get("task_pool"))
-        except ResultsError as exc:
+            try:
+                doc = load_json(path, schema.MAX_BYTES[".json"])
+            except (OSError, UntrustedError) as exc:
+                raise ValueError(f"{path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+            results.check(doc, str(path))
+            pool = TaskPool.parse(doc["model"].get("task_pool"), f"{path}: model.task_pool")
+        except Exception as exc:  # a submitter's file, whatever it holds: the other folders go on
             print(f"iclbench inputs: no in-pool prompts for {folder}: {exc}", file=sys.stderr)
             continue
         if pool is not None and pool not in pools:

@@ -107,8 +107,9 @@ def write_inputs(directory: Path, tasks: list[Task], seed: int | None = None, pr
             sets[task.spec.name] = cut(data)
         for pool in pools:
             for task in tasks:
-                if task.spec.name in pool.tasks:
-                    sets[in_pool_key(task.spec.name, pool)] = cut(pool_set(task, pool.size, pool.seed))
+                key = in_pool_key(task.spec.name, pool)
+                if task.spec.name in pool.tasks and key not in sets:  # pools may share a task, size and seed
+                    sets[key] = cut(pool_set(task, pool.size, pool.seed))
     if prompts is not None and all(prompts >= t.spec.n_prompts for t in tasks):
         prompts = None
     try:

@@ -122,6 +122,14 @@ def _parse(meta: dict[str, str], flat: dict[str, torch.Tensor], where: str
         by_task: dict[str, dict[str, torch.Tensor]] = {name: {} for name in head["tasks"]}
     except (KeyError, TypeError, ValueError) as exc:
         raise SamplesError(f"{where}: its header is not readable ({exc})") from None
+    numbers = lambda v: isinstance(v, dict) and all(  # noqa: E731
+        isinstance(m, dict) and isinstance(m.get("rel_err_db"), (int, float)) for m in v.values())
+    for name, entry in head["tasks"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("fingerprint"), str)
+                and type(entry.get("nominal")) is int and type(entry.get("n_prompts")) is int
+                and numbers(entry.get("lengths")) and numbers(entry.get("in_pool", {}))):
+            raise SamplesError(f"{where}: its header's entry of {str(name)[:80]!r} is not a fingerprint, a nominal "
+                               "length, a number of prompts and a rel_err_db per length (and per in-pool length)")
     for key, t in flat.items():
         name, n, kind = key.rsplit("/", 2) if key.count("/") >= 2 else (key, "", "")
         task = name.removesuffix("/in_pool")

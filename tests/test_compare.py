@@ -109,6 +109,11 @@ def test_compare_refuses_what_cannot_be_paired(two_runs: Path, tmp_path: Path, c
     assert "linear/noisy: " in _refusal(capsys, other, two_runs / "averaging.json")
     _rewrite(ridge, other, lambda h: h["tasks"]["linear/noisy"]["lengths"]["40"].update(rel_err_db=-30.0))
     assert "the file is damaged" in _refusal(capsys, other, two_runs / "averaging.json")
+    for damage in (lambda h: h["tasks"].update({"linear/noisy": []}),
+                   lambda h: h["tasks"]["linear/noisy"].update(in_pool=5),
+                   lambda h: h["tasks"]["linear/noisy"]["lengths"].update({"40": -3.0})):
+        _rewrite(ridge, other, damage)
+        assert "its header's entry of 'linear/noisy' is not a fingerprint" in _refusal(capsys, other, ridge)
     stale = tmp_path / "ridge.json"
     doc = json.loads((two_runs / "ridge.json").read_text())
     doc["tasks"]["linear/noisy"]["lengths"]["40"]["rel_err"]["db"] -= 1.0  # a re-run without --log-samples

@@ -179,6 +179,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         results_doc("kernel-only", {n: -5.0 for n, f in FAMILY.items() if f == "kernel"}),
         results_doc("iter", {n: -25.0 for n in TASKS}, steps=[-2.0 * k for k in range(1, 41)]),
     ]
+    pooled = docs[-1]  # as if trained on a pool of 16 tasks of linear/noisy: its in-pool errors in its detail
+    pooled["model"]["task_pool"] = {"tasks": ["linear/noisy"], "size": 16, "seed": 0}
+    entry = pooled["tasks"]["linear/noisy"]
+    entry["in_pool"] = {"size": 16, "seed": 0, "n_prompts": entry["n_prompts"],
+                        "lengths": {n: {"rel_err": m["rel_err"]} for n, m in entry["lengths"].items()}}
     for doc in docs:
         (baselines / f"{doc['model']['name']}.json").write_text(json.dumps(doc))
     build(subs, baselines, tmp / "repo" / "out", findings=FINDINGS, repository=REPOSITORY)
@@ -304,6 +309,7 @@ def test_desktop_first_screen_views_and_detail(chromium: Page, site: tuple[str, 
         ranks = {f: _rank(iter_row["families"][f]["rank"]) for f in summary["families"]}
         assert f"rank {ranks['linear']} of {iter_row['families']['linear']['pool']}" in detail  # the family ranks
         assert "not ranked" not in detail
+        assert "in pool (16 tasks, seed 0)" in detail and "(in-pool errors never ranked; –)" in detail
         srcs = chromium.js("Array.from(document.querySelectorAll('#detail img')).map(i => i.getAttribute('src'))")
         assert srcs == ["plots/model-base-iter.svg", "plots/model-base-iter-steps.svg"]
         chromium.wait(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,31 +116,32 @@ def test_a_drawn_seed_goes_to_its_own_file(tmp_path: Path, capsys: pytest.Captur
 
 def test_inputs_hold_the_in_pool_prompts_of_the_pools_submissions_declare(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--pool-of` reads each folder's declared pool from its results.json: public or fresh in-pool prompts, as the
-    sets; a folder without a readable results file gets one line and adds no pool, the others' inputs still made."""
-    (tmp_path / "pooled").mkdir()
-    (tmp_path / "pooled" / "pooled.py").write_text(POOLED)
-    run(load_model(str(tmp_path / "pooled" / "pooled.py")), select(["kernel/linear"]), RunConfig("cpu", prompts=8),
-        tmp_path / "pooled" / "results.json", progress=False)
-    (tmp_path / "plain").mkdir()
-    run(load_model("ridge"), select(["kernel/linear"]), RunConfig("cpu", prompts=8),
-        tmp_path / "plain" / "results.json", progress=False)
-    folders = [str(tmp_path / f) for f in ("plain", "pooled")]
+    """`--pool-of` reads each submission's declared pool from its results.json as validation reads it (a byte-order
+    mark included): public or fresh in-pool prompts, as the sets. A folder that cannot be read, or whose results
+    file is hostile, gets one line and adds no pool; the others' inputs are still made."""
+    pooled = submission(tmp_path / "pooled", POOLED)
+    bom = tmp_path / "bom"
+    shutil.copytree(pooled, bom)
+    (bom / "results.json").write_bytes(b"\xef\xbb\xbf" + (pooled / "results.json").read_bytes())
+    deep = tmp_path / "deep"
+    shutil.copytree(pooled, deep)
+    (deep / "results.json").write_text("[" * 200_000 + "]" * 200_000)
+    folders = [str(tmp_path / "missing"), str(deep), str(bom), str(pooled)]
     for side, seed in (("public", []), ("fresh", ["--seed", str(SEED)])):
         assert main(["inputs", str(tmp_path / side), "--tasks", "linear/noisy", "--prompts", "8", *seed,
                      "--pool-of", *folders]) == 0
-        assert "and of the in-pool prompts of 1 declared task pool(s)" in capsys.readouterr().out
+        captured = capsys.readouterr()
+        assert "and of the in-pool prompts of 1 declared task pool(s)" in captured.out
+        assert captured.err.splitlines() == [
+            f"iclbench inputs: no in-pool prompts for {tmp_path / 'missing'}: {tmp_path / 'missing' / 'results.json'}: "
+            "No such file or directory",
+            f"iclbench inputs: no in-pool prompts for {deep}: {deep / 'results.json'}: not readable JSON: nested deeper "
+            "than 16 levels"]
         inputs = Inputs.read(tmp_path / side)
         assert sorted(inputs.manifest["tasks"]) == ["linear/noisy", "linear/noisy/in_pool/16/3"]
         expected = get("linear/noisy").pool_set(16, 3, *(SEED,) * bool(seed)).head(8)
         assert inputs.load(get("linear/noisy"), TaskPool(("linear/noisy",), 16, 3)).fingerprint() == \
             predictions.inputs_of(expected).fingerprint()
-    assert main(["inputs", str(tmp_path / "other"), "--tasks", "linear/noisy", "--prompts", "8",
-                 "--pool-of", str(tmp_path), folders[1]]) == 0
-    assert capsys.readouterr().err == (
-        f"iclbench inputs: no in-pool prompts for {tmp_path}: {tmp_path / 'results.json'}: not a readable JSON "
-        f"results file: [Errno 2] No such file or directory: '{tmp_path / 'results.json'}'\n")
-    assert "linear/noisy/in_pool/16/3" in Inputs.read(tmp_path / "other").manifest["tasks"]
 
 
 @pytest.mark.parametrize(("model", "returns"), [(TEMPLATE, "steps_rel_err_db"), ("ridge", "recovery")])

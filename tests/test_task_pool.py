@@ -161,6 +161,9 @@ def test_in_pool_errors_are_fresh_draw_verified(tmp_path, route: str) -> None:
             assert c["claimed_db"] == public["tasks"][TASK]["in_pool"]["lengths"][n]["rel_err"]["db"]
         if kind == "honest":
             assert report["verdict"] == "pass" and all(c["verdict"] == "pass" for c in entry["in_pool"].values())
+            pooled = entry["in_pool"]["40"]
+            assert verify.task_line(TASK, entry).endswith(
+                f"; in pool: public {pooled['public_db']:.1f} dB, fresh {pooled['fresh_db']:.1f} dB)")
             continue
         assert report["verdict"] == "fail" and entry["reason"].startswith("in pool, n=5: better on the public set")
         for c in entry["in_pool"].values():
@@ -170,6 +173,19 @@ def test_in_pool_errors_are_fresh_draw_verified(tmp_path, route: str) -> None:
         replays = [ReplayedModel(predictions.read(tmp_path / "honest-public.safetensors"), honest, None)] * 2
         entry = verify.judge(*replays, claims["honest"], seed, False, chosen, prompts)["tasks"][TASK]
         assert entry["verdict"] == "fail" and "predictions made on other inputs" in entry["reason"]
+
+
+def test_in_pool_runs_of_another_pool_fail_the_comparison(tmp_path) -> None:
+    """The public and fresh in-pool runs must be of one pool (size and seed) and one set of lengths."""
+    path = tmp_path / "pooled.py"
+    path.write_text(POOL_MODEL)
+    entry = run(load_model(str(path)), [get(TASK)], RunConfig("cpu", prompts=32), progress=False)["tasks"][TASK]
+    other = json.loads(json.dumps(entry))
+    other["in_pool"]["seed"] = 4
+    report = verify.compare_task(TASK, entry, (entry, {}), (other, {}), "float32")
+    assert report["verdict"] == "fail" and report["reason"] == (
+        "in-pool prompts (pool size, seed, lengths) (16, 3, ['10', '20', '40', '5', '80']) on the public side, "
+        "(16, 4, ['10', '20', '40', '5', '80']) on the fresh one")
 
 
 def test_in_pool_samples_are_written_and_checked(tmp_path) -> None:
@@ -381,7 +397,9 @@ def test_the_leaderboard_shows_the_in_pool_and_out_of_pool_errors(tmp_path) -> N
     assert columns == {"pooled": {"size": 16, "seed": 0, "db": -9.5, "ci90_db": [-9.75, -9.25]}, "plain": None}
     text = readme(entries, "2026-01-01")
     assert "## Task pools" in text
-    assert f"| pooled  | {TASK} | 16          | 0           | -9.50          | -4.00" in text
+    cells = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| pooled ")).split("|")]
+    verification = next(e.verification for e in entries if e.name == "pooled")
+    assert cells[1:-1] == ["pooled", TASK, "16", "0", "-9.50", "-4.00", verification] and verification
 
 
 def test_the_gaussian_posterior_mean_with_a_singular_covariance() -> None:

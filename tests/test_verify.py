@@ -17,7 +17,8 @@ from iclbench.leaderboard.build import load_entries, rank, tables
 from iclbench.plugins import load_model
 from iclbench.runner import RunConfig, run
 from iclbench.tasks import TASKS, get, select
-from iclbench.submissions.verify import FORMAT, status, verify
+from iclbench.submissions.rank_test import Z
+from iclbench.submissions.verify import FORMAT, RULE, status, verify
 
 TASK_NAMES = ["lasso/fixed", "kernel/linear"]
 """Two tasks whose sets generate in milliseconds; lasso/fixed has one matrix X0 shared by every prompt."""
@@ -163,6 +164,7 @@ def full_report(public: dict, **changes: object) -> dict:
         "suite_version": public["suite_version"],
         "model": {k: public["model"][k] for k in ("name", "file_sha256", "checkpoint_sha256")},
         "prompts": None,
+        "rule": {"name": RULE, "z": Z},
         "tasks": {name: {"verdict": "pass"} for name in TASKS},
     }
     report.update(changes)
@@ -180,6 +182,7 @@ def test_leaderboard_status_of_a_report() -> None:
     assert status(full_report(public, tasks={"lasso/fixed": {"verdict": "pass"}}), public) == "not verified"
     assert status(full_report(public, prompts=256), public) == "not verified"
     assert status(full_report(public, seed_drawn=False), public) == "not verified"
+    assert status(full_report(public, rule={"name": RULE, "z": 5.53}), public) == "not verified"  # an older threshold
     assert status({"format": "something else"}, public) == "not verified"
 
 

@@ -255,8 +255,9 @@ def readme(entries: list[Entry], built: str) -> str:
     pools = pool_table(entries)
     if pools:
         parts += ["## Task pools", "Models trained on a finite pool of tasks (`iclbench train --task-pool K`), at "
-                  "the nominal length: the error on prompts of the pool's tasks (fresh-draw verified like the rest, "
-                  "never ranked), and on the evaluation set, whose tasks are all new (the task's column above).",
+                  "the nominal length: the error on prompts of the pool's tasks (never ranked; a verified model's "
+                  "in-pool errors are fresh-draw verified with the rest), and on the evaluation set, whose tasks are "
+                  "all new (the task's column above).",
                   pools]
     return "\n\n".join(parts) + "\n"
 
@@ -273,11 +274,11 @@ def links(repository: str | None, findings: bool) -> dict[str, str]:
 
 
 def pool_table(entries: list[Entry]) -> str:
-    """A Markdown table of the in-pool and out-of-pool errors of the models that declare a pool of tasks ("" if
-    none)."""
-    rows = [[e.name, task, pool["size"], pool["seed"], _fmt(pool["db"], 2), _fmt(e.scores[task], 2)]
+    """A Markdown table of the in-pool and out-of-pool errors of the models that declare a pool of tasks, with each
+    model's verification ("" if none)."""
+    rows = [[e.name, task, pool["size"], pool["seed"], _fmt(pool["db"], 2), _fmt(e.scores[task], 2), e.verification]
             for e in entries for task in TASKS if (pool := in_pool(e, task)) is not None]
-    headers = ["model", "task", "pool size", "pool seed", "in pool (dB)", "out of pool (dB)"]
+    headers = ["model", "task", "pool size", "pool seed", "in pool (dB)", "out of pool (dB)", "verification"]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True) if rows else ""
 
 

@@ -189,8 +189,9 @@ function render(d) {
     fmt(t.in_pool.db, 2) + ' dB in pool (' + t.in_pool.size + ' tasks, seed ' + t.in_pool.seed + '), ' +
     fmt(t.db, 2) + ' dB out of pool');
   const pool = pools.length ?
-    el('p', {}, 'Trained on a pool of tasks, at the nominal length (in-pool errors fresh-draw verified, never ' +
-      'ranked): ' + pools.join('; ')) : null;
+    el('p', {}, 'Trained on a pool of tasks, at the nominal length (in-pool errors never ranked; ' +
+      (d.verification.startsWith('verified') ? 'fresh-draw verified with the rest' : d.verification) + '): ' +
+      pools.join('; ')) : null;
   const figs = [d.plots.lengths, d.plots.steps].filter(Boolean).map(src =>
     el('figure', {}, el('img', {src: src, loading: 'lazy', alt: d.name + ' plot'})));
   const box = document.getElementById('detail');

@@ -103,11 +103,11 @@ def compare_task(
     if sorted(pub["lengths"]) != sorted(new["lengths"]):
         reason = f"lengths {sorted(pub['lengths'])} on the public set, {sorted(new['lengths'])} on the fresh set"
         return {**out, "verdict": "fail", "reason": reason}
+    shown = lambda e: None if e is None else (e["size"], e["seed"], sorted(e["lengths"]))  # noqa: E731
     pub_pool, new_pool = pub.get("in_pool"), new.get("in_pool")
-    if (pub_pool is None) != (new_pool is None) or (
-            pub_pool is not None and sorted(pub_pool["lengths"]) != sorted(new_pool["lengths"])):
-        shown = lambda e: "none" if e is None else sorted(e["lengths"])  # noqa: E731
-        reason = f"in-pool lengths {shown(pub_pool)} on the public prompts, {shown(new_pool)} on the fresh ones"
+    if shown(pub_pool) != shown(new_pool):
+        reason = (f"in-pool prompts (pool size, seed, lengths) {shown(pub_pool)} on the public side, "
+                  f"{shown(new_pool)} on the fresh one")
         return {**out, "verdict": "fail", "reason": reason}
 
     def compared(key: str, lengths: list[str], claims: dict[str, Any]) -> dict[str, Any]:
@@ -269,8 +269,8 @@ def judge(
 def status(report: Any, public: dict[str, Any]) -> str:
     """What the leaderboard shows for a submission's report: "verified <date>", "failed <date>" or "not verified".
 
-    A report counts when it is of this suite, of the files `public` was made with, on every task,
-    with every prompt and a seed drawn at verification time; a failure always shows.
+    A report counts when it is of this suite and of the current rule (its name and threshold), of the files `public`
+    was made with, on every task, with every prompt and a seed drawn at verification time; a failure always shows.
     """
     if not isinstance(report, dict) or report.get("format") != FORMAT or not isinstance(report.get("date"), str):
         return "not verified"
@@ -280,9 +280,11 @@ def status(report: Any, public: dict[str, Any]) -> str:
     model = report.get("model")
     same = isinstance(model, dict) and all(model.get(k) == public["model"].get(k) for k in IDENTITY)
     complete = isinstance(report.get("tasks"), dict) and set(report["tasks"]) == set(TASKS)
+    rule = report.get("rule")
     counts = (
         report.get("verdict") == "pass"
         and report.get("suite_version") == SUITE_VERSION
+        and isinstance(rule, dict) and rule.get("name") == RULE and rule.get("z") == rank_test.Z
         and report.get("prompts") is None
         and report.get("seed_drawn") is True
     )
@@ -292,17 +294,19 @@ def status(report: Any, public: dict[str, Any]) -> str:
 
 
 def task_line(name: str, entry: dict[str, Any]) -> str:
-    """One task's verdict on one line: at its nominal length when it passes, every failed length's reason otherwise."""
+    """One task's verdict on one line: at its nominal length when it passes (and on its in-pool prompts, for a task of
+    a declared pool), every failed length's reason otherwise."""
     if entry["verdict"] == "fail":
         return f"{name}: FAIL: {entry['reason']}"
     if entry["verdict"] == "unsupported":
         return f"{name}: unsupported"
     n = str(TASKS[name].spec.nominal)
     n = n if n in entry["lengths"] else next(iter(entry["lengths"]))
-    c = entry["lengths"][n]
+    c, pooled = entry["lengths"][n], entry.get("in_pool", {}).get(n)
+    in_pool = f"; in pool: public {pooled['public_db']:.1f} dB, fresh {pooled['fresh_db']:.1f} dB" if pooled else ""
     return (
         f"{name}: pass (n={n}: public {c['public_db']:.1f} dB, fresh {c['fresh_db']:.1f} dB, shift "
-        f"{c['shift_db']:+.2f} dB, rank z {c['rank_z']:.2f}, tail z {c['tail_z']:.2f})"
+        f"{c['shift_db']:+.2f} dB, rank z {c['rank_z']:.2f}, tail z {c['tail_z']:.2f}{in_pool})"
     )
 
 
