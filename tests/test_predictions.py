@@ -135,8 +135,8 @@ def test_inputs_hold_the_in_pool_prompts_of_the_pools_submissions_declare(
         assert captured.err.splitlines() == [
             f"iclbench inputs: no in-pool prompts for {tmp_path / 'missing'}: {tmp_path / 'missing' / 'results.json'}: "
             "No such file or directory",
-            f"iclbench inputs: no in-pool prompts for {deep}: {deep / 'results.json'}: not readable JSON: nested deeper "
-            "than 16 levels"]
+            f"iclbench inputs: no in-pool prompts for {deep}: {deep / 'results.json'}: not readable JSON: "
+            "nested deeper than 16 levels"]
         inputs = Inputs.read(tmp_path / side)
         assert sorted(inputs.manifest["tasks"]) == ["linear/noisy", "linear/noisy/in_pool/16/3"]
         expected = get("linear/noisy").pool_set(16, 3, *(SEED,) * bool(seed)).head(8)
