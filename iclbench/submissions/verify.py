@@ -13,10 +13,12 @@ alone, as `validate --rerun` does), the verifier:
 1. scores the model on the public set, keeping its per-prompt errors (`iclbench.samples`), and
    checks that it reproduces every metric of `results.json` (the tolerances of
    `iclbench.submissions.rerun`): the claim that is ranked is the one verified;
-2. scores it on the fresh set, keeping its per-prompt errors;
-3. compares the two per prompt length with `iclbench.submissions.rank_test.compare_errors`, a rank
-   test and a tail test whose thresholds are fixed by the numbers of prompts and lengths, not by the
-   errors the model makes (an honest model fails at most 1% of verifications of the suite, but for
+2. scores it on the fresh set, keeping its per-prompt errors (on a task of the model's declared pool of training
+   tasks, both runs also score in-pool prompts: the public ones, and fresh ones of the same pool drawn from the
+   seed, `iclbench.cache.pool_set`);
+3. compares the two per prompt length (and the public and fresh in-pool prompts per length) with
+   `iclbench.submissions.rank_test.compare_errors`, a rank test and a tail test whose thresholds are fixed
+   by the numbers of prompts and lengths, not by the errors the model makes (an honest model fails at most 1% of verifications of the suite, but for
    a fraction 1% of public draws).
 
 A task fails when the public run does not reproduce results.json, when it is scored on one side
