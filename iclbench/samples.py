@@ -14,9 +14,9 @@ prompts, the same three tensors named `<task>/in_pool/<n>/<what>`.
 Its metadata holds `format` ("iclbench-samples-1") and `header`, a JSON object: `suite_version`,
 `iclbench_version`, `model` (name, class, args, file_sha256, checkpoint_sha256), `run` (device,
 dtype, prompts) and `tasks`: per task its data `fingerprint`, `nominal` length, `n_prompts` and,
-per length, the `rel_err_db` the results file records (and `in_pool`, the same per length of the in-pool prompts,
-for a task of a declared pool). `compare` checks that the tensors
-reproduce those numbers, and those of a results file named beside them, so a stale file is refused.
+per length, the `rel_err_db` the results file records (and `in_pool`, the same per length of the
+in-pool prompts, for a task of a declared pool). `compare` checks that the tensors reproduce those
+numbers, and those of a results file named beside them, so a stale file is refused.
 
 A run writes the file once, with its results file; until then each finished task's samples are
 appended to the hidden journal beside it (`Journal`), which the next run keeps from after a crash.
