@@ -26,18 +26,18 @@ exactly the distribution of an honest model's errors, whatever they are).
   tails, against about 100), and no prompt moves it by more than 0.28 standard deviations (the
   rank test: 0.05), so a public error left at the top to mask a look-up does not.
 
-The threshold is set for the way verification is used: the public sets are drawn once, and a
-model is verified again and again on new fresh sets, so what matters is its false-alarm rate
-given its public errors. Half of each statistic's variance comes from each set (z = z_public +
-z_fresh, each about N(0, 1/2)). `Z` adds the `ALPHA` quantiles of both halves, sqrt(2) x the
-normal ALPHA quantile (5.59 in suite v4): for all public sets but a fraction ALPHA of them, the fresh half
-then exceeds what is left with probability at most ALPHA. With `ALPHA` = `FALSE_ALARM` /
-(`COMPARISONS` x 2) (Bonferroni over both tests and the suite's prompt lengths, those of in-pool prompts
-included, which covers the dependence of one prompt's prefixes), an honest model's public sets are, with probability at
-least 1 - `FALSE_ALARM`, such that each verification of the whole suite fails with probability at
-most `FALSE_ALARM`. Doing better on fresh data is never flagged. The report also gives the
-Hodges-Lehmann shift (`shift_db`): the median over pairs of the fresh minus the public error in
-dB, the typical size of a difference, which the rule does not use.
+The threshold is set for the way verification is used: the public sets are drawn once, and a model is
+verified again and again on new fresh sets, so what matters is its false-alarm rate given its public
+errors. Half of each statistic's variance comes from each set (z = z_public + z_fresh, each about N(0,
+1/2)). `Z` adds the `ALPHA` quantiles of both halves, sqrt(2) x the normal ALPHA quantile (5.59 in suite
+v4): for all public sets but a fraction ALPHA of them, the fresh half then exceeds what is left with
+probability at most ALPHA. With `ALPHA` = `FALSE_ALARM` / (`COMPARISONS` x 2) (Bonferroni over both tests
+and the suite's prompt lengths, those of in-pool prompts included, which covers the dependence of one
+prompt's prefixes), an honest model's public sets are, with probability at least 1 - `FALSE_ALARM`, such
+that each verification of the whole suite fails with probability at most `FALSE_ALARM`. Doing better on
+fresh data is never flagged. The report also gives the Hodges-Lehmann shift (`shift_db`): the median over
+pairs of the fresh minus the public error in dB, the typical size of a difference, which the rule does
+not use.
 
 What no test can see: a gain made on fewer prompts than an honest draw can tell apart from chance
 (a look-up of the few dozen prompts that weigh most), and a uniform shift of the errors smaller
@@ -74,8 +74,8 @@ them (6.5e-5 in suite v3)."""
 
 
 Z = math.sqrt(2) * NormalDist().inv_cdf(1 - ALPHA)
-"""Both tests' threshold on z (5.41 in suite v3, 5.59 in v4): ALPHA's quantile for the public set's half of the statistic's
-variance, plus ALPHA's quantile for the fresh set's half."""
+"""Both tests' threshold on z (5.41 in suite v3, 5.59 in v4): ALPHA's quantile for the public set's half of the
+statistic's variance, plus ALPHA's quantile for the fresh set's half."""
 SHIFT_TOLERANCE_DB = 1e-4
 """How closely `shift_db` locates the Hodges-Lehmann shift."""
 

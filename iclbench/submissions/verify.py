@@ -18,8 +18,8 @@ alone, as `validate --rerun` does), the verifier:
    seed, `iclbench.cache.pool_set`);
 3. compares the two per prompt length (and the public and fresh in-pool prompts per length) with
    `iclbench.submissions.rank_test.compare_errors`, a rank test and a tail test whose thresholds are fixed
-   by the numbers of prompts and lengths, not by the errors the model makes (an honest model fails at most 1% of verifications of the suite, but for
-   a fraction 1% of public draws).
+   by the numbers of prompts and lengths, not by the errors the model makes (an honest model fails at
+   most 1% of verifications of the suite, but for a fraction 1% of public draws).
 
 A task fails when the public run does not reproduce results.json, when it is scored on one side
 only or on other lengths, or when a length's test rejects.
