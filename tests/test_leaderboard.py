@@ -16,7 +16,7 @@ from iclbench.cli import main
 from iclbench.leaderboard.build import LeaderboardError, build, check, links, load_entries, rank
 from iclbench.leaderboard.page import thin
 from iclbench.leaderboard.plots import limits, style
-from iclbench.leaderboard.levels import SCALED, levels
+from iclbench.leaderboard.levels import levels
 from iclbench.leaderboard.ranking import (
     RANKING_EXAMPLE,
     RANKING_RULE,
@@ -28,7 +28,7 @@ from iclbench.leaderboard.ranking import (
 from iclbench.samples import SUFFIX
 from iclbench.tasks import SUITE_VERSION, TASKS
 
-FAMILY = {name: t.spec.family for name, t in SCALED.items()}
+FAMILY = {name: t.spec.family for name, t in TASKS.items()}
 
 
 def every(db: float, **family_db: float) -> dict[str, float]:
@@ -46,7 +46,7 @@ def write_baselines(folder: Path, *docs: dict) -> Path:
 def at_levels(name: str, fraction: float, tasks: list[str] | None = None) -> dict:
     """A results document whose error at every length of `tasks` (all by default) is `fraction` of the task's
     reference level in dB: a score of `fraction` there (clipped to 0..1)."""
-    doc = results_doc(name, {t: 0.0 for t in (tasks or SCALED)})
+    doc = results_doc(name, {t: 0.0 for t in (tasks or TASKS)})
     for t, entry in doc["tasks"].items():
         if entry["status"] == "ok":
             entry["lengths"] = {str(n): {"rel_err": {**entry["lengths"][str(n)]["rel_err"], "db": fraction * level}}
@@ -213,7 +213,7 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     assert list(rows[0]) == ["model", "kind", "task", "family", "n", "nominal", "db", "ci90_low_db", "ci90_high_db",
                              "level_db", "score", "task_score", "task_rank"]
     mine = [r for r in rows if r["model"] == "tiny-gd"]
-    assert len(mine) == sum(len(t.spec.lengths) for t in SCALED.values())
+    assert len(mine) == sum(len(t.spec.lengths) for t in TASKS.values())
     (row,) = [r for r in mine if r["task"] == "linear/kappa1" and r["n"] == "40"]
     assert row["nominal"] == "True"
     assert [float(row[k]) for k in ("db", "ci90_low_db", "ci90_high_db")] == [-15.0, -18.0, -12.0]
@@ -237,8 +237,8 @@ def test_build_writes_every_output(board: tuple[Path, Path, Path]) -> None:
     assert it["steps"]["linear/kappa1"]["40"] == {"step": list(range(1, 16)), "db": [-2.0 * k for k in range(1, 16)]}
 
     plots = {p.name for p in (out / "plots").iterdir()}
-    assert {f"task-{t.replace('/', '--')}.svg" for t in SCALED} <= plots
-    assert {f"steps-{t.replace('/', '--')}.svg" for t in SCALED} <= plots  # "iter" reports steps on every task
+    assert {f"task-{t.replace('/', '--')}.svg" for t in TASKS} <= plots
+    assert {f"steps-{t.replace('/', '--')}.svg" for t in TASKS} <= plots  # "iter" reports steps on every task
     assert {"lasso-shift.svg", "model-sub-tiny-gd.svg", "model-base-iter-steps.svg", "model-base-zero.svg"} <= plots
     assert "model-sub-tiny-gd-steps.svg" not in plots
     assert it["plots"] == {"lengths": "plots/model-base-iter.svg", "steps": "plots/model-base-iter-steps.svg"}

@@ -30,10 +30,9 @@ import websocket
 from fixtures.submission_kit import results_doc, static_submission
 
 from iclbench.leaderboard.build import build
-from iclbench.leaderboard.levels import SCALED
 from iclbench.tasks import TASKS
 
-FAMILY = {name: t.spec.family for name, t in SCALED.items()}
+FAMILY = {name: t.spec.family for name, t in TASKS.items()}
 FIRST_LOAD_BOUND = 200_000
 """Bytes the first load (the page and what it loads before any interaction) stays under."""
 FLAGS = [

@@ -41,7 +41,6 @@ from iclbench.leaderboard.ranking import (
 from iclbench.metrics import interval
 from iclbench.submissions.rerun import db_close
 from iclbench.submissions.verify import FORMAT
-from iclbench.leaderboard.levels import SCALED
 from iclbench.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,7 +363,7 @@ def test_summary_columns(board: dict[str, Entry]) -> None:
     logistic = models["lsa-norm-4l-logistic"]["tasks"]["logistic/kappa1"]
     assert logistic["depth"]["gd"] is not None and logistic["depth"]["ista"] is None  # ista does not run there
     sub = models["lsa-4l-kappa100"]
-    assert sub["coverage"] == [4, len(SCALED)] and sub["families"]["linear"]["coverage"] == [4, 4]
+    assert sub["coverage"] == [4, len(TASKS)] and sub["families"]["linear"]["coverage"] == [4, 4]
     pool = sum(m["families"]["linear"]["rank"] is not None for m in summary["models"])
     assert sub["families"]["linear"]["pool"] == pool
     assert sub["families"]["kernel"] == {"rank": None, "pool": summary["models"][0]["families"]["kernel"]["pool"],

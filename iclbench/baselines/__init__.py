@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "alista": "lista:ALISTA",
     "logistic-optimum": "oracles:LogisticOptimum",
     "gp-posterior": "oracles:GPPosterior",
+    "garg-bayes": "garg_bayes:GargBayes",
     "true-w": "oracles:TrueW",
     **{
         f"{name}@{k}": f"budgeted:{name.capitalize()}At{k}"

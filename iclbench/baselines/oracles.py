@@ -54,18 +54,24 @@ def gp_posterior_mean(
 
 
 class GPPosterior(Model):
-    """The GP posterior mean k_*^T K^-1 y under the task's kernel: the Bayes predictor of the kernel tasks."""
+    """The GP posterior mean k_*^T K^-1 y under the task's kernel: the Bayes predictor of the kernel tasks.
+
+    On garg/relu2nn the kernel is the network's covariance, E[f(x) f(x')] = 2 E[relu(g^T x) relu(g^T x')], the
+    "relu" kernel at any width; there it is the best predictor linear in the labels (exact, and Bayes-optimal in
+    the infinite-width limit, where the network is that GP), not the Bayes predictor of a 100-unit network,
+    which has no closed form."""
 
     name = "gp-posterior"
 
     def supports(self, task: TaskSpec) -> bool:
-        return task.family == "kernel"
+        return task.family == "kernel" or (task.family == "garg" and task.params["function"] == "relu2nn")
 
     def predict(self, batch: Batch) -> torch.Tensor:
         if not self.supports(batch.task):
-            raise ValueError(f"{self.name}: task {batch.task.name} is not a kernel task")
+            raise ValueError(f"{self.name}: task {batch.task.name} is neither a kernel task nor garg/relu2nn")
         params = batch.task.params
-        return gp_posterior_mean(batch.x, batch.y, batch.x_query, params["kernel"], params["jitter"]).to(batch.x.dtype)
+        kind, jitter = ("relu", 0.0) if batch.task.family == "garg" else (params["kernel"], params["jitter"])
+        return gp_posterior_mean(batch.x, batch.y, batch.x_query, kind, jitter).to(batch.x.dtype)
 
 
 def pool_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, pool: torch.Tensor, noise: float,

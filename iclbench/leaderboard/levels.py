@@ -3,9 +3,10 @@
 A task's score at one prompt length is the fraction of the gap closed between two levels that no ranked model
 moves: 0 dB, the zero predictor, and the level stored here, the best error of the exact references computed
 from the prompt alone (`SOURCES`: the Bayes-optimal predictors, the exact solutions the iterative solvers
-converge to, and the logistic optimum the logistic target is made from), raised to float32's round-off
-floor. The oracle `true-w` reads the hidden parameter and is not a source. The levels are pinned in
-`LEVELS_FILE` (rounded to 0.01 dB), written from the baselines' results and checked against them:
+converge to, the logistic optimum the logistic target is made from, and on garg/relu2nn, whose Bayes predictor
+has no closed form, the best predictor linear in the labels), raised to float32's round-off floor. The oracle
+`true-w` reads the hidden parameter and is not a source. The levels are pinned in `LEVELS_FILE` (rounded to
+0.01 dB), written from the baselines' results and checked against them:
 
     python -m iclbench.leaderboard.levels --baselines results/baselines           # print them
     python -m iclbench.leaderboard.levels --baselines results/baselines --check   # exit 1 unless they are the file's
@@ -24,14 +25,8 @@ from typing import Any
 from iclbench.submissions.rerun import FLOOR_DB, db_close
 from iclbench.tasks import SUITE_VERSION, TASKS
 
-SOURCES = ("ridge", "ols", "lasso-exact", "logistic-optimum", "gp-posterior", "select-bayes")
+SOURCES = ("ridge", "ols", "lasso-exact", "logistic-optimum", "gp-posterior", "select-bayes", "garg-bayes")
 """The exact references whose best error at a task and length is the level a score of 1 reaches."""
-UNSCALED_FAMILIES = ("garg",)
-"""Families without a level: no exact reference computed from the prompt alone reaches below 0 dB on most of
-their tasks (Garg et al.'s trees, networks and quadratics have no tractable Bayes-optimal predictor; least
-squares is worse than predicting 0 there), so their errors are shown in dB and not scored."""
-SCALED = {name: t for name, t in TASKS.items() if t.spec.family not in UNSCALED_FAMILIES}
-"""The tasks that have levels, and are scored."""
 LEVELS_FILE = Path(__file__).with_name("reference_levels.json")
 DIGITS = 2
 
@@ -40,7 +35,7 @@ def levels_from(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str
     """{task: {n: {"db": level, "source": reference}}} from the results documents of `SOURCES` (by name);
     `ValueError` naming a task and length no source scores, or a level that is not below 0 dB."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for task, t in SCALED.items():
+    for task, t in TASKS.items():
         for n in t.spec.lengths:
             found = [
                 (doc["tasks"][task]["lengths"][str(n)]["rel_err"]["db"], name)
@@ -61,13 +56,13 @@ def levels_from(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str
 
 @lru_cache(maxsize=1)
 def levels() -> dict[str, dict[int, float]]:
-    """The pinned levels in dB, {task: {n: level}} for every task of `SCALED`; `ValueError` when the file is of
+    """The pinned levels in dB, {task: {n: level}} for every task of the suite; `ValueError` when the file is of
     another suite or misses a task."""
     doc = json.loads(LEVELS_FILE.read_text())
     if doc.get("suite_version") != SUITE_VERSION:
         raise ValueError(f"{LEVELS_FILE}: levels of suite {doc.get('suite_version')!r}, this is suite {SUITE_VERSION}")
     table = {task: {int(n): float(v["db"]) for n, v in by_n.items()} for task, by_n in doc["levels"].items()}
-    missing = [f"{t} n={n}" for t, task in SCALED.items() for n in task.spec.lengths if n not in table.get(t, {})]
+    missing = [f"{t} n={n}" for t, task in TASKS.items() for n in task.spec.lengths if n not in table.get(t, {})]
     if missing:
         raise ValueError(f"{LEVELS_FILE}: no level for {', '.join(missing)}")
     return table

@@ -34,24 +34,27 @@ from typing import Any, Iterable
 import numpy as np
 
 from iclbench.baselines.budgeted import COMPARATOR_BUDGETS, MAX_BUDGET, OPTIMIZERS
-from iclbench.leaderboard.levels import SCALED, levels
+from iclbench.leaderboard.levels import levels
 from iclbench.metrics import BOOTSTRAP_RESAMPLES, interval
 from iclbench.submissions.rerun import FLOOR_DB
 from iclbench.tasks import TASKS
 
-FAMILIES = tuple(dict.fromkeys(t.spec.family for t in SCALED.values()))
-"""The families that are scored and ranked (`iclbench.leaderboard.levels.UNSCALED_FAMILIES` are shown only)."""
-FAMILY_TASKS = {fam: tuple(n for n, t in SCALED.items() if t.spec.family == fam) for fam in FAMILIES}
+FAMILIES = tuple(dict.fromkeys(t.spec.family for t in TASKS.values()))
+"""The families, each scored and ranked apart."""
+FAMILY_TASKS = {fam: tuple(n for n, t in TASKS.items() if t.spec.family == fam) for fam in FAMILIES}
 REFERENCES = {
     "zero": "predicts 0: the 0 dB line",
     "ridge": "exact ridge with the Bayes penalty: the Bayes-optimal predictor of the linear tasks",
     "ols": "exact minimum-norm least squares",
     "lasso-exact": "the exact lasso solution ISTA and FISTA converge to",
     "logistic-optimum": "the regularised logistic optimum, from which the logistic target is made",
-    "gp-posterior": "the GP posterior mean: the Bayes-optimal predictor of the kernel tasks",
+    "gp-posterior": "the GP posterior mean: the Bayes-optimal predictor of the kernel tasks; on garg/relu2nn, under "
+    "the network's covariance, the best predictor linear in the labels",
     "true-w": "W x_query with the true W: the ar tasks' target itself (error 0 up to round-off)",
     "noise-oracle": "ridge at each prompt's own Bayes penalty, from its hidden noise level (select/noise-mix)",
     "select-bayes": "the Bayes-optimal predictor of the select tasks, from the prompt alone",
+    "garg-bayes": "the Bayes-optimal predictor of garg/sparse-linear, decision-tree and quadratic, from the prompt "
+    "alone",
 }
 """Baselines that are reference lines: exact solvers and oracles, shown and never ranked."""
 SOLVERS = ("gd", "newton", "newton3", "ista", "fista")
@@ -90,10 +93,10 @@ FINDINGS_LINK = "../docs/findings.md"
 """Where the findings page lies, relative to the leaderboard folder."""
 
 RANKING_RULE = (
-    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, select-bayes, true-w, "
-    "noise-oracle, zero) are reference lines, never ranked; so are the iterative solvers run to convergence (gd, "
-    "newton, newton3, ista, fista and their tuned versions), which converge onto them. Ranked comparators: gd, "
-    "ista and fista given a budget of "
+    "Exact solvers and oracles (ridge, ols, lasso-exact, gp-posterior, logistic-optimum, select-bayes, garg-bayes, "
+    "true-w, noise-oracle, zero) are reference lines, never ranked; so are the iterative solvers run to "
+    "convergence (gd, newton, newton3, ista, fista and their tuned versions), which converge onto them. Ranked "
+    "comparators: gd, ista and fista given a budget of "
     f"{', '.join(map(str, BUDGETS))} steps (steps = layers), each budget with its own step, tuned for exactly that "
     "many steps on the training stream, and newton and newton3 cut at those steps; the same, cut at each "
     "submission's other depths, are shown unranked. Submissions and the other baselines are ranked, except a "
@@ -102,17 +105,18 @@ RANKING_RULE = (
     "Score: at every prompt length of a task, the error in dB (raised to the round-off floor of the run's dtype: "
     f"{FLOOR_DB['float32']:.1f} dB in float32) closes a fraction of the gap between 0 dB, the zero predictor, and "
     "the task's reference level at that length, the best exact reference's error raised to float32's floor "
-    "(ridge, ols, lasso-exact, logistic-optimum, gp-posterior or select-bayes; pinned, so no ranked model moves "
-    "it): the fraction is error / level, clipped to 0..1, so a divergence costs the whole length and no more. A task's "
-    "score is the mean over all its prompt lengths, each weighing the same; a family's, the mean over its tasks; a "
-    "length or task not scored counts 0, so declaring it unsupported never helps. A score depends on the model's "
+    "(ridge, ols, lasso-exact, logistic-optimum, gp-posterior, select-bayes or garg-bayes; pinned, so no ranked "
+    "model moves it): the fraction is error / level, clipped to 0..1, so a divergence costs the whole length and "
+    "no more. A task's score is the mean over all its prompt lengths, each weighing the same; a family's, the "
+    "mean over its tasks; a length or task not scored counts 0, so declaring it unsupported never helps. A score "
+    "depends on the model's "
     "own errors alone: adding models never moves it. Every ranked model scored on a task of a family is in the "
     "family's ranking; families are ranked apart (their tasks differ), so there is no overall rank. "
     "Resolution: two models are told apart only where the 90 % interval of the paired bootstrap difference of "
     "their scores (the same resampled prompts for both, from per-prompt errors CI scores itself) excludes 0; "
     "otherwise they tie. A rank is a range: from 1 + the number of models told apart above to the pool's size "
     "minus the number told apart below. Rows are listed by score. The worst length is the family's lowest score "
-    "at one prompt length, mean over its tasks."
+    "at one prompt length, mean over its tasks that have that length."
 )
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -238,7 +242,7 @@ def _cells(entry: Entry, task: str) -> dict[int, float]:
 def _task(entry: Entry, task: str) -> tuple[float, np.ndarray | None] | None:
     """The entry's score on `task` (a fraction: the mean of its cell scores) and its bootstrap replicates (None
     without samples); None when the task is not scored."""
-    if task not in SCALED or entry.results["tasks"].get(task, {}).get("status") != "ok":
+    if entry.results["tasks"].get(task, {}).get("status") != "ok":
         return None
     cells, level = _cells(entry, task), levels()[task]
     reps: np.ndarray | None = np.zeros(BOOTSTRAP_RESAMPLES)
@@ -298,10 +302,11 @@ def rank(entries: list[Entry]) -> list[Entry]:
 
 
 def _by_length(entry: Entry, names: Iterable[str]) -> dict[int, float]:
-    """The family's score in percent at each prompt length: the mean over its tasks of the cell scores there
-    (a task or length not scored counts 0). The tasks of a family share their lengths."""
+    """The family's score in percent at each prompt length of its tasks, ascending: the mean of the cell scores
+    there over the tasks that have that length (a task or length not scored counts 0)."""
     cells = [_cells(entry, t) for t in names]
-    return {n: 100 * sum(c[n] for c in cells) / len(cells) for n in cells[0]}
+    lengths = sorted({n for c in cells for n in c})
+    return {n: 100 * sum(c[n] for c in cells if n in c) / sum(n in c for c in cells) for n in lengths}
 
 
 def rank_text(r: Range | list[int] | None) -> str:
@@ -464,10 +469,10 @@ def site_summary(entries: list[Entry], built: str, digest: str, links: dict[str,
                 "kind": e.kind,
                 "ranked": e.ranked,
                 "budget_steps": e.budget,
-                "coverage": [sum(e.scores[t] is not None for t in SCALED), len(SCALED)],
+                "coverage": [sum(e.scores[t] is not None for t in TASKS), len(TASKS)],
                 "resolved": bool(e.boot),
                 "families": {f: family_columns(e, f, pools[f]) for f in FAMILIES},
-                "tasks": {t: task_columns(e, t, solvers, limits) for t in SCALED},
+                "tasks": {t: task_columns(e, t, solvers, limits) for t in TASKS},
                 "lasso_gap_db": None if (gap := lasso_gap_db(e)) is None else {k: _r(v) for k, v in gap.items()},
                 "parameters": params if isinstance(params, int) else None,
                 "date": _date(e),
@@ -496,7 +501,7 @@ def site_summary(entries: list[Entry], built: str, digest: str, links: dict[str,
                 "levels_db": {str(n): v for n, v in levels()[name].items()},
                 "floor_db": FLOOR_DB["float32"],
             }
-            for name, t in SCALED.items()
+            for name, t in TASKS.items()
         },
         "models": models,
     }
