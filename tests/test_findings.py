@@ -211,3 +211,26 @@ def test_check_compares_every_number_but_not_the_inputs() -> None:
     assert [line.split(":")[0] for line in findings.compare(built, committed)] == ["q1/gd", "q1/steps", "q1/curve"]
     del built["q1"]["task"]
     assert "q1/task: built null, committed \"linear/kappa1\"" in findings.compare(built, committed)
+
+
+def test_question9_references_are_least_squares_and_ridge_at_d5(tmp_path: Path) -> None:
+    """Without a checkpoint the model's numbers are null; the references are, prompt by prompt, NumPy's least squares
+    (minimum norm) and ridge at penalty noise^2 d on the prompts' 5 coordinates, drawn as the docstring says."""
+    found = findings.question9(tmp_path, None)
+    task = get(findings.Q9_TASK)
+    sample = task.sample(findings.Q9_PROMPTS, 20, task.train_generator(findings.Q9_SEED), dims=findings.Q9_DIMS)
+    x, y, xq = (t.double().numpy() for t in (sample.batch.x, sample.batch.y, sample.batch.x_query))
+    assert not x[..., findings.Q9_DIMS:].any() and found["ridge_penalty"] == task.spec.noise**2 * findings.Q9_DIMS
+    target = sample.target.double().numpy()
+    assert list(found["lengths"]) == ["1", "2", "5", "10", "20"] and found["nominal"] == 10
+    for n, row in found["lengths"].items():
+        xs, ys = x[:, : int(n), : findings.Q9_DIMS], y[:, : int(n)]
+        ols = np.stack([np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(xs, ys)])
+        eye = np.eye(findings.Q9_DIMS) * found["ridge_penalty"]
+        ridge = np.stack([np.linalg.solve(a.T @ a + eye, a.T @ b) for a, b in zip(xs, ys)])
+        for key, w in (("ols_db", ols), ("ridge_db", ridge)):
+            pred = np.einsum("bqd,bd->bq", xq[..., : findings.Q9_DIMS], w)
+            assert row[key] == pytest.approx(10 * np.log10(((pred - target) ** 2).sum() / (target**2).sum()), abs=0.006)
+        assert row["model_db"] is None
+    assert found["worst_gap_to_ols_db"] is None and found["within_gap"] is None
+    assert (tmp_path / "q9_gpt2_d5.png").stat().st_size > 1000

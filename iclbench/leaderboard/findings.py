@@ -73,6 +73,13 @@ Q6_TASKS = ("ar/uniform", "ar/gaussian", "ar/noisy")
 Q7_MODEL, Q7_TASK = "gpt2-tiny-linear-kappa1", "linear/kappa1"
 Q7_BASELINES = ("ols", "ridge", "averaging", "zero")
 Q7_TASKS = ("linear/kappa1", "linear/kappa10", "linear/kappa100", "linear/noisy")
+Q9_MODEL, Q9_TASK, Q9_DIMS = "gpt2-tiny-noisy-d5", "linear/noisy", 5
+"""Question 9's GPT-2, trained on linear/noisy's prompts at dimension 5 (`iclbench train --dims 5`)."""
+Q9_PROMPTS, Q9_SEED = 2048, 9
+"""Question 9's prompts: drawn at dimension `Q9_DIMS` on linear/noisy's training stream of seed 9 (the model
+trained on seed 0's)."""
+Q9_GAP_DB = 3.0
+"""How close to least squares, in dB, question 9 asks the model to be from n = 2d on."""
 FLOOR_DB = -60.0
 """Plotted errors below this (least squares' -149 dB where it is exact) are drawn at it."""
 TRAINED_TASKS: dict[str, tuple[str, ...]] = {
@@ -685,6 +692,58 @@ def question8(docs: Docs, out: Path, submissions: Path | None) -> dict[str, Any]
     return found
 
 
+def question9(out: Path, submissions: Path | None) -> dict[str, Any]:
+    """The GPT-2 trained at d = 5 on linear/noisy against least squares and ridge at that dimension (the Bayes
+    predictor there, penalty noise^2 d), on `Q9_PROMPTS` prompts drawn at d = 5, at the task's lengths scaled to
+    it; with `submissions`, the model's errors from its checkpoint (in float64), else None."""
+    from iclbench.baselines.ridge import apply, bayes_lambda, solve
+    from iclbench.models.weights import load_weights
+    from iclbench.training import lengths_at
+
+    task = get(Q9_TASK)
+    lengths, nominal = lengths_at(task.spec, Q9_DIMS)
+    sample = task.sample(Q9_PROMPTS, max(lengths), task.train_generator(Q9_SEED), dims=Q9_DIMS)
+    data, target = sample.batch, sample.target.double()
+    weights = submissions / Q9_MODEL / "weights.safetensors" if submissions else None
+    net = load_weights(weights)[0].double() if weights is not None and weights.exists() else None
+    penalty = bayes_lambda(task.in_dimension(Q9_DIMS))
+    rows: dict[str, dict[str, float | None]] = {}
+    for n in lengths:
+        # the references solve in the span of the prompts' coordinates: on the zero-padded inputs least squares
+        # would be a rank-deficient system, whose minimum-norm solution depends on the LAPACK path
+        x, y, x_query = data.x[:, :n, :Q9_DIMS], data.y[:, :n], data.x_query[..., :Q9_DIMS].double()
+        preds = {"ols": apply(x_query, solve(x, y, 0.0)), "ridge": apply(x_query, solve(x, y, penalty))}
+        if net is not None:
+            preds["model"] = per_layer(net, data, n)[:, -1]
+        rows[str(n)] = {f"{k}_db": round(metrics.relative_error(preds[k], target)["db"], 2) if k in preds else None
+                        for k in ("model", "ols", "ridge")}
+    past = [r for n, r in rows.items() if int(n) >= 2 * Q9_DIMS]
+    gaps = [r["model_db"] - r["ols_db"] for r in past if r["model_db"] is not None]
+    found: dict[str, Any] = {
+        "task": Q9_TASK, "d": Q9_DIMS, "prompts": Q9_PROMPTS, "seed": Q9_SEED, "nominal": nominal,
+        "ridge_penalty": penalty, "lengths": rows,
+        "worst_gap_to_ols_db": round(max(gaps), 2) if gaps else None,
+        "within_gap": (max(gaps) <= Q9_GAP_DB) if gaps else None,
+    }
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, (key, label) in enumerate((("model_db", Q9_MODEL), ("ols_db", "least squares (minimum norm below d)"),
+                                      ("ridge_db", f"ridge, penalty {penalty:g} (Bayes at d = {Q9_DIMS})"))):
+        pts = [(int(n), r[key]) for n, r in rows.items() if r[key] is not None]
+        if pts:
+            ns, vals = zip(*pts)
+            ax.plot(ns, np.minimum(vals, CLIP_DB), marker="o" if i == 0 else ".", color=f"C{i}", label=label)
+            for n, v in pts:
+                if v > CLIP_DB:  # least squares at n = d: drawn at the clip, its value written
+                    ax.annotate(f"{v:+.0f}", (n, CLIP_DB), textcoords="offset points", xytext=(6, -4), fontsize=7)
+    ax.axvline(Q9_DIMS, color="gray", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xticks(list(lengths), [str(n) for n in lengths])
+    ax.minorticks_off()
+    _label(ax, f"prompt length n (dotted: n = d = {Q9_DIMS})", f"Q9: {Q9_TASK} at d = {Q9_DIMS}")
+    _save(fig, out / "q9_gpt2_d5.png")
+    return found
+
+
 def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = True) -> dict[str, Any]:
     """Write the figures and numbers.json to `out`; return the numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -699,6 +758,7 @@ def build(submissions: Path, baselines: Path, out: Path, checkpoints: bool = Tru
         "q6": question6(docs, out, submissions if checkpoints else None),
         "q7": question7(docs, out),
         "q8": question8(docs, out, submissions if checkpoints else None),
+        "q9": question9(out, submissions if checkpoints else None),
     }
     (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     return numbers

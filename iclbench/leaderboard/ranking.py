@@ -127,7 +127,7 @@ RANKING_EXAMPLE = (
     "reference levels there are -2.82, -6.42, -85.87, -138.47 and -138.47 dB (ols, raised to float32's floor), so "
     "its cell scores are 0.00, 0.00, 11.69, 9.83 and 11.25 %: a task score of 6.55 %, where the nominal length "
     "alone would give 9.83 %. Its task scores are linear/kappa1 32.18 %, linear/kappa10 24.28 %, linear/kappa100 "
-    "6.55 % and linear/noisy 71.32 %: a linear score of 33.58 %, one of 24 models ranked in the family."
+    "6.55 % and linear/noisy 71.32 %: a linear score of 33.58 %, one of 25 models ranked in the family."
 )
 """A worked example of `RANKING_RULE` on the results of the committed submissions (checked in
 tests/test_ranking.py)."""
