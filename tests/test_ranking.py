@@ -318,6 +318,18 @@ def test_depth_counts_the_running_best_and_its_two_edges() -> None:
     assert depth(flat, task, solvers, limits) is None
 
 
+def test_depth_on_sparse_linear_counts_ista_up_to_the_exact_lasso() -> None:
+    """On garg/sparse-linear (ista only runs there, and converges to lasso-exact): a model better than the exact
+    lasso is "never" reached, one within ista's curve is reached at its step."""
+    task = "garg/sparse-linear"
+    ista = synthetic("ista", "reference", task, -10.0, [-2.0, -6.0, -10.0])
+    limits = {"lasso-exact": synthetic("lasso-exact", "reference", task, -12.0, [-12.0])}
+    model = synthetic("m", "submission", task, -20.0, [-5.0, -20.0])
+    assert depth(model, task, {"ista": ista}, limits)["ista"] == "never"
+    model.results["tasks"][task]["lengths"]["10"]["rel_err"]["db"] = -8.0
+    assert depth(model, task, {"ista": ista}, limits)["ista"] == 3
+
+
 def test_worked_example_matches_the_committed_results(board: dict[str, Entry]) -> None:
     e = board["lsa-4l-kappa100"]
     stated = {t: float(v) for t, v in re.findall(r"(linear/\w+) (-?[0-9.]+) %", RANKING_EXAMPLE)}

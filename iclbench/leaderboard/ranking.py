@@ -75,7 +75,7 @@ steps, then the next one's beyond them (16 steps each at the step tuned for that
 LIMITS = {
     "gd": {"linear": "ols", "ar": "ols", "logistic": "logistic-optimum", "kernel": "gp-posterior"},
     "newton": {"linear": "ridge", "logistic": "logistic-optimum", "kernel": "gp-posterior"},
-    "ista": {"linear": "ols", "lasso": "lasso-exact"},
+    "ista": {"linear": "ols", "lasso": "lasso-exact", "garg": "lasso-exact"},
 }
 """The reference each depth solver converges to, by family: from 0, GD and ISTA with lambda = 0 reach the
 minimum-norm least-squares solution, ISTA on the lasso the exact lasso solution, Newton the ridge solution,
@@ -164,7 +164,8 @@ class Entry:
     """Score in percent on each family; None where no task of it is scored."""
     family_ranks: dict[str, Range | None] = field(default_factory=dict)
     length_scores: dict[str, dict[int, float]] = field(default_factory=dict)
-    """Per family, its score in percent at each prompt length (mean over its tasks); empty where not scored."""
+    """Per family, its score in percent at each prompt length (mean over its tasks that have that length); empty
+    where not scored."""
 
     @property
     def max_steps(self) -> int:
