@@ -30,7 +30,7 @@ EXACT = ("sparse-linear", "decision-tree", "quadratic")
 SPARSE_JITTER = 1e-10
 """The noise variance, relative to the labels' mean square, under which `sparse_posterior_mean` weighs the
 supports: it stands for the labels' float32 rounding (a relative variance near 1e-15), so a support that leaves
-a residual above it is ruled out, and it keeps the k x k systems of prompts shorter than k positive definite."""
+a residual above it is ruled out, and it keeps every system it solves positive definite."""
 
 
 def sparse_posterior_mean(x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, k: int,
