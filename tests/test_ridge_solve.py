@@ -18,6 +18,21 @@ def reference(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0]
 
 
+@pytest.mark.parametrize("n", [3, 10])
+def test_the_qr_solve_of_a_rank_deficient_batch_is_the_minimum_norm_solution(n: int) -> None:
+    """Prompts whose inputs span 5 of 20 coordinates (zero-padded, as `Task.sample(dims=5)` draws them), 256 at
+    once: every call gives the pseudo-inverse's answer (LAPACK's gelsy gave other solutions, varying between
+    calls, on such batches)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.zeros(256, n, 20, dtype=torch.float64)
+    x[..., :5] = torch.randn(256, n, 5, generator=gen, dtype=torch.float64)
+    rhs = torch.randn(256, n, 1, generator=gen, dtype=torch.float64)
+    want = torch.linalg.pinv(x) @ rhs
+    for _ in range(5):
+        torch.testing.assert_close(ridge.qr_solve(x, rhs, torch.zeros(256, dtype=torch.float64)), want,
+                                   rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("n", [3, 8, 20])
 @pytest.mark.parametrize("lam", [0.0, 0.3])
 @pytest.mark.parametrize("labels", [(), (4,)])

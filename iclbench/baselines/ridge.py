@@ -66,14 +66,15 @@ def solve(x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor) -> torch.
 
 def qr_solve(x: torch.Tensor, rhs: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """The (B, d, k) ridge solution of float64 x (B, n, d), rhs (B, n, k) and penalties lam (B,) as the
-    least-squares solution of [X; sqrt(lam) I] w = [rhs; 0]: LAPACK's gelsy (a complete orthogonal
-    factorisation) on the CPU, the pseudo-inverse elsewhere."""
+    least-squares solution of [X; sqrt(lam) I] w = [rhs; 0]: LAPACK's gelsd (by the SVD) on the CPU, the
+    pseudo-inverse elsewhere. (gelsy, a complete orthogonal factorisation, returned other solutions than the
+    minimum-norm one, different from call to call, on batches of rank-deficient prompts.)"""
     if bool((lam > 0).any()):  # zero rows where lam = 0 leave the minimum-norm solution as it is
         eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device) * lam.sqrt()[:, None, None]
         zeros = rhs.new_zeros(len(x), x.shape[-1], rhs.shape[-1])
         x, rhs = torch.cat([x, eye], 1), torch.cat([rhs, zeros], 1)
     if x.device.type == "cpu":
-        return torch.linalg.lstsq(x, rhs, driver="gelsy").solution
+        return torch.linalg.lstsq(x, rhs, driver="gelsd").solution
     return torch.linalg.pinv(x) @ rhs
 
 
