@@ -709,9 +709,7 @@ def question9(out: Path, submissions: Path | None) -> dict[str, Any]:
     penalty = bayes_lambda(task.in_dimension(Q9_DIMS))
     rows: dict[str, dict[str, float | None]] = {}
     for n in lengths:
-        # the references solve in the span of the prompts' coordinates: on the zero-padded inputs least squares
-        # would be a rank-deficient system, whose minimum-norm solution depends on the LAPACK path
-        x, y, x_query = data.x[:, :n, :Q9_DIMS], data.y[:, :n], data.x_query[..., :Q9_DIMS].double()
+        x, y, x_query = data.x[:, :n], data.y[:, :n], data.x_query.double()
         preds = {"ols": apply(x_query, solve(x, y, 0.0)), "ridge": apply(x_query, solve(x, y, penalty))}
         if net is not None:
             preds["model"] = per_layer(net, data, n)[:, -1]
