@@ -9,9 +9,12 @@ noiseless measurements y = A b, 16 layers, batch 128, Adam at 5e-4 for each new 
 all layers, thresholds started at lambda / L~ with lambda = 0.4 (Open-L2O's `model_lam`). Each stage stops
 when the validation NMSE (1,024 codes) has not improved for `--patience` validations (Open-L2O: 5 epochs of
 400 steps; here one validation every `--val-every` steps, so that a model trains in about an hour of one
-core), with no fine-tuning stage after the last layer. Training codes are drawn fresh every batch (Chen et
+core), with no fine-tuning stage after the last layer. `--open-l2o` trains as Open-L2O's code does instead
+(`TrainConfig.open_l2o`: its start, loss, Adam, layer decay, validation metric, last weights kept), with its
+stopping (`OPEN_L2O_STOPPING`). Training codes are drawn fresh every batch from the seed `--seed` (Chen et
 al. 2018's code draws them on the fly; Open-L2O cycles a file of 51,200). ALISTA's weight is the package's
-closed form (Frobenius coherence), where Open-L2O loads a weight solved for the generalized coherence.
+closed form: Open-L2O loads its weight from a file, and ALISTA's own algorithm for it (Liu et al. 2019,
+appendix E.1: projected gradient descent on the same problem) converges to the closed form.
 
 It prints the NMSE (dB) of every layer on 1,024 test codes (a seed of their own) in Open-L2O's metric,
 the mean over codes of 10 log10((||b_hat - b||^2 / d + 1e-10) / (||b||^2 / d + 1e-10)), with the package's (10 log10 of the ratio of the
@@ -28,14 +31,14 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from iclbench.baselines.lista import ALISTANet, UnrolledNet, alista_weight
-from iclbench.baselines.train_lista import Codes, TrainConfig, new_net, nmse_db, save_net, train
+from iclbench.baselines.train_lista import Codes, TrainConfig, mean_of_db, new_net, nmse_db, save_net, train
 
 PUBLISHED = {"lista": -35.0, "lista-cp": -30.0, "lista-cpss": -63.0, "alista": -78.0}
 """NMSE (dB) at layer 16 in Open-L2O's figure "Learning to optimize sparse recovery" (README of
@@ -43,8 +46,11 @@ github.com/VITA-Group/Open-L2O, Figs/ss.png; Chen et al. 2022, "Learning to Opti
 Benchmark", JMLR), (256, 512), noiseless, read off the figure to about +-3 dB."""
 SOURCE = "Open-L2O, figure 'Learning to optimize sparse recovery' (256 x 512, noiseless), layer 16, read off +-3 dB"
 OPEN_L2O_LAMBDA = 0.4
-EPS = 1e-10
-"""Added to both mean squares of Open-L2O's per-code NMSE (its `EvalNMSE`)."""
+OPEN_L2O_STOPPING = {"val_every": 400, "patience": 5, "max_stage_steps": 20000}
+"""`--open-l2o`'s defaults: Open-L2O validates once an epoch (51,200 codes, 400 steps) and ends a stage after 5
+epochs without improvement; it sets no cap (100,000 epochs), this one keeps a run finite."""
+PACKAGE_STOPPING = {"val_every": 100, "patience": 4, "max_stage_steps": 3000}
+"""The defaults otherwise: about an hour of one core per network."""
 MATRIX_SEED, TEST_SEED = 2024, 2
 
 
@@ -76,13 +82,11 @@ def per_layer_db(net: UnrolledNet, source: Codes, y: torch.Tensor, beta: torch.T
     """Per-layer NMSE (dB) of `net` on (y, beta): Open-L2O's mean of per-code dB, and the ratio of the sums."""
     fixed = {"weight": alista_weight(source.matrix)} if isinstance(net, ALISTANet) else {}
     with torch.no_grad():
-        codes = net(source.matrix, y, **fixed).double()
+        layers = net(source.matrix, y, **fixed).double().unbind(1)
     b = beta.double()
-    # Open-L2O's EvalNMSE: (mean squared error + 1e-10) / (mean square of the code + 1e-10), per code
-    per_code = (((codes - b[:, None]) ** 2).mean(-1) + EPS) / ((b**2).mean(-1, keepdim=True) + EPS)  # (P, K)
     return {
-        "mean_of_db": [round(v, 2) for v in (10 * per_code.log10()).mean(0).tolist()],
-        "ratio_db": [round(nmse_db(c, b), 2) for c in codes.unbind(1)],
+        "mean_of_db": [round(mean_of_db(c, b), 2) for c in layers],
+        "ratio_db": [round(nmse_db(c, b), 2) for c in layers],
     }
 
 
@@ -115,22 +119,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--d", type=int, default=512, help="code dimension (columns)")
     p.add_argument("--p", type=float, default=0.1, help="probability of a non-zero code entry")
     p.add_argument("--layers", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"the training codes' seed (default 0; the validation codes take seed {TrainConfig.val_seed}, "
+                        f"the test codes {TEST_SEED})")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--val-every", type=int, default=100, help="steps between validations")
-    p.add_argument("--patience", type=int, default=4, help="validations without improvement that end a stage")
-    p.add_argument("--max-stage-steps", type=int, default=3000, help="steps at most per stage")
+    p.add_argument("--open-l2o", action="store_true", help="train as Open-L2O's code does (`TrainConfig.open_l2o`)")
+    for key, what in (("val_every", "steps between validations"),
+                      ("patience", "validations without improvement that end a stage"),
+                      ("max_stage_steps", "steps at most per stage")):
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"{what} (default {PACKAGE_STOPPING[key]}, "
+                       f"with --open-l2o {OPEN_L2O_STOPPING[key]})")
     p.add_argument("--val-prompts", type=int, default=1024)
     p.add_argument("--test-prompts", type=int, default=1024)
     p.add_argument("--time-steps", type=int, default=0, help="time this many steps per path first (0: skip)")
     p.add_argument("--out", type=Path, help="write every number (curves, stages, CPU time) to this JSON file, and each "
                    "trained network beside it (<out stem>-<model>.safetensors)")
     args = p.parse_args(argv)
+    for key, default in (OPEN_L2O_STOPPING if args.open_l2o else PACKAGE_STOPPING).items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    counts = ("m", "d", "layers", "batch_size", "val_every", "patience", "max_stage_steps", "val_prompts",
+              "test_prompts")
+    for key in counts:
+        if getattr(args, key) < 1:
+            p.error(f"--{key.replace('_', '-')} takes a count >= 1, not {getattr(args, key)}")
+    if args.time_steps < 0 or not 0 < args.p <= 1:
+        p.error("--time-steps takes a count >= 0 and --p a probability in (0, 1]")
+    if args.seed < 0 or args.seed in (TrainConfig.val_seed, TEST_SEED):
+        p.error(f"--seed takes a seed >= 0 other than the validation and the test codes' ({TrainConfig.val_seed}, "
+                f"{TEST_SEED}), not {args.seed}")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     source = GaussianDictionary(args.m, args.d, args.p)
     cfg = TrainConfig(layers=args.layers, batch_size=args.batch_size, val_every=args.val_every,
                       patience=args.patience, stage_steps=(args.max_stage_steps,) * 3, final_steps=0,
-                      val_prompts=args.val_prompts, init_lambda=OPEN_L2O_LAMBDA)
+                      val_prompts=args.val_prompts, init_lambda=OPEN_L2O_LAMBDA, train_seed=args.seed,
+                      open_l2o=args.open_l2o)
     doc: dict = {"command": " ".join(["python benchmarks/l2o_literature.py", *(sys.argv[1:] if argv is None else argv)]),
                  "setting": {"m": args.m, "d": args.d, "p": args.p, "matrix_seed": MATRIX_SEED, "test_seed": TEST_SEED},
                  "config": asdict(cfg), "torch_version": torch.__version__, "published_layer16": PUBLISHED,
@@ -145,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind}: CPU seconds per Adam step at depth {args.layers}: matrix copied per prompt {copied:.4f}, "
                   f"shared {shared:.4f} ({copied / shared:.1f}x)")
     test_y, test_beta = source.draw(args.test_prompts, source.generator(TEST_SEED))
-    curves = {"ista": per_layer_db(new_net("lista-cp", source.matrix, cfg), source, test_y, test_beta)}
+    ista = new_net("lista-cp", source.matrix, replace(cfg, open_l2o=False))  # untrained: ISTA, whatever the recipe
+    curves = {"ista": per_layer_db(ista, source, test_y, test_beta)}
     for kind in args.models:
         net, record = train(kind, cfg, source)
         curves[kind] = per_layer_db(net, source, test_y, test_beta)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -20,7 +20,10 @@ from iclbench.baselines import lista
 from iclbench.baselines.lista import (
     ALISTA, LAYERS, LISTA, LISTACP, ALISTANet, LISTACPNet, LISTANet, alista_weight, load_net,
 )
-from iclbench.baselines.train_lista import FINAL, STAGES, TaskCodes, TrainConfig, main, save_net, train
+from iclbench.baselines.train_lista import (
+    FINAL, STAGES, TaskCodes, TrainConfig, decay_gradients, main, mean_of_db, save_net, stage_groups, train,
+    validation_set,
+)
 from iclbench.plugins import load_model, sha256_file
 from iclbench.runner import RunConfig, run
 
@@ -106,6 +109,20 @@ def test_alista_weight_is_the_constrained_optimum() -> None:
                 assert ours_obj <= ref_obj + 1e-9 * (1 + ref_obj)
                 if n < d:  # the optimum is unique
                     np.testing.assert_allclose(wp[:, i], ref, rtol=1e-7, atol=1e-9)
+
+
+def test_alista_weight_is_what_alista_s_own_algorithm_converges_to() -> None:
+    """Liu et al. (2019, appendix E.1, Algorithm 1) compute the weight by projected gradient descent from W = D
+    (unit-norm columns): W <- W - eta D (D^T W - I), then each column w_i moved along d_i until d_i^T w_i = 1.
+    Its limit is the package's closed form."""
+    rng = np.random.default_rng(11)
+    d = rng.standard_normal((24, 48))
+    d /= np.linalg.norm(d, axis=0)
+    w = d.copy()
+    for _ in range(3000):
+        w = w - 0.1 * d @ (d.T @ w - np.eye(48))
+        w = w + (1 - np.einsum("ij,ij->j", d, w)) * d
+    np.testing.assert_allclose(alista_weight(torch.from_numpy(d)).numpy(), w, rtol=0, atol=1e-12)
 
 
 def test_support_selection_against_a_loop() -> None:
@@ -243,6 +260,103 @@ def test_with_patience_each_stage_stops_early_and_keeps_its_best_weights() -> No
         assert vals == sorted(vals, reverse=True)
     assert record["val_nmse_db"] == pytest.approx(stages[-1]["val_nmse_db"], abs=1e-4)
     assert record["steps"] == sum(r["steps"] for r in stages)
+
+
+def test_open_l2o_nmse_is_the_mean_of_the_per_code_db() -> None:
+    rng = np.random.default_rng(4)
+    beta = rng.standard_normal((40, 30)) * (rng.random((40, 30)) < 0.2)
+    beta[0] = 0.0  # a zero code: only the 1e-10 keeps its ratio finite
+    codes = beta + 10.0 ** rng.uniform(-6, 0, (40, 1)) * rng.standard_normal((40, 30))
+    ref = np.mean([10 * math.log10((np.mean((c - b) ** 2) + 1e-10) / (np.mean(b**2) + 1e-10))
+                   for c, b in zip(codes, beta)])
+    assert mean_of_db(torch.from_numpy(codes), torch.from_numpy(beta)) == pytest.approx(ref, rel=1e-12)
+
+
+def test_open_l2o_starts_where_its_code_does() -> None:
+    """Open-L2O's models/*.py: LISTA from ISTA's weights (as the package), LISTA-CP at W_k = A and ALISTA at a step of
+    1, both with thresholds lambda / (1.001 ||A||_2^2)."""
+    x0 = FIXED.public["X0"][:10].double()
+    th = 0.4 / (1.001 * np.linalg.norm(x0.numpy(), 2) ** 2)
+    ours, theirs = LISTANet(10, 20).double().init_from(x0, 0.4), LISTANet(10, 20).double().init_open_l2o(x0, 0.4)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    cp = LISTACPNet(10, 20).double().init_open_l2o(x0, 0.4)
+    assert all(torch.equal(w, x0) for w in cp.W) and all(float(t.detach()) == pytest.approx(th, rel=1e-12) for t in cp.theta)
+    al = ALISTANet(10, 20).double().init_open_l2o(x0, 0.4)
+    assert all(float(g.detach()) == 1.0 for g in al.gamma)
+    assert all(float(t.detach()) == pytest.approx(th, rel=1e-12) for t in al.theta)
+
+
+def test_open_l2o_training_is_its_loop() -> None:
+    """`open_l2o` against Open-L2O's loop written out: Adam (eps 1e-7) on half the squared error summed over the
+    batch; the new layer alone, then every layer with layer j's gradients times 0.3^(k - j). Both run the same
+    operations on the same tensors in one process, so the weights are equal bit for bit; they must be, as Adam
+    divides a gradient by its own scale: the mean instead of the half sum, or eps 1e-8, moves the weights by 3.5e-8
+    or 1.7e-8 of their size here (the decay by nothing: it is tested on its own)."""
+    cfg = TrainConfig(layers=2, stage_steps=(3, 2, 2), stage_lrs=(1e-2, 1e-3, 1e-4), final_steps=0, patience=None,
+                      val_prompts=16, batch_size=8, init_lambda=0.4, open_l2o=True)
+    codes = TaskCodes(FIXED, 10)
+    got, record = train("lista-cp", cfg, codes, log=False)
+    net = LISTACPNet(10, 20, 2).init_open_l2o(codes.matrix, 0.4)
+    gen = codes.generator(cfg.train_seed)
+    for k in range(2):
+        for stage, (lr, steps) in enumerate(zip(cfg.stage_lrs, cfg.stage_steps)):
+            layers = [k] if stage == 0 else range(k + 1)
+            opt = torch.optim.Adam([p for j in layers for p in net.stage_params(j)], lr=lr, eps=1e-7)
+            for _ in range(steps):
+                y, beta = codes.draw(cfg.batch_size, gen)
+                loss = 0.5 * ((net(codes.matrix, y, k + 1)[:, -1] - beta) ** 2).sum()
+                opt.zero_grad()
+                loss.backward()
+                for j in layers:
+                    for p in net.stage_params(j):
+                        p.grad *= 0.3 ** (k - j)
+                opt.step()
+    for a, b in zip(got.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+    vy, vbeta = validation_set(codes, cfg)
+    with torch.no_grad():
+        layers = got(codes.matrix, vy).unbind(1)
+    assert record["val_nmse_db_per_layer"] == [round(mean_of_db(c, vbeta), 4) for c in layers]
+
+
+def test_open_l2o_decays_the_gradients_of_older_layers_in_fine_tuning() -> None:
+    """Open-L2O's `utils.Adam`: the new layer alone (its other variables frozen), then every layer, the gradient of a
+    variable created j layers ago times 0.3^j; LISTA's B is layer 0's."""
+    net = LISTANet(10, 20, 4)
+    new = stage_groups(net, 2, 0, open_l2o=True)
+    assert [g["decay"] for g in new] == [1.0] and new[0]["params"] == [net.W[1], net.theta[2]]
+    for stage in (1, 2):
+        groups = stage_groups(net, 2, stage, open_l2o=True)
+        assert [g["decay"] for g in groups] == [0.3**2, 0.3, 1.0]
+        assert [g["params"] for g in groups] == [[net.B, net.theta[0]], [net.W[0], net.theta[1]], [net.W[1], net.theta[2]]]
+        assert stage_groups(net, 2, stage, open_l2o=False) == [{"params": list(net.parameters()), "decay": 1.0}]
+
+
+def test_the_decay_multiplies_each_group_s_gradients() -> None:
+    net = LISTACPNet(10, 20, 3)
+    opt = torch.optim.Adam(stage_groups(net, 2, 1, open_l2o=True))
+    for i, param in enumerate(net.parameters()):
+        param.grad = torch.full_like(param, float(i + 1))
+    decay_gradients(opt)
+    for j in range(3):
+        for param in net.stage_params(j):
+            i = next(i for i, q in enumerate(net.parameters()) if q is param)
+            torch.testing.assert_close(param.grad, torch.full_like(param, (i + 1) * 0.3 ** (2 - j)))
+
+
+@pytest.mark.parametrize("open_l2o", [True, False])
+def test_a_stage_keeps_its_last_weights_as_open_l2o_or_its_best(open_l2o: bool) -> None:
+    """A stage stopped early returns, with `open_l2o`, the network of its last step (the same steps run without
+    early stopping), and otherwise that of its best validation, an earlier one."""
+    cfg = TrainConfig(layers=1, stage_steps=(300, 0, 0), stage_lrs=(0.2, 1e-4, 1e-5), final_steps=0, patience=1,
+                      val_every=5, val_prompts=64, batch_size=16, open_l2o=open_l2o)
+    codes = TaskCodes(FIXED, 10)
+    stopped, record = train("alista", cfg, codes, log=False)
+    done = record["stages"][0]["steps"]
+    assert done < 300  # it stopped early, after a validation without improvement
+    ran, _ = train("alista", replace(cfg, stage_steps=(done, 0, 0), patience=None), codes, log=False)
+    same = all(torch.equal(a, b) for a, b in zip(stopped.state_dict().values(), ran.state_dict().values()))
+    assert same == open_l2o
 
 
 def test_training_is_deterministic_and_round_trips(tmp_path) -> None:

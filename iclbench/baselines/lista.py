@@ -101,6 +101,15 @@ class UnrolledNet(nn.Module, metaclass=ABCMeta):
     def stage_params(self, k: int) -> list[nn.Parameter]:
         """The parameters layer k (from 0) introduces, trained alone in its first layer-wise stage."""
 
+    @abstractmethod
+    def init_from(self, x0: torch.Tensor, lam: float) -> UnrolledNet:
+        """Start from ISTA's weights for X0 with penalty `lam` (the package's start)."""
+
+    def init_open_l2o(self, x0: torch.Tensor, lam: float) -> UnrolledNet:
+        """Start where Open-L2O's code starts the network (Model_Base_L2O/models): `init_from`'s weights unless the
+        class says otherwise."""
+        return self.init_from(x0, lam)
+
 
 class LISTANet(UnrolledNet):
     """b^1 = soft(B y, th_1), b^{k+1} = soft(B y + W_k b^k, th_k); B shared, W_k and th_k per layer."""
@@ -159,6 +168,14 @@ class LISTACPNet(UnrolledNet):
                 th.fill_(lam / lip)
         return self
 
+    def init_open_l2o(self, x0: torch.Tensor, lam: float) -> LISTACPNet:
+        """Open-L2O's start: W_k = X0 (a step of 1), th_k = lam / L~."""
+        self.init_from(x0, lam)
+        with torch.no_grad():
+            for w in self.W:
+                w.copy_(x0)
+        return self
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         b = y.new_zeros(y.shape[0], self.d)
         codes = []
@@ -193,6 +210,15 @@ class ALISTANet(UnrolledNet):
             for g, th in zip(self.gamma, self.theta):
                 g.fill_(gamma)
                 th.fill_(lam * gamma)
+        return self
+
+    def init_open_l2o(self, x0: torch.Tensor, lam: float) -> ALISTANet:
+        """Open-L2O's start: gamma_k = 1, th_k = lam / L~ (ISTA's threshold)."""
+        th = lam / lipschitz(x0.double())
+        with torch.no_grad():
+            for g, t in zip(self.gamma, self.theta):
+                g.fill_(1.0)
+                t.fill_(th)
         return self
 
     def forward(

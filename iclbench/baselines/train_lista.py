@@ -6,10 +6,11 @@ The schedule follows Chen et al. (2018): for each layer k, train the parameters 
 at 5e-4, then fine-tune every layer up to k at 1e-4 and at 1e-5, with Adam on the squared error of the
 code at layer k; after the last layer, fine-tune the whole network at 1e-4 for `final_steps`. As Open-L2O
 runs it, a stage ends once the validation NMSE at layer k, measured every `val_every` steps, has not
-improved for `patience` validations in a row, and keeps the weights of its best validation (`stage_steps`
-and `final_steps` cap the stages): the package's checkpoints, whose last stage, the whole network's
-fine-tuning, ended so (its validation error had stopped falling), after 4 to 6 minutes of one core each.
-With `patience` None (`--patience 0`) every stage runs its steps. Batches are drawn fresh
+improved for `patience` validations in a row (`stage_steps` and `final_steps` cap the stages); it then keeps
+the weights of its best validation. So were the package's checkpoints trained: the last stage of each, the
+whole network's fine-tuning, ended by the criterion, after 4 to 6 minutes of one core. With `patience` None
+(`--patience 0`) every stage runs its steps. `TrainConfig.open_l2o` trains as Open-L2O's code does instead
+(its start, loss, Adam, layer decay and validation metric; a stage keeps its last weights). Batches are drawn fresh
 from `Codes.draw` on the training seed `train_seed`; the validation set comes from another training seed,
 never from the evaluation stream. The measurement matrix is one (n, d) matrix shared by every prompt of a
 batch (`UnrolledNet.forward`), never a copy per prompt. Runs on one thread, so a run is deterministic on
@@ -58,6 +59,10 @@ KINDS = ("lista", "lista-cp", "alista")
 STAGES = ("new layer", "fine-tune", "fine-tune")
 FINAL = "final"
 """The name of the whole network's last fine-tuning stage in a training record."""
+OPEN_L2O_DECAY = 0.3
+"""Open-L2O's factor on the gradients of a layer's parameters per layer of age in fine-tuning (`utils.Adam`). As
+Adam divides a gradient by its own scale, it changes a step only where the scaled gradient nears Adam's eps: in a
+test's setting, not at all."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,17 @@ class TrainConfig:
     lower validation NMSE, and keeps its best weights: by default, 1,000 steps without progress end a stage."""
     val_every: int = 100
     """Steps between two validations of a stage, with `patience`."""
+    open_l2o: bool = False
+    """Train as Open-L2O's code does (Model_Base_L2O/train.py and utils.py) where it differs from the package's
+    way: the networks start from `UnrolledNet.init_open_l2o`; the loss is half the squared error summed over the
+    batch (`tf.nn.l2_loss`); Adam's eps is 1e-7, Keras's value; a fine-tuning stage at layer k multiplies the
+    gradient of layer j's parameters by `OPEN_L2O_DECAY`^(k - j); validation is Open-L2O's NMSE, `mean_of_db`;
+    and a stage keeps its last weights (Keras's `EarlyStopping` without `restore_best_weights`), not its best.
+    Three details stay the package's: Keras adds its eps to the bias-corrected root of Adam's second moment
+    (PyTorch's eps equal to 1e-7 / sqrt(1 - 0.999^t) at step t would match it); Keras's `EarlyStopping` counts the
+    first validation of each stage as a gain (a stage runs at least patience + 1 validations), where a stage here
+    compares with the validation before it; and support selection passes ceil(p d / 100) entries, where Open-L2O
+    passes those above a percentile (one fewer at most layers for d = 512)."""
 
 
 class Codes(ABC):
@@ -128,72 +144,109 @@ def nmse_db(codes: torch.Tensor, beta: torch.Tensor) -> float:
     return 10 * torch.log10(((codes - beta) ** 2).sum() / (beta**2).sum()).item()
 
 
+def mean_of_db(codes: torch.Tensor, beta: torch.Tensor, eps: float = 1e-10) -> float:
+    """Open-L2O's NMSE (its `NMSE` and `EvalNMSE` metrics): the mean over prompts of
+    10 log10((||b_hat - b||^2 / d + eps) / (||b||^2 / d + eps)), in float64."""
+    b = beta.double()
+    ratio = (((codes.double() - b) ** 2).mean(-1) + eps) / ((b**2).mean(-1) + eps)
+    return (10 * ratio.log10()).mean().item()
+
+
 def validation_set(codes: Codes, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, codes) of the validation prompts, drawn from the training seed `cfg.val_seed`."""
     return codes.draw(cfg.val_prompts, codes.generator(cfg.val_seed))
 
 
 def new_net(kind: str, x0: torch.Tensor, cfg: TrainConfig) -> UnrolledNet:
-    """An untrained network of `kind` started from ISTA's weights for X0."""
-    return NETS[kind](x0.shape[0], x0.shape[1], cfg.layers).init_from(x0, cfg.init_lambda)
+    """An untrained network of `kind` started from ISTA's weights for X0 (or Open-L2O's start, `cfg.open_l2o`)."""
+    net = NETS[kind](x0.shape[0], x0.shape[1], cfg.layers)
+    return net.init_open_l2o(x0, cfg.init_lambda) if cfg.open_l2o else net.init_from(x0, cfg.init_lambda)
+
+
+def stage_groups(net: UnrolledNet, k: int, stage: int, open_l2o: bool) -> list[dict[str, Any]]:
+    """Adam's parameter groups in stage `stage` (0, 1, 2) of layer k (from 0), each with `decay`, the factor on its
+    gradients: the parameters layer k introduces alone, then every parameter; with `open_l2o`, layer j's
+    gradients times `OPEN_L2O_DECAY`^(k - j) in the fine-tuning stages."""
+    if stage == 0:
+        return [{"params": net.stage_params(k), "decay": 1.0}]
+    if open_l2o:
+        return [{"params": net.stage_params(j), "decay": OPEN_L2O_DECAY ** (k - j)} for j in range(k + 1)]
+    return [{"params": list(net.parameters()), "decay": 1.0}]
+
+
+def decay_gradients(opt: torch.optim.Optimizer) -> None:
+    """Multiply the gradients of each of `opt`'s groups (`stage_groups`) by its `decay`."""
+    for group in opt.param_groups:
+        if group["decay"] != 1.0:
+            for param in group["params"]:
+                param.grad.mul_(group["decay"])
 
 
 def train(kind: str, cfg: TrainConfig, codes: Codes, log: bool = True) -> tuple[UnrolledNet, dict[str, Any]]:
     """Train one network layer by layer (`TrainConfig`); returns it and its training record (every stage's steps
-    and validation NMSE at its end, the final per-layer validation NMSE)."""
+    and validation NMSE at its end, the final per-layer validation NMSE: `nmse_db`, or `mean_of_db` with
+    `cfg.open_l2o`)."""
     torch.manual_seed(cfg.train_seed)
     x0 = codes.matrix
     net = new_net(kind, x0, cfg)
     gen = codes.generator(cfg.train_seed)
     fixed = {"weight": alista_weight(x0)} if kind == "alista" else {}  # one matrix: ALISTA's weight computed once
     vy, vbeta = validation_set(codes, cfg)
+    score = mean_of_db if cfg.open_l2o else nmse_db
     start, cpu = time.perf_counter(), time.process_time()
     stages: list[dict[str, Any]] = []
 
     def validate(depth: int) -> float:
         with torch.no_grad():
-            return nmse_db(net(x0, vy, depth, **fixed)[:, -1], vbeta)
+            return score(net(x0, vy, depth, **fixed)[:, -1], vbeta)
 
     def optimise(opt: torch.optim.Optimizer, steps: int, depth: int) -> None:
         for _ in range(steps):
             y, beta = codes.draw(cfg.batch_size, gen)
-            loss = ((net(x0, y, depth, **fixed)[:, -1] - beta) ** 2).sum(-1).mean()
+            err = net(x0, y, depth, **fixed)[:, -1] - beta
+            loss = 0.5 * (err**2).sum() if cfg.open_l2o else (err**2).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
+            decay_gradients(opt)
             opt.step()
 
-    def run_stage(params: list[torch.nn.Parameter], lr: float, steps: int, depth: int) -> dict[str, Any]:
-        opt = torch.optim.Adam(params, lr=lr)
+    def run_stage(k: int, stage: int, steps: int) -> dict[str, Any]:
+        """Stage `stage` (0, 1, 2) of layer k (from 0)."""
+        groups = stage_groups(net, k, stage, cfg.open_l2o)
+        opt = torch.optim.Adam(groups, lr=cfg.stage_lrs[stage], eps=1e-7 if cfg.open_l2o else 1e-8)
+        depth = k + 1
         if cfg.patience is None:
             optimise(opt, steps, depth)
             return {"steps": steps, "val_nmse_db": round(validate(depth), 4)}
-        best, kept, since, done = validate(depth), copy.deepcopy(net.state_dict()), 0, 0
+        best = val = validate(depth)
+        kept, since, done = None if cfg.open_l2o else copy.deepcopy(net.state_dict()), 0, 0
         while since < cfg.patience and done < steps:
             chunk = min(cfg.val_every, steps - done)
             optimise(opt, chunk, depth)
             done += chunk
             val = validate(depth)
             if val < best:
-                best, kept, since = val, copy.deepcopy(net.state_dict()), 0
+                best, since = val, 0
+                kept = None if cfg.open_l2o else copy.deepcopy(net.state_dict())
             else:
                 since += 1
+        if kept is None:  # Open-L2O keeps the last weights
+            return {"steps": done, "val_nmse_db": round(val, 4)}
         net.load_state_dict(kept)
         return {"steps": done, "val_nmse_db": round(best, 4)}
 
     for k in range(cfg.layers):
         for stage, (name, lr, steps) in enumerate(zip(STAGES, cfg.stage_lrs, cfg.stage_steps)):
-            params = net.stage_params(k) if stage == 0 else list(net.parameters())
-            stages.append({"layer": k + 1, "stage": name, "lr": lr, **run_stage(params, lr, steps, k + 1)})
+            stages.append({"layer": k + 1, "stage": name, "lr": lr, **run_stage(k, stage, steps)})
         if log:
             steps = sum(r["steps"] for r in stages[-len(STAGES):])
             print(f"{kind}: layer {k + 1:2d}  validation NMSE {stages[-1]['val_nmse_db']:8.3f} dB  ({steps} steps, "
                   f"{time.process_time() - cpu:.0f} s CPU)", file=sys.stderr, flush=True)
-    if cfg.final_steps:
-        lr = cfg.stage_lrs[1]
-        stages.append({"layer": cfg.layers, "stage": FINAL, "lr": lr,
-                       **run_stage(list(net.parameters()), lr, cfg.final_steps, cfg.layers)})
+    if cfg.final_steps:  # the first fine-tuning stage of the last layer, again
+        stages.append({"layer": cfg.layers, "stage": FINAL, "lr": cfg.stage_lrs[1],
+                       **run_stage(cfg.layers - 1, 1, cfg.final_steps)})
     with torch.no_grad():
-        per_layer = [nmse_db(c, vbeta) for c in net(x0, vy, **fixed).unbind(1)]
+        per_layer = [score(c, vbeta) for c in net(x0, vy, **fixed).unbind(1)]
     record = {
         "val_nmse_db": per_layer[-1],
         "val_nmse_db_per_layer": [round(v, 4) for v in per_layer],
