@@ -218,8 +218,9 @@ def train(kind: str, cfg: TrainConfig, codes: Codes, log: bool = True) -> tuple[
         if cfg.patience is None:
             optimise(opt, steps, depth)
             return {"steps": steps, "val_nmse_db": round(validate(depth), 4)}
+        keep_best = not cfg.open_l2o  # Open-L2O keeps a stage's last weights
         best = val = validate(depth)
-        kept, since, done = None if cfg.open_l2o else copy.deepcopy(net.state_dict()), 0, 0
+        kept, since, done = copy.deepcopy(net.state_dict()) if keep_best else None, 0, 0
         while since < cfg.patience and done < steps:
             chunk = min(cfg.val_every, steps - done)
             optimise(opt, chunk, depth)
@@ -227,10 +228,11 @@ def train(kind: str, cfg: TrainConfig, codes: Codes, log: bool = True) -> tuple[
             val = validate(depth)
             if val < best:
                 best, since = val, 0
-                kept = None if cfg.open_l2o else copy.deepcopy(net.state_dict())
+                if keep_best:
+                    kept = copy.deepcopy(net.state_dict())
             else:
                 since += 1
-        if kept is None:  # Open-L2O keeps the last weights
+        if not keep_best:
             return {"steps": done, "val_nmse_db": round(val, 4)}
         net.load_state_dict(kept)
         return {"steps": done, "val_nmse_db": round(best, 4)}
